@@ -1,0 +1,2 @@
+//! The PII scrubbing engine behind consentry.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! consentry
+#![deny(missing_docs)]
