@@ -1,2 +1,387 @@
-//! consentry
+//! Privacy-respecting crash reporting, error reporting and anonymous usage pings for Rust
+//! apps and libraries: nothing leaves the user's machine without consent, and nothing that
+//! does carries personal data.
+//!
+//! Apps call [`init`] once in `main`; libraries call [`capture_error`] and [`track`], which
+//! cost one atomic load when the host app never called `init` or the user said no.
+//!
+//! ```
+//! fn main() {
+//! #   let dir = tempfile::tempdir().unwrap();
+//!     let _guard = consentry::init(
+//!         consentry::Config::new("myapp", "1.0.0")          // or consentry::app_info!()
+//! #           .config_dir(dir.path()).data_dir(dir.path())
+//!             .dsn("https://key@o0.ingest.sentry.io/0")      // optional: none = local outbox
+//!             .usage_sink(consentry::Sink::json("https://collect.example.com/v1"))
+//!             .policy(consentry::Policy::OptIn),            // the default
+//!     );
+//!     consentry::ask(); // y/N prompt on the first interactive run
+//!
+//!     let err = std::io::Error::other("disk full");
+//!     consentry::capture_error(&err);                       // from any crate, any time
+//!     consentry::track("train", [("task", "detect")]);      // usage ping
+//! } // the guard flushes, for at most 2 s
+//! ```
+//!
+//! What happens to a report: the panic hook or [`capture_error`] builds a Sentry event
+//! (the whole `source()` chain, a backtrace); the background worker adds tags that help
+//! without identifying (app and OS version, architecture, Rust version), removes the host
+//! name, scrubs every string with [`scrub`] (home paths, user and host names, secrets,
+//! emails, IPs, card numbers, ...), writes it to the on-disk outbox, and sends it to the DSN.
+//! It leaves the outbox only when the server accepted it. Every payload sent is appended to
+//! an audit log the user can read with `telemetry log`.
+//!
+//! Users say no with `<app> telemetry disable` (or `sync=false` in the settings file),
+//! `<APP>_TELEMETRY=0`, or `DO_NOT_TRACK=1`; CI and non-zero distributed ranks report
+//! nothing.
+//!
+//! # Cargo features
+//!
+//! | feature   | default | what it adds |
+//! |-----------|---------|--------------|
+//! | `cli`     | yes     | the `consentry` binary and the embeddable `telemetry` clap subcommand ([`cli`]) |
+//! | `anyhow`  | no      | [`capture_anyhow`]: an `anyhow::Error`'s chain and backtrace |
+//! | `log`     | no      | [`log::BreadcrumbLogger`]: `log` records as breadcrumbs |
+//! | `tracing` | no      | [`tracing::BreadcrumbLayer`]: `tracing` events as breadcrumbs |
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod audit;
+mod config;
+mod consent;
+mod control;
+mod diag;
+mod early;
+mod env;
+mod facts;
+mod http;
+mod identity;
+mod inspect;
+mod outbox;
+mod panic;
+mod paths;
+mod report;
+mod runtime;
+mod settings;
+mod transport;
+mod usage;
+
+#[cfg(feature = "cli")]
+pub mod cli;
+#[cfg(feature = "log")]
+pub mod log;
+#[cfg(feature = "tracing")]
+pub mod tracing;
+
+/// The PII scrubbing engine (the `consentry-scrubbers` crate), usable on its own.
+#[path = "scrub_stub.rs"]
+pub mod scrub;
+
+use std::error::Error;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub use crate::config::{BeforeSend, Config, ConfigError, ConfigErrorKind, Ignore, Policy};
+pub use crate::consent::Decision;
+pub use crate::control::{Disabled, Scope, disable, enable};
+pub use crate::inspect::{Preview, Status, preview, status_of};
+pub use crate::paths::Paths;
+pub use crate::runtime::Guard;
+pub use crate::settings::{
+    Consent, ConsentSource, Recovery, SCHEMA_VERSION, SETTABLE_KEYS, Settings, SettingsError,
+};
+pub use crate::usage::{
+    MAX_NAME_LEN, MAX_PROPS, MAX_VALUE_LEN, Prop, Sink, UsageEvent, valid_name,
+};
+pub use sentry::Level;
+
+/// The id of a captured event (a UUID, as Sentry's).
+pub type EventId = uuid::Uuid;
+
+use crate::report::{BREADCRUMBS, Captured, Kind};
+use crate::runtime::{ON, STATE, UNINIT, UNINIT_FULL, USAGE_ON};
+
+/// Sets consentry up for this process and returns the guard that flushes when dropped.
+///
+/// Resolves the consent decision from the environment, the settings file and `config`.
+/// When crash reports are off it starts no thread, opens no socket and installs no hook.
+/// When on, it installs the panic hook (chaining the previous one) and starts one
+/// background worker. It never fails toward the app: a bad name or DSN, or an unusable
+/// directory, is reported once on stderr and reporting stays off.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let guard = consentry::init(consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path()));
+/// // Opt-in and nobody said yes yet: nothing will be sent.
+/// assert!(consentry::status().is_off());
+/// drop(guard);
+/// ```
+pub fn init(config: Config) -> Guard {
+    match catch_unwind(AssertUnwindSafe(|| runtime::init(config))) {
+        Ok(guard) => guard,
+        Err(_) => {
+            diag::warn_once("init-panic", || {
+                "internal error in consentry::init; reporting is off".to_owned()
+            });
+            STATE.store(runtime::OFF, Ordering::Release);
+            USAGE_ON.store(false, Ordering::Release);
+            runtime::init_failed()
+        }
+    }
+}
+
+/// The current consent decision, with the reason for each kind.
+///
+/// ```
+/// let decision = consentry::status();
+/// assert!(!decision.crash);
+/// assert!(decision.crash_reason.contains("init"));
+/// ```
+pub fn status() -> Decision {
+    runtime::current()
+        .map(|rt| rt.decision())
+        .unwrap_or_else(|| Decision::off("disabled: consentry::init was not called"))
+}
+
+/// On the first interactive run of an opt-in app, shows what is collected and asks y/N
+/// on stderr (a timeout or no answer is "no"; nothing at all is sent for a "no"). Records
+/// the answer and returns the new decision. Does nothing (and returns the current decision)
+/// when the user has decided, when stdin or stderr is not a terminal, in CI, or before
+/// [`init`].
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let _guard = consentry::init(consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path()));
+/// let decision = consentry::ask(); // not a terminal here: no prompt
+/// assert!(decision.is_off());
+/// ```
+pub fn ask() -> Decision {
+    catch_unwind(runtime::ask).unwrap_or_else(|_| status())
+}
+
+/// Reports an error with its whole `source()` chain (one exception per link) and, unless
+/// turned off, a backtrace of the calling thread.
+///
+/// Libraries call it unconditionally: before [`init`] the first few errors are kept (in
+/// static memory, no allocation) until `init` decides; when reporting is off it costs one
+/// atomic load and returns `None`. When on, the caller's thread only builds the event;
+/// symbolication, scrubbing and I/O happen on the worker. Never panics into the caller.
+///
+/// ```
+/// let err = std::io::Error::new(std::io::ErrorKind::NotFound, "config.toml");
+/// // No init in this process: kept for a later init, or dropped if it never comes.
+/// let _id: Option<consentry::EventId> = consentry::capture_error(&err);
+/// ```
+#[inline]
+pub fn capture_error<E: Error + ?Sized>(err: &E) -> Option<EventId> {
+    match STATE.load(Ordering::Relaxed) {
+        ON => capture_error_on(err),
+        UNINIT => capture_error_early(err),
+        _ => None,
+    }
+}
+
+#[inline(never)]
+fn capture_error_on<E: Error + ?Sized>(err: &E) -> Option<EventId> {
+    catch_unwind(AssertUnwindSafe(|| {
+        let rt = runtime::current()?;
+        let event = report::event_from_error(err);
+        let backtrace = rt
+            .config
+            .attach_backtrace
+            .then(backtrace::Backtrace::new_unresolved);
+        rt.capture(Captured {
+            event,
+            backtrace,
+            breadcrumb_seq: BREADCRUMBS.current(),
+            kind: Kind::Error,
+        })
+    }))
+    .ok()
+    .flatten()
+}
+
+#[cold]
+fn capture_error_early<E: Error + ?Sized>(err: &E) -> Option<EventId> {
+    early_outcome(catch_unwind(AssertUnwindSafe(|| early::capture_error(err))))
+}
+
+fn early_outcome(outcome: std::thread::Result<early::Capture>) -> Option<EventId> {
+    match outcome {
+        Ok(early::Capture::Kept(id, full)) => {
+            if full {
+                let _ = STATE.compare_exchange(
+                    UNINIT,
+                    UNINIT_FULL,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+            }
+            // `init` may have run while we wrote: hand the kept errors to it now.
+            if STATE.load(Ordering::Acquire) == ON
+                && let Some(rt) = runtime::current()
+            {
+                rt.adopt_early();
+            }
+            Some(id)
+        }
+        Ok(early::Capture::Full) => {
+            let _ =
+                STATE.compare_exchange(UNINIT, UNINIT_FULL, Ordering::AcqRel, Ordering::Relaxed);
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Reports a message at `level`. Same costs and guarantees as [`capture_error`].
+///
+/// ```
+/// consentry::capture_message("cache rebuilt from scratch", consentry::Level::Warning);
+/// ```
+#[inline]
+pub fn capture_message(message: &str, level: Level) -> Option<EventId> {
+    match STATE.load(Ordering::Relaxed) {
+        ON => catch_unwind(AssertUnwindSafe(|| {
+            let rt = runtime::current()?;
+            rt.capture(Captured {
+                event: report::event_from_message(message, level),
+                backtrace: None,
+                breadcrumb_seq: BREADCRUMBS.current(),
+                kind: Kind::Message,
+            })
+        }))
+        .ok()
+        .flatten(),
+        UNINIT => early_outcome(catch_unwind(AssertUnwindSafe(|| {
+            early::capture_message(message, level)
+        }))),
+        _ => None,
+    }
+}
+
+/// Queues an anonymous usage event. Never blocks; costs one atomic load when usage pings
+/// are off; when on, validates the name and queues (the worker serialises and sends).
+///
+/// Names and keys are 1 to 40 of `[a-z0-9_]`; a bad one drops the event (logged once in
+/// debug mode). See [`Prop`] for values.
+///
+/// ```
+/// consentry::track("train", [("task", "detect")]);
+/// consentry::track("export", [("format", consentry::Prop::from("onnx")), ("int8", true.into())]);
+/// ```
+#[inline]
+pub fn track<'a, V: Into<Prop>>(name: &str, props: impl IntoIterator<Item = (&'a str, V)>) {
+    if USAGE_ON.load(Ordering::Relaxed) {
+        track_on(name, props);
+    }
+}
+
+#[inline(never)]
+fn track_on<'a, V: Into<Prop>>(name: &str, props: impl IntoIterator<Item = (&'a str, V)>) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if let Some(rt) = runtime::current() {
+            usage::track(&rt, name, props);
+        }
+    }));
+}
+
+/// [`track`] for an event of a typed catalog (see [`event_catalog!`]).
+///
+/// ```
+/// struct Started;
+/// impl consentry::UsageEvent for Started {
+///     fn name(&self) -> &'static str { "started" }
+/// }
+/// consentry::track_event(Started, [("mode", "fast")]);
+/// ```
+#[inline]
+pub fn track_event<'a, V: Into<Prop>>(
+    event: impl UsageEvent,
+    props: impl IntoIterator<Item = (&'a str, V)>,
+) {
+    if USAGE_ON.load(Ordering::Relaxed) {
+        track_on(event.name(), props);
+    }
+}
+
+/// Records a breadcrumb: a short note attached to the crash reports that follow (scrubbed
+/// like everything else). Does nothing unless crash reports are on.
+///
+/// ```
+/// consentry::add_breadcrumb("config", "loaded 3 profiles", consentry::Level::Info);
+/// ```
+pub fn add_breadcrumb(category: &str, message: &str, level: Level) {
+    if STATE.load(Ordering::Relaxed) == ON {
+        BREADCRUMBS.add(sentry::protocol::Breadcrumb {
+            category: Some(category.to_owned()),
+            message: Some(message.to_owned()),
+            level,
+            ..Default::default()
+        });
+    }
+}
+
+/// Sends what is waiting (crash reports and usage pings), for at most `timeout`. Returns
+/// `true` when nothing is left. What is not sent stays in the outbox for the next run.
+///
+/// ```
+/// assert!(consentry::flush(std::time::Duration::from_millis(10)));
+/// ```
+pub fn flush(timeout: Duration) -> bool {
+    runtime::current().is_none_or(|rt| {
+        catch_unwind(AssertUnwindSafe(|| rt.flush(timeout, timeout))).unwrap_or(false)
+    })
+}
+
+/// Flushes (for at most the configured flush timeout), then calls
+/// [`std::process::exit`]: `process::exit` skips destructors, so without this a guard's
+/// flush never runs and queued reports wait for the next start.
+///
+/// ```no_run
+/// consentry::exit(2);
+/// ```
+pub fn exit(code: i32) -> ! {
+    if let Some(rt) = runtime::current() {
+        let (crash, usage) = (rt.config.flush_timeout, rt.config.usage_flush_timeout);
+        let _ = catch_unwind(AssertUnwindSafe(|| rt.flush(crash, usage)));
+    }
+    std::process::exit(code)
+}
+
+/// Reports an `anyhow::Error`: its whole chain, and its backtrace when it captured one.
+///
+/// ```
+/// let err = anyhow::anyhow!("disk full").context("saving the model");
+/// consentry::capture_anyhow(&err);
+/// ```
+#[cfg(feature = "anyhow")]
+pub fn capture_anyhow(err: &anyhow::Error) -> Option<EventId> {
+    match STATE.load(Ordering::Relaxed) {
+        ON => catch_unwind(AssertUnwindSafe(|| {
+            let rt = runtime::current()?;
+            let mut event = report::event_from_error(AsRef::<dyn Error + Send + Sync>::as_ref(err));
+            let bt = err.backtrace();
+            let captured_bt = bt.status() == std::backtrace::BacktraceStatus::Captured;
+            if captured_bt
+                && let Some(st) = sentry::integrations::backtrace::parse_stacktrace(&bt.to_string())
+                && let Some(top) = event.exception.values.last_mut()
+            {
+                top.stacktrace = Some(st);
+            }
+            let backtrace = (!captured_bt && rt.config.attach_backtrace)
+                .then(backtrace::Backtrace::new_unresolved);
+            rt.capture(Captured {
+                event,
+                backtrace,
+                breadcrumb_seq: BREADCRUMBS.current(),
+                kind: Kind::Error,
+            })
+        }))
+        .ok()
+        .flatten(),
+        UNINIT => capture_error_early(AsRef::<dyn Error + Send + Sync>::as_ref(err)),
+        _ => None,
+    }
+}

@@ -1,0 +1,638 @@
+//! The `telemetry` command: a [`clap::Subcommand`] a host app mounts as `myapp telemetry ...`,
+//! and that the `consentry` binary mounts as `consentry --app NAME ...`. Both run [`run`].
+//!
+//! ```
+//! use clap::Parser;
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(subcommand)]
+//!     command: Command,
+//! }
+//!
+//! #[derive(clap::Subcommand)]
+//! enum Command {
+//!     /// Do the app's work.
+//!     Run,
+//!     /// Manage crash reports and usage pings.
+//!     #[command(subcommand)]
+//!     Telemetry(consentry::cli::Command),
+//! }
+//!
+//! let cli = Cli::parse_from(["myapp", "telemetry", "status", "--json"]);
+//! # let dir = tempfile::tempdir().unwrap();
+//! let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
+//! if let Command::Telemetry(cmd) = cli.command {
+//!     let mut out = Vec::new();
+//!     let mut err = Vec::new();
+//!     let code = consentry::cli::run_with(&cmd, &config, &mut out, &mut err);
+//!     assert_eq!(code, 0);
+//! }
+//! ```
+//!
+//! # Exit codes
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | done |
+//! | 1 | failed: a file could not be read or written, or `scrub` met malformed input |
+//! | 2 | bad input: an unknown setting, a bad value, a bad argument |
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::control::{self, Scope};
+use crate::settings::{self, ConsentSource, Settings, SettingsError};
+
+/// Exit code: done.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: failed (I/O, malformed `scrub` input).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad input (unknown setting, bad value, bad argument).
+pub const EXIT_USAGE: u8 = 2;
+
+/// The `telemetry` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+#[non_exhaustive]
+pub enum Command {
+    /// Show whether crash reports and usage pings are on, every reason, and the files used
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn crash reports and usage pings on (both unless one is named)
+    Enable {
+        /// Only crash and error reports
+        #[arg(long, conflicts_with = "usage")]
+        crash: bool,
+        /// Only usage pings
+        #[arg(long)]
+        usage: bool,
+    },
+    /// Turn crash reports and usage pings off (both unless one is named); deletes waiting reports
+    Disable {
+        /// Only crash and error reports
+        #[arg(long, conflicts_with = "usage")]
+        crash: bool,
+        /// Only usage pings
+        #[arg(long)]
+        usage: bool,
+    },
+    /// Print the settings, change them (`settings sync=false usage=off`), or `settings reset`
+    Settings {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// `key=value` pairs, or `reset`
+        #[arg(value_name = "KEY=VALUE|reset")]
+        args: Vec<String>,
+    },
+    /// Show what a usage ping and a crash report from this machine would contain (nothing is sent)
+    Preview {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the audit log: every payload that was sent, as sent
+    Log {
+        /// Only the last N records
+        #[arg(long, short = 'n', value_name = "N")]
+        last: Option<usize>,
+        /// Print one JSON record per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scrub Sentry events (one JSON object per line) from stdin or files; write them to stdout
+    Scrub {
+        /// Files to read instead of stdin
+        files: Vec<PathBuf>,
+        /// Print a summary of what was removed to stderr
+        #[arg(long)]
+        report: bool,
+        /// Skip malformed lines (still reported) instead of stopping at the first
+        #[arg(long)]
+        keep_going: bool,
+        /// A user name to remove wherever it appears (repeatable)
+        #[arg(long = "user", value_name = "NAME")]
+        users: Vec<String>,
+        /// A host name to remove wherever it appears (repeatable)
+        #[arg(long = "hostname", value_name = "NAME")]
+        hostnames: Vec<String>,
+    },
+}
+
+/// Runs a command against stdout and stderr; returns the exit code.
+pub fn run(command: &Command, config: &Config) -> ExitCode {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    ExitCode::from(run_with(
+        command,
+        config,
+        &mut stdout.lock(),
+        &mut stderr.lock(),
+    ))
+}
+
+/// Runs a command, writing to `out` and `err`; returns the exit code (see the module docs).
+pub fn run_with(
+    command: &Command,
+    config: &Config,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let result = match command {
+        Command::Status { json } => status(config, *json, out),
+        Command::Enable { crash, usage } => enable(config, scope(*crash, *usage), out),
+        Command::Disable { crash, usage } => disable(config, scope(*crash, *usage), out),
+        Command::Settings { json, args } => settings_cmd(config, *json, args, out),
+        Command::Preview { json } => preview(config, *json, out),
+        Command::Log { last, json } => log(config, *last, *json, out),
+        Command::Scrub {
+            files,
+            report,
+            keep_going,
+            users,
+            hostnames,
+        } => {
+            let options = ScrubOptions {
+                report: *report,
+                keep_going: *keep_going,
+                users: users.clone(),
+                hostnames: hostnames.clone(),
+            };
+            return scrub_files(files, &options, Some(config), out, err);
+        }
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(Failure { code, message }) => {
+            let _ = writeln!(err, "error: {message}");
+            code
+        }
+    }
+}
+
+/// A failed command: the exit code and what to tell the user.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<SettingsError> for Failure {
+    fn from(e: SettingsError) -> Failure {
+        let code = match e {
+            SettingsError::UnknownKey { .. }
+            | SettingsError::ReadOnlyKey { .. }
+            | SettingsError::InvalidValue { .. }
+            | SettingsError::NotAnAssignment { .. } => EXIT_USAGE,
+            _ => EXIT_FAILED,
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        Failure {
+            code: EXIT_FAILED,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn scope(crash: bool, usage: bool) -> Scope {
+    match (crash, usage) {
+        (true, false) => Scope::Crash,
+        (false, true) => Scope::Usage,
+        _ => Scope::All,
+    }
+}
+
+fn what(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Crash => "Crash reports are",
+        Scope::Usage => "Usage pings are",
+        _ => "Crash reports and usage pings are",
+    }
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    let status = crate::inspect::status_of(config);
+    if json {
+        writeln!(out, "{}", pretty(&status.to_json()))?;
+    } else {
+        writeln!(out, "{status}")?;
+    }
+    Ok(())
+}
+
+fn enable(config: &Config, scope: Scope, out: &mut dyn Write) -> Result<(), Failure> {
+    control::enable_with(config, scope, ConsentSource::Cli)?;
+    writeln!(
+        out,
+        "{} on for {}. Turn off with '{} disable'.",
+        what(scope),
+        config.app_name,
+        config.command()
+    )?;
+    let decision = crate::inspect::status_of(config).decision;
+    if !decision.crash && scope != Scope::Usage {
+        writeln!(
+            out,
+            "Note: crash reports stay off: {}",
+            decision.crash_reason
+        )?;
+    }
+    if !decision.usage && scope != Scope::Crash {
+        writeln!(out, "Note: usage pings stay off: {}", decision.usage_reason)?;
+    }
+    Ok(())
+}
+
+fn disable(config: &Config, scope: Scope, out: &mut dyn Write) -> Result<(), Failure> {
+    let done = control::disable_with(config, scope, ConsentSource::Cli)?;
+    writeln!(out, "{} off for {}.", what(scope), config.app_name)?;
+    if done.outbox_deleted > 0 {
+        writeln!(
+            out,
+            "Deleted {} crash report(s) waiting to be sent.",
+            done.outbox_deleted
+        )?;
+    }
+    if done.id_rotated {
+        writeln!(out, "The anonymous id was replaced by a new one.")?;
+    }
+    if done.deletion_sent {
+        writeln!(
+            out,
+            "A request to delete the data sent under the old id was sent."
+        )?;
+    } else if done.deletion_pending {
+        writeln!(
+            out,
+            "A request to delete the data sent under the old id will be sent by {} at its next start.",
+            config.app_name
+        )?;
+    }
+    Ok(())
+}
+
+fn settings_cmd(
+    config: &Config,
+    json: bool,
+    args: &[String],
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let env = crate::env::EnvSnapshot::from_process(&config.env_prefix());
+    let paths = crate::paths::Paths::resolve(config, &env);
+    let path = paths.settings_file().ok_or_else(|| Failure {
+        code: EXIT_FAILED,
+        message: format!(
+            "no config directory (set {}_CONFIG_DIR)",
+            config.env_prefix()
+        ),
+    })?;
+    let mut settings = Settings::load_from(&path)?;
+    if let Some(r) = settings.recovered() {
+        writeln!(
+            out,
+            "note: {} was unreadable ({}); moved to {}; defaults are used",
+            path.display(),
+            r.problem,
+            r.moved_to.display()
+        )?;
+    }
+    match args {
+        [] => {}
+        [reset] if reset == "reset" => settings.reset()?,
+        _ => {
+            // Check every pair before touching the file.
+            let changes = args
+                .iter()
+                .map(|a| settings::parse_assignment(a))
+                .collect::<Result<Vec<_>, _>>()?;
+            settings.update_via(changes, ConsentSource::Cli)?;
+        }
+    }
+    if json {
+        writeln!(out, "{}", pretty(&settings.to_json()))?;
+    } else {
+        writeln!(out, "# {}", path.display())?;
+        writeln!(out, "{}", pretty(&settings.to_json()))?;
+    }
+    Ok(())
+}
+
+fn preview(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    let preview = crate::inspect::preview(config).map_err(|message| Failure {
+        code: EXIT_FAILED,
+        message,
+    })?;
+    if json {
+        let value = serde_json::json!({
+            "usage": {"format": preview.usage_format, "body": preview.usage},
+            "crash": preview.crash,
+            "scrubbed": preview.scrubbed,
+        });
+        writeln!(out, "{}", pretty(&value))?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "A usage ping from this machine ({} format), exactly as it would be sent:",
+        preview.usage_format
+    )?;
+    writeln!(out, "{}", pretty(&preview.usage))?;
+    writeln!(out)?;
+    writeln!(out, "A crash report from this machine, after scrubbing:")?;
+    writeln!(out, "{}", pretty(&preview.crash))?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Removed from the crash report before it would leave this machine:"
+    )?;
+    writeln!(out, "{}", preview.scrubbed)?;
+    writeln!(out, "Nothing was sent.")?;
+    Ok(())
+}
+
+fn log(
+    config: &Config,
+    last: Option<usize>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let env = crate::env::EnvSnapshot::from_process(&config.env_prefix());
+    let paths = crate::paths::Paths::resolve(config, &env);
+    let Some(path) = paths.audit_log() else {
+        writeln!(out, "no data directory: nothing was recorded")?;
+        return Ok(());
+    };
+    let records = crate::audit::read(&path);
+    let skip = last.map_or(0, |n| records.len().saturating_sub(n));
+    if records.is_empty() && !json {
+        writeln!(out, "Nothing was sent yet ({} is empty).", path.display())?;
+    }
+    for record in records.iter().skip(skip) {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(record).unwrap_or_default())?;
+        } else {
+            let status = record["status"]
+                .as_u64()
+                .map_or_else(|| "-".to_owned(), |s| s.to_string());
+            writeln!(
+                out,
+                "{} {} -> {} ({})",
+                record["time"].as_str().unwrap_or("?"),
+                record["kind"].as_str().unwrap_or("?"),
+                record["destination"].as_str().unwrap_or("?"),
+                status
+            )?;
+            writeln!(out, "{}", pretty(&record["payload"]))?;
+        }
+    }
+    Ok(())
+}
+
+/// Options of `scrub`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ScrubOptions {
+    pub(crate) report: bool,
+    pub(crate) keep_going: bool,
+    pub(crate) users: Vec<String>,
+    pub(crate) hostnames: Vec<String>,
+}
+
+/// `scrub`: every line of every input (stdin when there are no files) is one Sentry event.
+/// Scrubbed events are written one per line in the same order; an event the engine cannot
+/// scrub is written as `null` (fail closed); a malformed line is an error naming its line
+/// number, nothing is written for it, and the run stops there unless `keep_going`.
+pub(crate) fn scrub_files(
+    files: &[PathBuf],
+    options: &ScrubOptions,
+    config: Option<&Config>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let scrubber = match scrubber_for(options, config) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let mut total = crate::scrub::Report::new();
+    let mut bad = 0usize;
+    let mut inputs: Vec<(String, Box<dyn BufRead>)> = Vec::new();
+    if files.is_empty() {
+        inputs.push((
+            "<stdin>".to_owned(),
+            Box::new(std::io::BufReader::new(std::io::stdin())),
+        ));
+    } else {
+        for f in files {
+            match std::fs::File::open(f) {
+                Ok(file) => inputs.push((
+                    f.display().to_string(),
+                    Box::new(std::io::BufReader::new(file)),
+                )),
+                Err(e) => {
+                    let _ = writeln!(err, "error: cannot read {}: {e}", f.display());
+                    return EXIT_FAILED;
+                }
+            }
+        }
+    }
+    'inputs: for (name, input) in inputs {
+        for (i, line) in input.lines().enumerate() {
+            let lineno = i + 1;
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = writeln!(err, "error: {name}: line {lineno}: {e}");
+                    bad += 1;
+                    if options.keep_going {
+                        continue;
+                    }
+                    break 'inputs;
+                }
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let mut event: Value = match serde_json::from_str(&line) {
+                Ok(v @ Value::Object(_)) => v,
+                Ok(_) => {
+                    let _ = writeln!(
+                        err,
+                        "error: {name}: line {lineno}: expected a JSON object (a Sentry event)"
+                    );
+                    bad += 1;
+                    if options.keep_going {
+                        continue;
+                    }
+                    break 'inputs;
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "error: {name}: line {lineno}: invalid JSON: {e}");
+                    bad += 1;
+                    if options.keep_going {
+                        continue;
+                    }
+                    break 'inputs;
+                }
+            };
+            let scrubbed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                scrubber.scrub_value(&mut event).map(|r| (r, event))
+            }));
+            let written = match scrubbed {
+                Ok(Ok((report, event))) => {
+                    total.merge(report);
+                    serde_json::to_string(&event).unwrap_or_else(|_| "null".to_owned())
+                }
+                Ok(Err(e)) => {
+                    let _ = writeln!(
+                        err,
+                        "warning: {name}: line {lineno}: cannot scrub ({e}); wrote null"
+                    );
+                    "null".to_owned()
+                }
+                Err(_) => {
+                    let _ = writeln!(
+                        err,
+                        "warning: {name}: line {lineno}: internal error while scrubbing; wrote null"
+                    );
+                    "null".to_owned()
+                }
+            };
+            if writeln!(out, "{written}").is_err() {
+                return EXIT_FAILED;
+            }
+        }
+    }
+    if options.report {
+        let _ = writeln!(err, "{total}");
+    }
+    if bad > 0 { EXIT_FAILED } else { EXIT_OK }
+}
+
+/// The scrubber for `scrub`: this machine's identity, the names given, and the app's salt
+/// (a fresh one when no app is named, so hashes differ from any app's).
+fn scrubber_for(
+    options: &ScrubOptions,
+    config: Option<&Config>,
+) -> Result<crate::scrub::Scrubber, String> {
+    let mut builder = crate::identity::Identity::current().builder();
+    for u in &options.users {
+        builder = builder.user(u.clone());
+    }
+    for h in &options.hostnames {
+        builder = builder.hostname(h.clone());
+    }
+    let salt = config
+        .and_then(|c| Settings::load(c).ok())
+        .map(|s| s.data().salt.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    builder = builder.salt(salt.as_bytes());
+    if let Some(c) = config {
+        for rule in &c.scrub_rules {
+            builder = builder.rule(rule.clone());
+        }
+        for name in &c.scrub_disabled {
+            builder = builder.disable_rule(name);
+        }
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// The `consentry` binary's own arguments: which app, then a [`Command`].
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "consentry",
+    version,
+    about = "Inspect and control an app's consentry telemetry; scrub Sentry events",
+    after_help = "Exit codes: 0 done, 1 failed (I/O, malformed scrub input), 2 bad input (unknown setting, bad value)."
+)]
+pub struct Standalone {
+    /// The app whose telemetry to manage (its consentry app name); not needed for `scrub`
+    #[arg(long, global = true, value_name = "NAME")]
+    pub app: Option<String>,
+    /// The app's config directory (default: the OS config directory, or <APP>_CONFIG_DIR)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// The app's data directory (default: the OS data directory, or <APP>_DATA_DIR)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The app's Sentry DSN, to show where reports go (optional)
+    #[arg(long, global = true, value_name = "DSN")]
+    pub dsn: Option<String>,
+    /// The command
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Standalone {
+    /// Runs the `consentry` binary: builds a [`Config`] for `--app` and runs the command.
+    pub fn run(&self) -> ExitCode {
+        let stdout = std::io::stdout();
+        let stderr = std::io::stderr();
+        ExitCode::from(self.run_with(&mut stdout.lock(), &mut stderr.lock()))
+    }
+
+    /// [`Standalone::run`] with explicit outputs; returns the exit code.
+    pub fn run_with(&self, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+        let Some(app) = &self.app else {
+            if let Command::Scrub {
+                files,
+                report,
+                keep_going,
+                users,
+                hostnames,
+            } = &self.command
+            {
+                let options = ScrubOptions {
+                    report: *report,
+                    keep_going: *keep_going,
+                    users: users.clone(),
+                    hostnames: hostnames.clone(),
+                };
+                return scrub_files(files, &options, None, out, err);
+            }
+            let _ = writeln!(err, "error: --app NAME is required for this command");
+            return EXIT_USAGE;
+        };
+        let mut config =
+            Config::new(app.clone(), "0.0.0").cli_command(format!("consentry --app {app}"));
+        if let Some(dir) = &self.config_dir {
+            config = config.config_dir(dir);
+        }
+        if let Some(dir) = &self.data_dir {
+            config = config.data_dir(dir);
+        }
+        if let Some(dsn) = &self.dsn {
+            config = config.dsn(dsn.clone());
+        }
+        if let Err(e) = crate::config::validate_app_name(app) {
+            let _ = writeln!(err, "error: {e}");
+            return EXIT_USAGE;
+        }
+        if let Err(e) = config.validate() {
+            let _ = writeln!(err, "error: {e}");
+            return EXIT_USAGE;
+        }
+        run_with(&self.command, &config, out, err)
+    }
+}

@@ -1,0 +1,454 @@
+//! The consent decision: whether crash reports and usage pings may be sent, and why.
+//!
+//! [`decide`] is a pure function of the environment snapshot, the settings and the config,
+//! so every rule is covered by one table test. Any "no" wins:
+//!
+//! 1. `<APP>_TELEMETRY`: `0`/`false`/`off`/`no` turns everything off, `crash` allows crash
+//!    reports only, `1`/`true`/`on`/`yes` counts as consent; anything else is off.
+//! 2. `DO_NOT_TRACK` set to anything but empty, `0` or `false` turns everything off.
+//! 3. Settings: unusable settings (no directory, unwritable) mean "undecided and cannot ask";
+//!    `sync=false` turns everything off; `crash_reports=false` / `usage=false` one kind.
+//! 4. CI turns everything off unless the app allows it.
+//! 5. A non-zero distributed rank turns everything off.
+//! 6. The policy: opt-in needs a recorded "yes"; opt-out needs the first-run notice shown.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use crate::config::{Config, Policy};
+use crate::env::{EnvSnapshot, is_false_like, is_true_like};
+use crate::settings::{ConsentSource, SettingsData};
+
+/// Whether crash reports and usage pings may be sent in this process, with the reasons.
+///
+/// ```
+/// let decision = consentry::status();
+/// // Without `init`, nothing is sent.
+/// assert!(!decision.crash && !decision.usage);
+/// println!("{decision}");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Decision {
+    /// Crash and error reports may be sent.
+    pub crash: bool,
+    /// Usage pings may be sent.
+    pub usage: bool,
+    /// Why `crash` is what it is, as a sentence (`disabled by DO_NOT_TRACK=1`).
+    pub crash_reason: String,
+    /// Why `usage` is what it is, as a sentence.
+    pub usage_reason: String,
+    /// Every rule that said no to crash reports, in order (the first is `crash_reason`).
+    pub crash_reasons: Vec<String>,
+    /// Every rule that said no to usage pings, in order.
+    pub usage_reasons: Vec<String>,
+    pub(crate) next: NextStep,
+}
+
+/// What the app may do about an undecided user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NextStep {
+    /// Nothing: decided, or blocked by a rule.
+    None,
+    /// Opt-in, undecided, interactive: [`ask`](crate::ask) may prompt.
+    Ask,
+    /// Opt-in, undecided, but nobody to ask (not a terminal).
+    CannotAsk,
+    /// Opt-out, first run: print the notice and send nothing this run.
+    Notice,
+}
+
+impl Decision {
+    /// A decision that sends nothing, for one reason.
+    pub(crate) fn off(reason: impl Into<String>) -> Decision {
+        let reason = reason.into();
+        Decision {
+            crash: false,
+            usage: false,
+            crash_reason: reason.clone(),
+            usage_reason: reason.clone(),
+            crash_reasons: vec![reason.clone()],
+            usage_reasons: vec![reason],
+            next: NextStep::None,
+        }
+    }
+
+    /// Whether [`ask`](crate::ask) would prompt (opt-in, undecided, stdin and stderr are
+    /// terminals, and no rule says no).
+    ///
+    /// ```
+    /// assert!(!consentry::status().can_ask());
+    /// ```
+    pub fn can_ask(&self) -> bool {
+        self.next == NextStep::Ask
+    }
+
+    /// Whether nothing at all may be sent.
+    ///
+    /// ```
+    /// assert!(consentry::status().is_off());
+    /// ```
+    pub fn is_off(&self) -> bool {
+        !self.crash && !self.usage
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = |on: bool| if on { "on" } else { "off" };
+        writeln!(
+            f,
+            "crash reports: {} ({})",
+            word(self.crash),
+            self.crash_reason
+        )?;
+        write!(
+            f,
+            "usage pings:   {} ({})",
+            word(self.usage),
+            self.usage_reason
+        )
+    }
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Debug, Clone)]
+pub(crate) struct Inputs<'a> {
+    /// The app's environment-variable prefix (`MYAPP`).
+    pub(crate) prefix: &'a str,
+    /// The command users type (`myapp telemetry`).
+    pub(crate) command: &'a str,
+    pub(crate) env: &'a EnvSnapshot,
+    /// The settings, or why they cannot be used.
+    pub(crate) settings: Result<&'a SettingsData, &'a str>,
+    pub(crate) policy: Policy,
+    pub(crate) allow_ci: bool,
+    /// stdin and stderr are terminals.
+    pub(crate) interactive: bool,
+}
+
+/// Resolves the decision. Any "no" wins; see the module docs for the rules.
+pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
+    let mut crash_no: Vec<String> = Vec::new();
+    let mut usage_no: Vec<String> = Vec::new();
+    // Set when something outside the settings file speaks for the user, so asking is moot.
+    let mut blocked = false;
+    let mut env_consent: Option<String> = None;
+
+    let var = format!("{}_TELEMETRY", inputs.prefix);
+    if let Some(value) = inputs.env.get(&var).filter(|v| !v.trim().is_empty()) {
+        if is_false_like(value) {
+            both_no(
+                format!("disabled by {var}={value}"),
+                &mut crash_no,
+                &mut usage_no,
+            );
+            blocked = true;
+        } else if value.trim().eq_ignore_ascii_case("crash") {
+            usage_no.push(format!("disabled by {var}={value} (crash reports only)"));
+            env_consent = Some(format!("enabled by {var}={value} (crash reports only)"));
+        } else if is_true_like(value) {
+            env_consent = Some(format!("enabled by {var}={value}"));
+        } else {
+            both_no(
+                format!("disabled: unrecognised value {var}={value} (use 0, 1 or crash)"),
+                &mut crash_no,
+                &mut usage_no,
+            );
+            blocked = true;
+        }
+    }
+
+    if let Some(value) = inputs.env.get("DO_NOT_TRACK") {
+        let v = value.trim();
+        if !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false")) {
+            both_no(
+                format!("disabled by DO_NOT_TRACK={value}"),
+                &mut crash_no,
+                &mut usage_no,
+            );
+            blocked = true;
+        }
+    }
+
+    let settings = match inputs.settings {
+        Ok(data) => Some(data),
+        Err(why) => {
+            both_no(
+                format!("disabled: consent cannot be recorded ({why}), so nothing is sent"),
+                &mut crash_no,
+                &mut usage_no,
+            );
+            blocked = true;
+            None
+        }
+    };
+    if let Some(data) = settings {
+        if !data.sync {
+            let mut reason = "disabled by sync=false in the settings".to_owned();
+            if data.consent.decided
+                && !data.consent.granted
+                && let Some(via) = data.consent.via
+            {
+                reason.push_str(&format!(
+                    " (declined {}{})",
+                    via.describe(inputs.command, false),
+                    on_date(data.consent.date())
+                ));
+            }
+            both_no(reason, &mut crash_no, &mut usage_no);
+            blocked = true;
+        }
+        if !data.crash_reports {
+            crash_no.push("disabled by crash_reports=false in the settings".to_owned());
+        }
+        if !data.usage {
+            usage_no.push("disabled by usage=false in the settings".to_owned());
+        }
+    }
+
+    if let Some((ci_var, vendor)) = inputs.env.ci()
+        && !inputs.allow_ci
+    {
+        both_no(
+            format!("disabled: CI detected ({ci_var}, {vendor})"),
+            &mut crash_no,
+            &mut usage_no,
+        );
+        blocked = true;
+    }
+
+    if let Some((rank_var, rank)) = inputs.env.nonzero_rank() {
+        both_no(
+            format!("disabled: distributed rank {rank_var}={rank} (only rank 0 reports)"),
+            &mut crash_no,
+            &mut usage_no,
+        );
+        blocked = true;
+    }
+
+    // Asking or announcing only makes sense when some kind could still be turned on.
+    let askable = !blocked && (crash_no.is_empty() || usage_no.is_empty());
+    let mut next = NextStep::None;
+    let consent = settings.map(|d| &d.consent);
+    let granted: Option<String> = if let Some(reason) = env_consent {
+        Some(reason)
+    } else {
+        match (inputs.policy, consent) {
+            (_, None) => None,
+            (_, Some(c)) if c.decided && !c.granted => {
+                let via = c.via.unwrap_or(ConsentSource::Api);
+                let reason = format!(
+                    "disabled: declined {}{}",
+                    via.describe(inputs.command, false),
+                    on_date(c.date())
+                );
+                both_no(reason, &mut crash_no, &mut usage_no);
+                None
+            }
+            (Policy::OptIn, Some(c)) if c.decided && c.via != Some(ConsentSource::Default) => {
+                let via = c.via.unwrap_or(ConsentSource::Api);
+                Some(format!(
+                    "enabled: consent given {}{}",
+                    via.describe(inputs.command, true),
+                    on_date(c.date())
+                ))
+            }
+            (Policy::OptIn, Some(_)) => {
+                let reason = format!(
+                    "disabled: no consent given yet (opt-in); '{} enable' turns it on",
+                    inputs.command
+                );
+                both_no(reason, &mut crash_no, &mut usage_no);
+                if askable {
+                    next = if inputs.interactive && inputs.env.ci().is_none() {
+                        NextStep::Ask
+                    } else {
+                        NextStep::CannotAsk
+                    };
+                }
+                None
+            }
+            (Policy::OptOut, Some(c)) if c.decided && c.via != Some(ConsentSource::Default) => {
+                let via = c.via.unwrap_or(ConsentSource::Api);
+                Some(format!(
+                    "enabled: consent given {}{}",
+                    via.describe(inputs.command, true),
+                    on_date(c.date())
+                ))
+            }
+            (Policy::OptOut, Some(_)) => {
+                match settings.and_then(|d| d.notice_shown_at.as_deref()) {
+                    Some(at) => Some(format!(
+                        "enabled: opt-out policy, notice shown{}; '{} disable' turns it off",
+                        on_date(at.get(..10)),
+                        inputs.command
+                    )),
+                    None => {
+                        both_no(
+                        "disabled for this run: first-run notice (opt-out); reporting starts with the next run".to_owned(),
+                        &mut crash_no,
+                        &mut usage_no,
+                    );
+                        if askable {
+                            next = NextStep::Notice;
+                        }
+                        None
+                    }
+                }
+            }
+        }
+    };
+
+    let resolve = |no: Vec<String>| -> (bool, String, Vec<String>) {
+        match (no.first(), &granted) {
+            (Some(first), _) => (false, first.clone(), no),
+            (None, Some(yes)) => (true, yes.clone(), no),
+            (None, None) => (
+                false,
+                "disabled: no consent".to_owned(),
+                vec!["disabled: no consent".to_owned()],
+            ),
+        }
+    };
+    let (crash, crash_reason, crash_reasons) = resolve(crash_no);
+    let (usage, usage_reason, usage_reasons) = resolve(usage_no);
+    Decision {
+        crash,
+        usage,
+        crash_reason,
+        usage_reason,
+        crash_reasons,
+        usage_reasons,
+        next,
+    }
+}
+
+/// Records a "no" for both kinds.
+fn both_no(reason: String, crash_no: &mut Vec<String>, usage_no: &mut Vec<String>) {
+    crash_no.push(reason.clone());
+    usage_no.push(reason);
+}
+
+fn on_date(date: Option<&str>) -> String {
+    date.map(|d| format!(" on {d}")).unwrap_or_default()
+}
+
+/// Whether a person is at this terminal: stdin and stderr are terminals.
+pub(crate) fn interactive() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// What is collected and what never is, for the prompt and the notice.
+pub(crate) fn disclosure(config: &Config) -> String {
+    let command = config.command();
+    let prefix = config.env_prefix();
+    let app = &config.app_name;
+    let mut text = String::new();
+    let crash_dest = if config.dsn.is_some() {
+        "sent to the developers"
+    } else {
+        "kept on this machine: no server is configured"
+    };
+    text.push_str(&format!(
+        "{app} can report crashes and errors ({crash_dest}){}.\n",
+        if config.usage_sink.is_some() {
+            " and send anonymous usage statistics"
+        } else {
+            ""
+        }
+    ));
+    text.push_str(
+        "  Sent: error messages and stack traces, app version, OS and version, CPU architecture,\n  \
+         Rust version, how the app was installed, and a random install id.\n",
+    );
+    text.push_str(
+        "  Never sent: your user name, host name, home paths, IP address, environment values,\n  \
+         secrets, file contents or command-line arguments; they are removed on this machine.\n",
+    );
+    text.push_str(&format!(
+        "  See what is sent with '{command} log'; turn it off any time with '{command} disable',\n  \
+         {prefix}_TELEMETRY=0 or DO_NOT_TRACK=1.\n"
+    ));
+    if let Some(url) = &config.privacy_url {
+        text.push_str(&format!("  Privacy statement: {url}\n"));
+    }
+    text
+}
+
+/// The opt-out first-run notice.
+pub(crate) fn notice(config: &Config) -> String {
+    format!("{}  Nothing was sent during this run.", disclosure(config))
+}
+
+/// Reads one line from stdin, waiting at most `timeout`. `None` on timeout, end of input or
+/// error.
+pub(crate) fn read_line_timeout(timeout: Duration) -> Option<String> {
+    #[cfg(unix)]
+    {
+        if !stdin_ready(timeout) {
+            return None;
+        }
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // Without poll(2), read on a helper thread; on timeout it is left blocked on stdin.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("consentry-prompt".into())
+            .spawn(move || {
+                let mut line = String::new();
+                if let Ok(n) = std::io::stdin().read_line(&mut line)
+                    && n > 0
+                {
+                    let _ = tx.send(line);
+                }
+            })
+            .ok()?;
+        rx.recv_timeout(timeout).ok()
+    }
+}
+
+/// Waits until stdin has input (a whole line, on a terminal in canonical mode) or `timeout`.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn stdin_ready(timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        let mut fds = libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `fds` is a valid, initialised pollfd and we pass a count of exactly one.
+        let n = unsafe { libc::poll(&mut fds, 1, ms) };
+        if n > 0 {
+            return fds.revents & (libc::POLLIN | libc::POLLHUP) != 0;
+        }
+        if n == 0 {
+            return false;
+        }
+        // Interrupted by a signal: try again with the time left.
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            || left.is_zero()
+        {
+            return false;
+        }
+    }
+}
+
+/// Interprets an answer to the y/N prompt: only an explicit yes is yes.
+pub(crate) fn is_yes(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+#[cfg(test)]
+mod tests;

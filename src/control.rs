@@ -1,0 +1,220 @@
+//! Giving and withdrawing consent: what `enable` and `disable` do, for the CLI, the app's
+//! own settings screen, and the prompt.
+//!
+//! Withdrawing consent for crash reports deletes the outbox. Withdrawing it for usage
+//! rotates the anonymous id and, if the id may have been used and the usage sink supports
+//! it, sends one deletion request carrying only the old id ("forget me", as Mozilla's Glean
+//! does). When the sink is not known (the standalone `consentry` binary), the request is
+//! recorded and the app sends it at its next start.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::env::EnvSnapshot;
+use crate::paths::Paths;
+use crate::settings::{Consent, ConsentSource, Settings, SettingsData, SettingsError};
+
+/// Which kind of reporting `enable` and `disable` act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Scope {
+    /// Crash reports and usage pings.
+    #[default]
+    All,
+    /// Crash and error reports only.
+    Crash,
+    /// Usage pings only.
+    Usage,
+}
+
+/// What `disable` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Disabled {
+    /// Crash reports deleted from the outbox.
+    pub outbox_deleted: usize,
+    /// The anonymous id was replaced by a new one.
+    pub id_rotated: bool,
+    /// A deletion request for the old id was sent and accepted.
+    pub deletion_sent: bool,
+    /// A deletion request is owed and will be sent by the app at its next start.
+    pub deletion_pending: bool,
+}
+
+/// Whether consent for either kind was given and so the anonymous id may have been sent.
+fn id_may_have_been_used(d: &SettingsData) -> bool {
+    d.consent.decided && d.consent.granted
+}
+
+/// Gives consent for `scope`, recorded as coming from `via`.
+pub(crate) fn enable_settings(
+    settings: &mut Settings,
+    scope: Scope,
+    via: ConsentSource,
+) -> Result<(), SettingsError> {
+    settings.modify(|d| {
+        let had_consent = d.consent.decided && d.consent.granted && d.sync;
+        d.sync = true;
+        match scope {
+            Scope::All => {
+                d.crash_reports = true;
+                d.usage = true;
+            }
+            Scope::Crash => {
+                d.crash_reports = true;
+                if !had_consent {
+                    d.usage = false;
+                }
+            }
+            Scope::Usage => {
+                d.usage = true;
+                if !had_consent {
+                    d.crash_reports = false;
+                }
+            }
+        }
+        d.consent = Consent::record(true, via);
+    })
+}
+
+/// Records an answer to the prompt.
+pub(crate) fn record_answer(
+    settings: &mut Settings,
+    granted: bool,
+    via: ConsentSource,
+) -> Result<(), SettingsError> {
+    if granted {
+        enable_settings(settings, Scope::All, via)
+    } else {
+        settings.modify(|d| {
+            d.sync = false;
+            d.consent = Consent::record(false, via);
+        })
+    }
+}
+
+/// Withdraws consent for `scope` in the settings: flags, the consent record, and for usage
+/// a new anonymous id (the old one is owed a deletion request if it may have been used).
+fn disable_settings(
+    settings: &mut Settings,
+    scope: Scope,
+    via: ConsentSource,
+) -> Result<Option<Uuid>, SettingsError> {
+    let mut retired = None;
+    settings.modify(|d| {
+        let used = id_may_have_been_used(d);
+        match scope {
+            Scope::All => {
+                d.sync = false;
+                d.consent = Consent::record(false, via);
+            }
+            Scope::Crash => d.crash_reports = false,
+            Scope::Usage => d.usage = false,
+        }
+        if scope != Scope::Crash {
+            if used {
+                d.pending_deletion.push(d.anonymous_id);
+                retired = Some(d.anonymous_id);
+            }
+            d.anonymous_id = Uuid::new_v4();
+        }
+    })?;
+    Ok(retired)
+}
+
+fn paths_for(config: &Config) -> Paths {
+    let env = EnvSnapshot::from_process(&config.env_prefix());
+    Paths::resolve(config, &env)
+}
+
+fn settings_for(config: &Config, paths: &Paths) -> Result<Settings, SettingsError> {
+    let path = paths
+        .settings_file()
+        .ok_or_else(|| SettingsError::NoConfigDir {
+            env_var: format!("{}_CONFIG_DIR", config.env_prefix()),
+        })?;
+    Settings::load_from(path)
+}
+
+/// Gives consent for `scope` (what `telemetry enable` does), recorded as given by the app.
+/// It takes effect at the app's next start.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use consentry::{Config, Scope};
+/// let config = Config::new("myapp", "1.0.0").config_dir(dir.path());
+/// consentry::enable(&config, Scope::Crash).unwrap();
+/// let settings = consentry::Settings::load(&config).unwrap();
+/// assert!(settings.crash_reports() && !settings.usage());
+/// ```
+pub fn enable(config: &Config, scope: Scope) -> Result<(), SettingsError> {
+    enable_with(config, scope, ConsentSource::Api)
+}
+
+pub(crate) fn enable_with(
+    config: &Config,
+    scope: Scope,
+    via: ConsentSource,
+) -> Result<(), SettingsError> {
+    let paths = paths_for(config);
+    let mut settings = settings_for(config, &paths)?;
+    enable_settings(&mut settings, scope, via)
+}
+
+/// Withdraws consent for `scope` (what `telemetry disable` does): effective at once in this
+/// process and at the next send in any other, deletes waiting crash reports, and for usage
+/// rotates the anonymous id and asks the sink to delete the old one.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use consentry::{Config, Scope};
+/// let config = Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
+/// let done = consentry::disable(&config, Scope::All).unwrap();
+/// assert!(done.id_rotated);
+/// assert!(!consentry::Settings::load(&config).unwrap().sync());
+/// ```
+pub fn disable(config: &Config, scope: Scope) -> Result<Disabled, SettingsError> {
+    disable_with(config, scope, ConsentSource::Api)
+}
+
+pub(crate) fn disable_with(
+    config: &Config,
+    scope: Scope,
+    via: ConsentSource,
+) -> Result<Disabled, SettingsError> {
+    let paths = paths_for(config);
+    let mut settings = settings_for(config, &paths)?;
+    let retired = disable_settings(&mut settings, scope, via)?;
+    let mut done = Disabled {
+        id_rotated: scope != Scope::Crash,
+        ..Disabled::default()
+    };
+    if let Some(rt) = crate::runtime::current() {
+        rt.turn_off(scope != Scope::Usage, scope != Scope::Crash);
+    }
+    if scope != Scope::Usage
+        && let Some(dir) = paths.outbox_dir()
+    {
+        done.outbox_deleted = crate::outbox::Outbox::new(dir, usize::MAX, u64::MAX).clear();
+    }
+    if let Some(old) = retired {
+        match &config.usage_sink {
+            Some(sink) if sink.supports_deletion() => {
+                if crate::usage::send_deletion(sink, old, Duration::from_secs(5)) {
+                    settings.modify(|d| d.pending_deletion.retain(|id| *id != old))?;
+                    done.deletion_sent = true;
+                } else {
+                    done.deletion_pending = true;
+                }
+            }
+            Some(_) => {
+                // The sink has no deletion API: nothing is owed.
+                settings.modify(|d| d.pending_deletion.retain(|id| *id != old))?;
+            }
+            None => done.deletion_pending = true,
+        }
+    }
+    Ok(done)
+}

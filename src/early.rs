@@ -1,0 +1,234 @@
+//! Errors captured before `init`: held until `init` decides, then reported or dropped.
+//!
+//! A library cannot know whether its host will ever call `init`, so this buffer must cost
+//! nothing in an app that never does: it lives in static memory (no heap allocation), holds
+//! at most [`SLOTS`] errors of at most [`LINKS`] chain links each, truncates long texts, and
+//! once full, captures cost one atomic load again (see `runtime::STATE`).
+
+use std::error::Error;
+use std::fmt::{self, Write};
+use std::sync::Mutex;
+
+use sentry::protocol::{Event, Exception, Level, Mechanism};
+use uuid::Uuid;
+
+/// How many early errors are kept.
+pub(crate) const SLOTS: usize = 4;
+/// How many links of each error's chain are kept.
+pub(crate) const LINKS: usize = 6;
+const TYPE_LEN: usize = 64;
+const VALUE_LEN: usize = 256;
+
+/// A string in a fixed buffer; writes past the end are cut at a character boundary and
+/// stop the formatting.
+#[derive(Clone, Copy)]
+struct FixedStr<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> FixedStr<N> {
+    const EMPTY: Self = FixedStr {
+        buf: [0; N],
+        len: 0,
+    };
+
+    fn as_str(&self) -> &str {
+        // Only whole characters are ever copied in, so this cannot fail; fall back to "".
+        std::str::from_utf8(self.buf.get(..self.len).unwrap_or_default()).unwrap_or_default()
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl<const N: usize> Write for FixedStr<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = N - self.len;
+        let mut take = s.len().min(room);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..self.len + take), s.get(..take))
+        {
+            dst.copy_from_slice(src.as_bytes());
+            self.len += take;
+        }
+        if take < s.len() {
+            Err(fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Link {
+    ty: FixedStr<TYPE_LEN>,
+    value: FixedStr<VALUE_LEN>,
+}
+
+impl Link {
+    const EMPTY: Self = Link {
+        ty: FixedStr::EMPTY,
+        value: FixedStr::EMPTY,
+    };
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    id: Uuid,
+    level: Level,
+    is_message: bool,
+    links: [Link; LINKS],
+    n_links: usize,
+}
+
+impl Slot {
+    const EMPTY: Self = Slot {
+        id: Uuid::nil(),
+        level: Level::Error,
+        is_message: false,
+        links: [Link::EMPTY; LINKS],
+        n_links: 0,
+    };
+}
+
+struct Buffer {
+    used: usize,
+    slots: [Slot; SLOTS],
+}
+
+static BUFFER: Mutex<Buffer> = Mutex::new(Buffer {
+    used: 0,
+    slots: [Slot::EMPTY; SLOTS],
+});
+
+/// Keeps an error for `init`. Returns its event id, or `None` when the buffer is full (the
+/// caller then switches captures to the one-atomic-load path) or busy.
+pub(crate) fn capture_error<E: Error + ?Sized>(err: &E) -> Capture {
+    let Ok(mut buffer) = BUFFER.try_lock() else {
+        return Capture::Dropped;
+    };
+    let used = buffer.used;
+    let Some(slot) = buffer.slots.get_mut(used) else {
+        return Capture::Full;
+    };
+    slot.id = Uuid::new_v4();
+    slot.level = Level::Error;
+    slot.is_message = false;
+    // Only the first word of Debug is the type; a full Debug may be long, and the fixed
+    // buffer stops the formatting when it is full.
+    let first = &mut slot.links[0];
+    first.ty.clear();
+    first.value.clear();
+    let _ = write!(first.ty, "{err:?}");
+    let _ = write!(first.value, "{err}");
+    slot.n_links = 1;
+    let mut link = err.source();
+    while let Some(e) = link
+        && let Some(l) = slot.links.get_mut(slot.n_links)
+    {
+        l.ty.clear();
+        l.value.clear();
+        let _ = write!(l.ty, "{e:?}");
+        let _ = write!(l.value, "{e}");
+        slot.n_links += 1;
+        link = e.source();
+    }
+    let id = slot.id;
+    buffer.used += 1;
+    Capture::Kept(id, buffer.used == SLOTS)
+}
+
+/// Keeps a message for `init`.
+pub(crate) fn capture_message(message: &str, level: Level) -> Capture {
+    let Ok(mut buffer) = BUFFER.try_lock() else {
+        return Capture::Dropped;
+    };
+    let used = buffer.used;
+    let Some(slot) = buffer.slots.get_mut(used) else {
+        return Capture::Full;
+    };
+    slot.id = Uuid::new_v4();
+    slot.level = level;
+    slot.is_message = true;
+    slot.n_links = 1;
+    let link = &mut slot.links[0];
+    link.ty.clear();
+    link.value.clear();
+    let _ = link.value.write_str(message);
+    let id = slot.id;
+    buffer.used += 1;
+    Capture::Kept(id, buffer.used == SLOTS)
+}
+
+/// The outcome of an early capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Capture {
+    /// Kept; `true` when that filled the buffer.
+    Kept(Uuid, bool),
+    /// The buffer is full.
+    Full,
+    /// Another thread was writing to the buffer.
+    Dropped,
+}
+
+/// Takes the kept errors out as events (root cause first), emptying the buffer.
+pub(crate) fn drain() -> Vec<Event<'static>> {
+    let Ok(mut buffer) = BUFFER.lock() else {
+        return Vec::new();
+    };
+    let used = std::mem::take(&mut buffer.used);
+    buffer
+        .slots
+        .iter()
+        .take(used)
+        .map(|slot| {
+            let mut event = Event {
+                event_id: slot.id,
+                level: slot.level,
+                ..Default::default()
+            };
+            let links = slot.links.iter().take(slot.n_links);
+            if slot.is_message {
+                event.message = links.map(|l| l.value.as_str().to_owned()).next();
+            } else {
+                let mut exceptions: Vec<Exception> = links
+                    .map(|l| Exception {
+                        ty: sentry::parse_type_from_debug(l.ty.as_str()).to_owned(),
+                        value: Some(l.value.as_str().to_owned()),
+                        ..Default::default()
+                    })
+                    .collect();
+                exceptions.reverse();
+                if let Some(top) = exceptions.last_mut() {
+                    top.mechanism = Some(Mechanism {
+                        ty: "generic".into(),
+                        handled: Some(true),
+                        description: Some("captured before consentry::init".into()),
+                        ..Default::default()
+                    });
+                }
+                event.exception = exceptions.into();
+            }
+            event
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_str_cuts_at_char_boundaries() {
+        let mut s = FixedStr::<5>::EMPTY;
+        assert!(write!(s, "ab€cd").is_err());
+        assert_eq!(s.as_str(), "ab€");
+        s.clear();
+        assert!(write!(s, "abc").is_ok());
+        assert_eq!(s.as_str(), "abc");
+    }
+}

@@ -1,0 +1,340 @@
+//! Looking without sending: the full status of an app's telemetry, and a preview of what a
+//! usage ping and a crash report from this machine would contain after scrubbing.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::consent::{self, Decision, Inputs};
+use crate::env::EnvSnapshot;
+use crate::paths::Paths;
+use crate::report::{self, Captured, Kind};
+use crate::runtime::Runtime;
+use crate::settings::Settings;
+use crate::usage::{Prop, Queued};
+
+/// Everything `telemetry status` shows.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Status {
+    /// The app name.
+    pub app: String,
+    /// The decision a run of the app would make now (non-interactive).
+    pub decision: Decision,
+    /// The settings file.
+    pub settings_file: Option<PathBuf>,
+    /// The settings (salt hidden), if readable.
+    pub settings: Option<Value>,
+    /// Why the settings cannot be used, if they cannot.
+    pub settings_error: Option<String>,
+    /// The outbox directory.
+    pub outbox_dir: Option<PathBuf>,
+    /// Crash reports waiting in the outbox.
+    pub outbox_reports: usize,
+    /// Their size in bytes.
+    pub outbox_bytes: u64,
+    /// The audit log of what was sent.
+    pub audit_log: Option<PathBuf>,
+    /// Where crash reports go.
+    pub crash_destination: String,
+    /// Where usage pings go.
+    pub usage_destination: String,
+    /// `<APP>_TELEMETRY_DEBUG` is set: payloads are printed, nothing is sent.
+    pub debug: bool,
+    /// The server asked for a pause until this time (RFC 3339).
+    pub rate_limited_until: Option<String>,
+}
+
+/// The status of `config`'s app, as a run would see it now.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
+/// let status = consentry::status_of(&config);
+/// assert!(!status.decision.crash);
+/// assert_eq!(status.outbox_reports, 0);
+/// assert!(status.crash_destination.contains("no DSN"));
+/// ```
+pub fn status_of(config: &Config) -> Status {
+    let env = EnvSnapshot::from_process(&config.env_prefix());
+    let paths = Paths::resolve(config, &env);
+    let settings_file = paths.settings_file();
+    let settings = match &settings_file {
+        Some(p) => Settings::load_from(p).map_err(|e| e.to_string()),
+        None => Err(format!(
+            "no config directory (set {}_CONFIG_DIR)",
+            config.env_prefix()
+        )),
+    };
+    let decision = consent::decide(&Inputs {
+        prefix: &config.env_prefix(),
+        command: &config.command(),
+        env: &env,
+        settings: settings
+            .as_ref()
+            .map(Settings::data)
+            .map_err(String::as_str),
+        policy: config.policy,
+        allow_ci: config.allow_ci,
+        interactive: false,
+    });
+    let outbox_dir = paths.outbox_dir();
+    let (outbox_reports, outbox_bytes) = outbox_dir
+        .clone()
+        .map(|d| crate::outbox::Outbox::new(d, usize::MAX, u64::MAX).stats())
+        .unwrap_or((0, 0));
+    let crash_destination = match config.parsed_dsn() {
+        Some(dsn) => dsn.envelope_api_url().to_string(),
+        None => "none: no DSN configured, reports stay in the local outbox".to_owned(),
+    };
+    let usage_destination = match &config.usage_sink {
+        Some(sink) => format!("{} ({})", sink.display_url(), sink.format_name()),
+        None => "none: no usage sink configured".to_owned(),
+    };
+    let rate_limited_until = paths
+        .rate_limit_file()
+        .and_then(|f| crate::transport::RateLimitFile::load(&f).active_until())
+        .map(rfc3339);
+    Status {
+        app: config.app_name.clone(),
+        decision,
+        settings_file,
+        settings: settings.as_ref().ok().map(Settings::to_json),
+        settings_error: settings.err(),
+        outbox_dir,
+        outbox_reports,
+        outbox_bytes,
+        audit_log: paths.audit_log(),
+        crash_destination,
+        usage_destination,
+        debug: env.debug(&config.env_prefix()),
+        rate_limited_until,
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Status {
+    /// The status as JSON, for scripts (`telemetry status --json`).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "app": self.app,
+            "crash": {"enabled": self.decision.crash, "reason": self.decision.crash_reason, "reasons": self.decision.crash_reasons, "destination": self.crash_destination},
+            "usage": {"enabled": self.decision.usage, "reason": self.decision.usage_reason, "reasons": self.decision.usage_reasons, "destination": self.usage_destination},
+            "settings_file": self.settings_file,
+            "settings": self.settings,
+            "settings_error": self.settings_error,
+            "outbox": {"dir": self.outbox_dir, "reports": self.outbox_reports, "bytes": self.outbox_bytes},
+            "audit_log": self.audit_log,
+            "debug": self.debug,
+            "rate_limited_until": self.rate_limited_until,
+        })
+    }
+}
+
+fn show(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map_or_else(|| "(none)".to_owned(), |p| p.display().to_string())
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on = |b: bool| if b { "on " } else { "off" };
+        writeln!(f, "{} telemetry", self.app)?;
+        writeln!(
+            f,
+            "  crash reports: {}  {}",
+            on(self.decision.crash),
+            self.decision.crash_reason
+        )?;
+        writeln!(
+            f,
+            "  usage pings:   {}  {}",
+            on(self.decision.usage),
+            self.decision.usage_reason
+        )?;
+        let mut others: Vec<&String> = Vec::new();
+        for r in self
+            .decision
+            .crash_reasons
+            .iter()
+            .chain(&self.decision.usage_reasons)
+        {
+            if r != &self.decision.crash_reason
+                && r != &self.decision.usage_reason
+                && !others.contains(&r)
+            {
+                others.push(r);
+            }
+        }
+        for r in others {
+            writeln!(f, "                 also: {r}")?;
+        }
+        if self.debug {
+            writeln!(
+                f,
+                "  debug mode:    payloads are printed to stderr, nothing is sent"
+            )?;
+        }
+        writeln!(f, "  crash reports go to: {}", self.crash_destination)?;
+        writeln!(f, "  usage pings go to:   {}", self.usage_destination)?;
+        writeln!(f, "  settings:  {}", show(&self.settings_file))?;
+        if let Some(e) = &self.settings_error {
+            writeln!(f, "             unusable: {e}")?;
+        }
+        writeln!(
+            f,
+            "  outbox:    {} ({} crash report{} waiting, {} bytes)",
+            show(&self.outbox_dir),
+            self.outbox_reports,
+            if self.outbox_reports == 1 { "" } else { "s" },
+            self.outbox_bytes
+        )?;
+        if let Some(until) = &self.rate_limited_until {
+            writeln!(f, "  paused:    the server asked to wait until {until}")?;
+        }
+        write!(f, "  audit log: {} (what was sent)", show(&self.audit_log))
+    }
+}
+
+/// What `telemetry preview` shows: a sample usage event and a sample crash report from this
+/// machine, exactly as they would be sent, after scrubbing. Nothing is sent or stored.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Preview {
+    /// The usage batch body, in the configured sink's wire format (plain JSON when none).
+    pub usage: Value,
+    /// The wire format of `usage`.
+    pub usage_format: &'static str,
+    /// The crash report event, scrubbed.
+    pub crash: Value,
+    /// What the scrubber removed from the sample crash report (rules and counts).
+    pub scrubbed: String,
+}
+
+/// Builds the preview for `config`'s app: the sample error carries this machine's home
+/// path, user name and host name, so the preview shows them removed.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
+/// let preview = consentry::preview(&config).unwrap();
+/// assert_eq!(preview.usage_format, "json");
+/// assert!(preview.crash["exception"]["values"].is_array());
+/// ```
+pub fn preview(config: &Config) -> Result<Preview, String> {
+    config.validate().map_err(|e| e.to_string())?;
+    let env = EnvSnapshot::from_process(&config.env_prefix());
+    let paths = Paths::resolve(config, &env);
+    let ids = paths
+        .settings_file()
+        .and_then(|p| Settings::load_from(p).ok())
+        .map(|s| (s.anonymous_id(), s.data().salt.clone()))
+        .unwrap_or_else(|| (uuid::Uuid::nil(), String::new()));
+    let mut quiet = config.clone();
+    quiet.before_send = None;
+    let rt = Runtime::build(quiet, env, paths, Decision::off("preview"), ids);
+    let identity = crate::identity::Identity::current();
+    let home = identity
+        .home
+        .clone()
+        .unwrap_or_else(|| "/home/user".to_owned());
+    let user = identity
+        .users
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "user".to_owned());
+    let host = identity
+        .hostnames
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "host".to_owned());
+
+    let sample = SampleError {
+        message: format!("cannot load {home}/projects/demo/config.toml"),
+        source: Some(Box::new(SampleError {
+            message: format!("permission denied for {user} on {host}"),
+            source: None,
+        })),
+    };
+    let event = report::event_from_error(&sample);
+    let captured = Captured {
+        event,
+        backtrace: Some(backtrace::Backtrace::new_unresolved()),
+        breadcrumb_seq: 0,
+        kind: Kind::Error,
+    };
+    let mut event = captured.event;
+    if let Some(mut bt) = captured.backtrace
+        && let Some(st) = report::stacktrace_from(&mut bt)
+        && let Some(top) = event.exception.values.last_mut()
+    {
+        top.stacktrace = Some(st);
+    }
+    rt.enrichment().apply(&mut event);
+    let mut crash = serde_json::to_value(&event).map_err(|e| e.to_string())?;
+    let scrubber = rt.scrubber()?;
+    let scrubbed = scrubber
+        .scrub_value(&mut crash)
+        .map_err(|e| e.to_string())?;
+    report::strip_identifying(&mut crash);
+
+    let queued = Queued {
+        name: "command".into(),
+        props: vec![
+            ("name".into(), Prop::from("preview")),
+            (
+                "input".into(),
+                Prop::from(format!("{home}/projects/demo/data.csv")),
+            ),
+            (
+                "model".into(),
+                Prop::choice("my-private-model", &["small", "large"]),
+            ),
+            ("project".into(), Prop::hashed("acme-secret-project")),
+        ],
+        time: SystemTime::now(),
+    };
+    let ready = rt
+        .ready(queued)
+        .ok_or("the sample usage event could not be scrubbed")?;
+    let json_sink = crate::usage::Sink::json("https://collect.invalid/");
+    let sink = config.usage_sink.as_ref().unwrap_or(&json_sink);
+    let usage = sink.body(
+        rt.ids().0,
+        &[ready],
+        &rt.usage_metadata(),
+        &crate::settings::now_rfc3339(),
+    );
+    Ok(Preview {
+        usage,
+        usage_format: sink.format_name(),
+        crash,
+        scrubbed: scrubbed.to_string(),
+    })
+}
+
+#[derive(Debug)]
+struct SampleError {
+    message: String,
+    source: Option<Box<SampleError>>,
+}
+
+impl fmt::Display for SampleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SampleError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}

@@ -1,0 +1,527 @@
+//! Building Sentry events: from an error's `source()` chain, from a panic, from a message;
+//! then adding what helps fix the bug without identifying anyone (tags, contexts, the
+//! anonymous id) and turning the scrubbed event into envelope bytes.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, VecDeque};
+use std::error::Error;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sentry::protocol::{
+    Breadcrumb, ClientSdkInfo, Context, DeviceContext, Event, Exception, Frame, Level, Mechanism,
+    OsContext, RuntimeContext, Stacktrace, User, Value as SentryValue,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::facts::Facts;
+
+/// What the caller's thread hands to the worker: the event as built, and the raw material
+/// that is costly to finish (symbolication happens on the worker).
+#[derive(Debug)]
+pub(crate) struct Captured {
+    pub(crate) event: Event<'static>,
+    pub(crate) backtrace: Option<backtrace::Backtrace>,
+    /// Breadcrumbs up to this sequence number belong to the event.
+    pub(crate) breadcrumb_seq: u64,
+    pub(crate) kind: Kind,
+}
+
+/// Where an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Error,
+    Message,
+    Panic,
+}
+
+/// The name of the type `E`, without generic arguments, for an exception's `type`.
+fn type_label<E: ?Sized>() -> Option<String> {
+    let name = std::any::type_name::<E>();
+    if name.starts_with("dyn ") || name.starts_with('&') {
+        return None;
+    }
+    let name = name.split('<').next().unwrap_or(name);
+    Some(match name {
+        "std::io::error::Error" => "std::io::Error".to_owned(),
+        other => other.to_owned(),
+    })
+}
+
+/// The type of a chain link: `std::io::Error` for I/O errors (sentry would say `Custom`, `Os`
+/// or `Kind`), else the first word of its `Debug` output, as sentry does.
+fn link_type(err: &(dyn Error + 'static)) -> String {
+    if err.downcast_ref::<std::io::Error>().is_some() {
+        return "std::io::Error".to_owned();
+    }
+    let debug = format!("{err:?}");
+    sentry::parse_type_from_debug(&debug).to_owned()
+}
+
+fn exception(ty: String, value: String) -> Exception {
+    Exception {
+        ty,
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+/// An event with one exception per link of the `source()` chain, root cause first and the
+/// error itself last (Sentry's order).
+pub(crate) fn event_from_error<E: Error + ?Sized>(err: &E) -> Event<'static> {
+    let top_type = type_label::<E>().unwrap_or_else(|| {
+        let debug = format!("{err:?}");
+        sentry::parse_type_from_debug(&debug).to_owned()
+    });
+    let mut exceptions = vec![exception(top_type, err.to_string())];
+    let mut source = err.source();
+    // A cycle in a hand-written `source()` must not loop forever.
+    while let Some(link) = source
+        && exceptions.len() < 32
+    {
+        exceptions.push(exception(link_type(link), link.to_string()));
+        source = link.source();
+    }
+    exceptions.reverse();
+    if let Some(top) = exceptions.last_mut() {
+        top.mechanism = Some(Mechanism {
+            ty: "generic".into(),
+            handled: Some(true),
+            ..Default::default()
+        });
+    }
+    Event {
+        level: Level::Error,
+        exception: exceptions.into(),
+        ..Default::default()
+    }
+}
+
+/// An event for a message.
+pub(crate) fn event_from_message(message: &str, level: Level) -> Event<'static> {
+    Event {
+        level,
+        message: Some(message.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// An event for a panic: message, location, thread name, and a stack trace.
+pub(crate) fn event_from_panic(
+    message: String,
+    location: Option<String>,
+    thread: Option<String>,
+    stacktrace: Option<Stacktrace>,
+) -> Event<'static> {
+    let mut contexts = BTreeMap::new();
+    let mut panic = BTreeMap::new();
+    if let Some(location) = location {
+        panic.insert("location".to_owned(), SentryValue::from(location));
+    }
+    if let Some(thread) = thread {
+        panic.insert("thread".to_owned(), SentryValue::from(thread));
+    }
+    contexts.insert("panic".to_owned(), Context::Other(panic));
+    Event {
+        level: Level::Fatal,
+        exception: vec![Exception {
+            ty: "panic".into(),
+            value: Some(message),
+            stacktrace,
+            mechanism: Some(Mechanism {
+                ty: "panic".into(),
+                handled: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]
+        .into(),
+        contexts,
+        ..Default::default()
+    }
+}
+
+/// Frames that belong to capturing, not to the bug: trimmed from the innermost end.
+const MACHINERY: &[&str] = &[
+    "backtrace::",
+    "consentry::",
+    "std::panicking",
+    "core::panicking",
+    "std::panic::",
+    "core::panic::",
+    "rust_begin_unwind",
+    "std::sys::backtrace",
+    "std::sys_common::backtrace",
+    "__rustc::rust_begin_unwind",
+    "<alloc::boxed::Box<F,A> as core::ops::function::Fn<Args>>::call",
+];
+
+/// Functions that are never the app's own code.
+const NOT_IN_APP: &[&str] = &[
+    "std::",
+    "core::",
+    "alloc::",
+    "backtrace::",
+    "sentry",
+    "consentry::",
+    "__rust",
+    "___rust",
+    "rust_begin_unwind",
+    "_start",
+    "__libc_start",
+    "anyhow::",
+    "log::",
+    "tracing",
+    "tokio::",
+    "<unknown>",
+];
+
+/// Resolves a backtrace into a Sentry stack trace: symbols, trimming of the capture
+/// machinery, and `in_app` marks (standard library and registry crates are not in-app).
+pub(crate) fn stacktrace_from(bt: &mut backtrace::Backtrace) -> Option<Stacktrace> {
+    bt.resolve();
+    let mut st = sentry::integrations::backtrace::backtrace_to_stacktrace(bt)?;
+    // Frames are outermost first; the capture machinery sits at the end.
+    while st.frames.last().is_some_and(is_machinery) {
+        st.frames.pop();
+    }
+    for frame in &mut st.frames {
+        let func = frame.function.as_deref().unwrap_or("");
+        let path = frame.abs_path.as_deref().unwrap_or("");
+        let third_party = path.contains("/.cargo/registry/")
+            || path.contains("\\.cargo\\registry\\")
+            || path.starts_with("/rustc/")
+            || path.contains("/rustlib/");
+        frame.in_app = Some(!third_party && !NOT_IN_APP.iter().any(|m| func.starts_with(m)));
+    }
+    (!st.frames.is_empty()).then_some(st)
+}
+
+fn is_machinery(frame: &Frame) -> bool {
+    let func = frame.function.as_deref().unwrap_or("<unknown>");
+    func == "<unknown>" || MACHINERY.iter().any(|m| func.starts_with(m))
+}
+
+/// The key under which repeats of the same error are counted: the exception type and the
+/// location (the innermost in-app frame), or the message.
+pub(crate) fn dedup_key(event: &Event<'static>) -> String {
+    if let Some(top) = event.exception.last() {
+        let location = top
+            .stacktrace
+            .as_ref()
+            .and_then(|st| st.frames.iter().rev().find(|f| f.in_app == Some(true)))
+            .map(|f| {
+                format!(
+                    "{}:{}",
+                    f.filename
+                        .as_deref()
+                        .or(f.function.as_deref())
+                        .unwrap_or("?"),
+                    f.lineno.unwrap_or(0)
+                )
+            });
+        let types: Vec<&str> = event.exception.iter().map(|e| e.ty.as_str()).collect();
+        match location {
+            Some(location) => format!("{}@{location}", types.join("<")),
+            None => format!("{}:{}", types.join("<"), top.value.as_deref().unwrap_or("")),
+        }
+    } else {
+        format!("message:{}", event.message.as_deref().unwrap_or(""))
+    }
+}
+
+/// What is added to every event.
+#[derive(Debug, Clone)]
+pub(crate) struct Enrichment {
+    pub(crate) app_name: String,
+    pub(crate) app_version: String,
+    pub(crate) environment: String,
+    pub(crate) anonymous_id: Uuid,
+    pub(crate) facts: Facts,
+    pub(crate) report_ci: bool,
+}
+
+impl Enrichment {
+    /// Tags, contexts, user, release, SDK; clears `server_name` and debug images.
+    pub(crate) fn apply(&self, event: &mut Event<'static>) {
+        let f = &self.facts;
+        event.platform = "native".into();
+        event.release = Some(Cow::Owned(format!(
+            "{}@{}",
+            self.app_name, self.app_version
+        )));
+        event.environment = Some(Cow::Owned(self.environment.clone()));
+        event.server_name = None;
+        event.debug_meta = Default::default();
+        event.user = Some(User {
+            id: Some(self.anonymous_id.to_string()),
+            ..Default::default()
+        });
+        let mut tags = vec![
+            ("app", self.app_name.clone()),
+            ("app.version", self.app_version.clone()),
+            ("os.name", f.os_name.clone()),
+            ("os.version", f.os_version.clone()),
+            ("arch", f.arch.to_owned()),
+            ("rust.version", f.rust_version.to_owned()),
+            ("install.source", f.install_source.as_str().to_owned()),
+            ("container", f.container.to_string()),
+            ("wsl", f.wsl.to_string()),
+            ("session", f.session_id.to_string()),
+        ];
+        if let Some(exe) = &f.exe_name {
+            tags.push(("exe", exe.clone()));
+        }
+        if self.report_ci
+            && let Some(ci) = f.ci
+        {
+            tags.push(("ci", ci.to_owned()));
+        }
+        for (k, v) in tags {
+            event.tags.entry(k.to_owned()).or_insert(v);
+        }
+        event.contexts.insert(
+            "os".into(),
+            OsContext {
+                name: Some(f.os_name.clone()),
+                version: Some(f.os_version.clone()),
+                kernel_version: f.kernel_version.clone(),
+                ..Default::default()
+            }
+            .into(),
+        );
+        event.contexts.insert(
+            "device".into(),
+            DeviceContext {
+                arch: Some(f.arch.to_owned()),
+                ..Default::default()
+            }
+            .into(),
+        );
+        event.contexts.insert(
+            "rust".into(),
+            RuntimeContext {
+                name: Some("rustc".into()),
+                version: Some(f.rust_version.to_owned()),
+                ..Default::default()
+            }
+            .into(),
+        );
+        event.sdk = Some(Cow::Owned(ClientSdkInfo {
+            name: "consentry".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            integrations: Vec::new(),
+            packages: Vec::new(),
+        }));
+    }
+}
+
+/// Removes what must never leave, whatever put it there: `server_name` (the hostname),
+/// debug images (full library paths), IP addresses on the user, request cookies and headers.
+pub(crate) fn strip_identifying(event: &mut Value) {
+    let Some(obj) = event.as_object_mut() else {
+        return;
+    };
+    obj.remove("server_name");
+    obj.remove("debug_meta");
+    obj.remove("modules");
+    if let Some(user) = obj.get_mut("user").and_then(Value::as_object_mut) {
+        user.retain(|k, _| k == "id");
+    }
+    if let Some(request) = obj.get_mut("request").and_then(Value::as_object_mut) {
+        request.remove("cookies");
+        request.remove("env");
+    }
+}
+
+/// A Sentry envelope holding one event: header line, item header, payload.
+pub(crate) fn envelope_bytes(event_id: Uuid, event: &Value) -> Vec<u8> {
+    let payload = serde_json::to_vec(event).unwrap_or_default();
+    let header = json!({ "event_id": event_id.to_string(), "sdk": {"name": "consentry", "version": env!("CARGO_PKG_VERSION")} });
+    let item =
+        json!({ "type": "event", "length": payload.len(), "content_type": "application/json" });
+    let mut out = serde_json::to_vec(&header).unwrap_or_default();
+    out.push(b'\n');
+    out.extend_from_slice(&serde_json::to_vec(&item).unwrap_or_default());
+    out.push(b'\n');
+    out.extend_from_slice(&payload);
+    out.push(b'\n');
+    out
+}
+
+/// The event payload of an envelope written by [`envelope_bytes`] (for the audit log and
+/// `telemetry status`).
+pub(crate) fn event_of_envelope(bytes: &[u8]) -> Option<Value> {
+    let mut lines = bytes.splitn(3, |b| *b == b'\n');
+    let _header = lines.next()?;
+    let item: Value = serde_json::from_slice(lines.next()?).ok()?;
+    let rest = lines.next()?;
+    let len = item
+        .get("length")
+        .and_then(Value::as_u64)
+        .map_or(rest.len(), |n| n as usize);
+    serde_json::from_slice(rest.get(..len)?).ok()
+}
+
+/// Breadcrumbs recorded while reporting is on (from `log`, `tracing` or the app), kept in a
+/// ring of the last 100.
+pub(crate) struct Breadcrumbs {
+    seq: AtomicU64,
+    ring: Mutex<VecDeque<(u64, Breadcrumb)>>,
+}
+
+const BREADCRUMBS_KEPT: usize = 100;
+
+pub(crate) static BREADCRUMBS: Breadcrumbs = Breadcrumbs {
+    seq: AtomicU64::new(0),
+    ring: Mutex::new(VecDeque::new()),
+};
+
+impl Breadcrumbs {
+    /// The sequence number of the newest breadcrumb.
+    pub(crate) fn current(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn add(&self, crumb: Breadcrumb) {
+        if let Ok(mut ring) = self.ring.lock() {
+            let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+            if ring.len() >= BREADCRUMBS_KEPT {
+                ring.pop_front();
+            }
+            ring.push_back((seq, crumb));
+        }
+    }
+
+    /// The breadcrumbs up to `seq`, oldest first.
+    pub(crate) fn up_to(&self, seq: u64) -> Vec<Breadcrumb> {
+        self.ring
+            .lock()
+            .map(|ring| {
+                ring.iter()
+                    .filter(|(s, _)| *s <= seq)
+                    .map(|(_, b)| b.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("cannot load config")
+        }
+    }
+    impl Error for Outer {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn chain_root_cause_first_with_real_types() {
+        let err = Outer(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such file",
+        ));
+        let event = event_from_error(&err);
+        let ex: Vec<_> = event
+            .exception
+            .iter()
+            .map(|e| (e.ty.clone(), e.value.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            ex,
+            vec![
+                ("std::io::Error".to_owned(), "no such file".to_owned()),
+                (
+                    "consentry::report::tests::Outer".to_owned(),
+                    "cannot load config".to_owned()
+                ),
+            ]
+        );
+        assert_eq!(
+            event
+                .exception
+                .last()
+                .unwrap()
+                .mechanism
+                .as_ref()
+                .unwrap()
+                .handled,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn dyn_errors_fall_back_to_debug() {
+        let err: Box<dyn Error> = "plain".into();
+        let event = event_from_error(&*err);
+        assert_eq!(
+            event.exception.last().unwrap().value.as_deref(),
+            Some("plain")
+        );
+    }
+
+    #[test]
+    fn envelope_round_trip() {
+        let id = Uuid::new_v4();
+        let event = json!({"event_id": id.to_string(), "message": "line\nbreak"});
+        let bytes = envelope_bytes(id, &event);
+        assert_eq!(event_of_envelope(&bytes).unwrap(), event);
+        let parsed = sentry::Envelope::from_slice(&bytes).unwrap();
+        assert_eq!(parsed.uuid(), Some(&id));
+    }
+
+    #[test]
+    fn identifying_fields_are_stripped() {
+        let mut event = json!({
+            "server_name": "alice-laptop",
+            "debug_meta": {"images": [{"code_file": "/home/alice/lib.so"}]},
+            "user": {"id": "x", "ip_address": "1.2.3.4", "username": "alice"},
+            "request": {"cookies": "a=b", "env": {"REMOTE_ADDR": "1.2.3.4"}, "method": "GET"}
+        });
+        strip_identifying(&mut event);
+        assert_eq!(
+            event,
+            json!({"user": {"id": "x"}, "request": {"method": "GET"}})
+        );
+    }
+
+    #[test]
+    fn breadcrumbs_respect_sequence() {
+        let crumbs = Breadcrumbs {
+            seq: AtomicU64::new(0),
+            ring: Mutex::new(VecDeque::new()),
+        };
+        crumbs.add(Breadcrumb {
+            message: Some("a".into()),
+            ..Default::default()
+        });
+        let seq = crumbs.current();
+        crumbs.add(Breadcrumb {
+            message: Some("b".into()),
+            ..Default::default()
+        });
+        let got: Vec<_> = crumbs
+            .up_to(seq)
+            .into_iter()
+            .map(|b| b.message.unwrap())
+            .collect();
+        assert_eq!(got, vec!["a"]);
+        for i in 0..150 {
+            crumbs.add(Breadcrumb {
+                message: Some(i.to_string()),
+                ..Default::default()
+            });
+        }
+        assert_eq!(crumbs.up_to(crumbs.current()).len(), BREADCRUMBS_KEPT);
+    }
+}

@@ -1,0 +1,866 @@
+//! The persistent settings file: one JSON file per app holding the user's choices.
+//!
+//! ```json
+//! {
+//!   "schema_version": 1,
+//!   "sync": true,
+//!   "crash_reports": true,
+//!   "usage": true,
+//!   "anonymous_id": "6f1c0b1e-...",
+//!   "salt": "...",
+//!   "consent": { "decided": true, "granted": true, "at": "2026-11-20T10:00:00Z", "via": "cli" },
+//!   "notice_shown_at": null
+//! }
+//! ```
+//!
+//! Writes are atomic (a temporary file in the same directory, fsync, rename) and happen under
+//! an exclusive lock on the sibling file `settings.json.lock`, so two processes updating at
+//! once lose neither update. A file that cannot be parsed is moved aside to
+//! `settings.json.corrupt-<unix time>` and replaced by defaults.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// The version of the settings layout this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The keys users may change with [`Settings::update`] and `telemetry settings key=value`.
+pub const SETTABLE_KEYS: &[&str] = &["sync", "crash_reports", "usage"];
+
+/// How long an update waits for another process holding the settings lock.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// How consent was given or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ConsentSource {
+    /// The user answered [`ask`](crate::ask)'s prompt.
+    Prompt,
+    /// The user ran the `telemetry` command (`enable`, `disable`, `settings sync=...`).
+    Cli,
+    /// The app called [`Settings::update`] or [`enable`](crate::enable)/[`disable`](crate::disable).
+    Api,
+    /// The app's opt-out default applied after the first-run notice.
+    Default,
+}
+
+impl ConsentSource {
+    /// A phrase for messages: "at the prompt", "with 'myapp telemetry enable'", ...
+    pub(crate) fn describe(self, command: &str, granted: bool) -> String {
+        match self {
+            ConsentSource::Prompt => "at the prompt".to_owned(),
+            ConsentSource::Cli => {
+                let verb = if granted { "enable" } else { "disable" };
+                format!("with '{command} {verb}'")
+            }
+            ConsentSource::Api => "by the app".to_owned(),
+            ConsentSource::Default => "by the app's opt-out default after the notice".to_owned(),
+        }
+    }
+}
+
+/// The recorded consent decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Consent {
+    /// Whether the user (or the opt-out default) has decided.
+    #[serde(default)]
+    pub decided: bool,
+    /// Whether the decision was yes. Meaningless while undecided.
+    #[serde(default)]
+    pub granted: bool,
+    /// When it was decided (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// How it was decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<ConsentSource>,
+}
+
+impl Consent {
+    pub(crate) fn record(granted: bool, via: ConsentSource) -> Consent {
+        Consent {
+            decided: true,
+            granted,
+            at: Some(now_rfc3339()),
+            via: Some(via),
+        }
+    }
+
+    /// The date part (`YYYY-MM-DD`) of `at`.
+    pub(crate) fn date(&self) -> Option<&str> {
+        self.at.as_deref().and_then(|at| at.get(..10))
+    }
+}
+
+/// The contents of `settings.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SettingsData {
+    #[serde(default = "schema_version")]
+    pub(crate) schema_version: u32,
+    #[serde(default = "yes")]
+    pub(crate) sync: bool,
+    #[serde(default = "yes")]
+    pub(crate) crash_reports: bool,
+    #[serde(default = "yes")]
+    pub(crate) usage: bool,
+    #[serde(default = "Uuid::new_v4")]
+    pub(crate) anonymous_id: Uuid,
+    #[serde(default = "new_salt")]
+    pub(crate) salt: String,
+    #[serde(default)]
+    pub(crate) consent: Consent,
+    #[serde(default)]
+    pub(crate) notice_shown_at: Option<String>,
+    /// Anonymous ids retired by `disable`, whose deletion request is still to be sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) pending_deletion: Vec<Uuid>,
+    /// Keys this version does not know: kept as they are on every rewrite.
+    #[serde(flatten)]
+    pub(crate) extra: Map<String, Value>,
+}
+
+fn schema_version() -> u32 {
+    SCHEMA_VERSION
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A random per-install salt for hashing: 244 random bits from two v4 UUIDs, as hex.
+fn new_salt() -> String {
+    format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+}
+
+impl Default for SettingsData {
+    fn default() -> Self {
+        SettingsData {
+            schema_version: SCHEMA_VERSION,
+            sync: true,
+            crash_reports: true,
+            usage: true,
+            anonymous_id: Uuid::new_v4(),
+            salt: new_salt(),
+            consent: Consent::default(),
+            notice_shown_at: None,
+            pending_deletion: Vec::new(),
+            extra: Map::new(),
+        }
+    }
+}
+
+impl SettingsData {
+    /// Fresh defaults that keep the keys this version does not know.
+    fn reset_keeping_extra(&self) -> SettingsData {
+        SettingsData {
+            extra: self.extra.clone(),
+            ..SettingsData::default()
+        }
+    }
+}
+
+/// What happened when a corrupt settings file was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Where the corrupt file was moved.
+    pub moved_to: PathBuf,
+    /// What was wrong with it (with line and column for JSON errors).
+    pub problem: String,
+}
+
+/// An error reading or changing the settings.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// A file operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done ("read", "create", "write", "lock", ...).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The OS has no config directory and none was configured.
+    #[error("no config directory: set {env_var} or Config::config_dir")]
+    NoConfigDir {
+        /// The environment variable that would name it.
+        env_var: String,
+    },
+    /// Another process held the settings lock for too long.
+    #[error("timed out after {waited:?} waiting for the lock on {path}")]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A key that does not exist.
+    #[error("unknown setting '{key}' (settable: {})", SETTABLE_KEYS.join(", "))]
+    UnknownKey {
+        /// The key given.
+        key: String,
+    },
+    /// A key that exists but is managed by consentry.
+    #[error("setting '{key}' is read-only ({hint})")]
+    ReadOnlyKey {
+        /// The key given.
+        key: String,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// A value of the wrong type.
+    #[error("invalid value {value} for '{key}': expected {expected}")]
+    InvalidValue {
+        /// The key.
+        key: String,
+        /// The value given, as JSON.
+        value: String,
+        /// What would have been accepted.
+        expected: &'static str,
+    },
+    /// An argument that is not `key=value`.
+    #[error("invalid argument '{arg}': expected key=value (e.g. sync=false)")]
+    NotAnAssignment {
+        /// The argument given.
+        arg: String,
+    },
+}
+
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> SettingsError + 'a {
+    move |source| SettingsError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The persistent settings of one app.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("settings.json");
+/// use consentry::Settings;
+/// let mut settings = Settings::load_from(&path).unwrap();
+/// assert_eq!(settings.get("sync"), Some(serde_json::json!(true)));
+/// settings.update([("sync", false)]).unwrap(); // Ultralytics: settings.update({'sync': False})
+/// assert!(!Settings::load_from(&path).unwrap().sync());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Settings {
+    path: PathBuf,
+    data: SettingsData,
+    recovered: Option<Recovery>,
+}
+
+impl Settings {
+    /// Loads the settings of the app `config` describes, creating the file with fresh
+    /// defaults (a new random anonymous id and salt, consent undecided) when it does not
+    /// exist. A corrupt file is moved aside and replaced (see [`Settings::recovered`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path());
+    /// let settings = consentry::Settings::load(&config).unwrap();
+    /// assert!(settings.path().ends_with("settings.json"));
+    /// ```
+    pub fn load(config: &crate::Config) -> Result<Settings, SettingsError> {
+        let env = crate::env::EnvSnapshot::from_process(&config.env_prefix());
+        let paths = crate::paths::Paths::resolve(config, &env);
+        let path = paths
+            .settings_file()
+            .ok_or_else(|| SettingsError::NoConfigDir {
+                env_var: format!("{}_CONFIG_DIR", config.env_prefix()),
+            })?;
+        Settings::load_from(&path)
+    }
+
+    /// Loads (or creates) the settings file at `path`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let settings = consentry::Settings::load_from(dir.path().join("settings.json")).unwrap();
+    /// assert!(!settings.consent().decided);
+    /// ```
+    pub fn load_from(path: impl AsRef<Path>) -> Result<Settings, SettingsError> {
+        let path = path.as_ref();
+        // The common case needs no lock: the file exists, is complete, and renames are atomic.
+        if let Ok(bytes) = fs::read(path)
+            && let Ok((data, true)) = parse(&bytes)
+        {
+            return Ok(Settings {
+                path: path.to_owned(),
+                data,
+                recovered: None,
+            });
+        }
+        let dir = parent_dir(path);
+        create_private_dir(dir)?;
+        with_lock(path, || {
+            // Another process may have created or repaired the file while we waited.
+            match fs::read(path) {
+                Ok(bytes) => match parse(&bytes) {
+                    Ok((data, complete)) => {
+                        if !complete {
+                            write_atomically(path, &data)?;
+                        }
+                        Ok(Settings {
+                            path: path.to_owned(),
+                            data,
+                            recovered: None,
+                        })
+                    }
+                    Err(problem) => {
+                        let moved_to = move_aside(path)?;
+                        let data = SettingsData::default();
+                        write_atomically(path, &data)?;
+                        Ok(Settings {
+                            path: path.to_owned(),
+                            data,
+                            recovered: Some(Recovery { moved_to, problem }),
+                        })
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let data = SettingsData::default();
+                    write_atomically(path, &data)?;
+                    Ok(Settings {
+                        path: path.to_owned(),
+                        data,
+                        recovered: None,
+                    })
+                }
+                Err(e) => Err(io_err("read", path)(e)),
+            }
+        })
+    }
+
+    /// The path of the settings file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Set when the file was corrupt and was replaced by defaults while loading.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("settings.json");
+    /// std::fs::write(&path, "{\"sync\": tru").unwrap();
+    /// let settings = consentry::Settings::load_from(&path).unwrap();
+    /// let recovery = settings.recovered().unwrap();
+    /// assert!(recovery.problem.contains("line 1 column"));
+    /// assert!(recovery.moved_to.exists());
+    /// ```
+    pub fn recovered(&self) -> Option<&Recovery> {
+        self.recovered.as_ref()
+    }
+
+    /// The value of one setting as JSON, as Ultralytics' `settings['sync']`. The salt is
+    /// never returned.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let settings = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+    /// assert_eq!(settings.get("usage"), Some(serde_json::json!(true)));
+    /// assert_eq!(settings.get("nope"), None);
+    /// ```
+    pub fn get(&self, key: &str) -> Option<Value> {
+        match self.to_json() {
+            Value::Object(mut map) => map.remove(key),
+            _ => None,
+        }
+    }
+
+    /// The master switch.
+    pub fn sync(&self) -> bool {
+        self.data.sync
+    }
+
+    /// Whether crash and error reports are allowed.
+    pub fn crash_reports(&self) -> bool {
+        self.data.crash_reports
+    }
+
+    /// Whether usage pings are allowed.
+    pub fn usage(&self) -> bool {
+        self.data.usage
+    }
+
+    /// The random anonymous id sent with reports.
+    pub fn anonymous_id(&self) -> Uuid {
+        self.data.anonymous_id
+    }
+
+    /// The recorded consent.
+    pub fn consent(&self) -> &Consent {
+        &self.data.consent
+    }
+
+    /// When the opt-out notice was shown (RFC 3339), if it was.
+    pub fn notice_shown_at(&self) -> Option<&str> {
+        self.data.notice_shown_at.as_deref()
+    }
+
+    pub(crate) fn data(&self) -> &SettingsData {
+        &self.data
+    }
+
+    /// The settings as JSON, with the salt hidden (it is only ever used on this machine).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let settings = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+    /// assert_eq!(settings.to_json()["salt"], "<hidden>");
+    /// ```
+    pub fn to_json(&self) -> Value {
+        let mut value = serde_json::to_value(&self.data).unwrap_or(Value::Null);
+        if let Some(salt) = value.get_mut("salt") {
+            *salt = Value::from("<hidden>");
+        }
+        value
+    }
+
+    /// Changes settings, as Ultralytics' `settings.update({'sync': False})`. Every change is
+    /// checked before the file is touched; an unknown key, a read-only key or a bad value is
+    /// an error and nothing is written. Setting `sync` records the consent decision.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let mut settings = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+    /// settings.update([("usage", "false")]).unwrap();
+    /// assert!(!settings.usage());
+    /// assert!(settings.update([("colour", true)]).is_err());
+    /// ```
+    pub fn update<K, V>(
+        &mut self,
+        changes: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(), SettingsError>
+    where
+        K: AsRef<str>,
+        V: Into<Value>,
+    {
+        self.update_via(changes, ConsentSource::Api)
+    }
+
+    /// [`Settings::update`], recording `via` as the source of a consent change.
+    pub(crate) fn update_via<K, V>(
+        &mut self,
+        changes: impl IntoIterator<Item = (K, V)>,
+        via: ConsentSource,
+    ) -> Result<(), SettingsError>
+    where
+        K: AsRef<str>,
+        V: Into<Value>,
+    {
+        let changes = changes
+            .into_iter()
+            .map(|(key, value)| validate_change(key.as_ref(), &value.into()))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.modify(|data| {
+            for (key, value) in &changes {
+                match *key {
+                    "sync" => {
+                        data.sync = *value;
+                        data.consent = Consent::record(*value, via);
+                    }
+                    "crash_reports" => data.crash_reports = *value,
+                    "usage" => data.usage = *value,
+                    _ => {}
+                }
+            }
+        })
+    }
+
+    /// Back to defaults: a new anonymous id and salt, consent undecided, every switch on,
+    /// the notice not shown. Keys this version does not know are kept.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let mut settings = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+    /// let before = settings.anonymous_id();
+    /// settings.reset().unwrap();
+    /// assert_ne!(settings.anonymous_id(), before);
+    /// ```
+    pub fn reset(&mut self) -> Result<(), SettingsError> {
+        self.modify(|data| *data = data.reset_keeping_extra())
+    }
+
+    /// Reads the file again under the lock, applies `change`, writes it atomically and keeps
+    /// the result. Re-reading inside the lock is what keeps a concurrent update from another
+    /// process.
+    pub(crate) fn modify(
+        &mut self,
+        change: impl FnOnce(&mut SettingsData),
+    ) -> Result<(), SettingsError> {
+        let path = self.path.clone();
+        create_private_dir(parent_dir(&path))?;
+        let data = with_lock(&path, || {
+            let mut data = match fs::read(&path) {
+                Ok(bytes) => parse(&bytes)
+                    .map(|(data, _)| data)
+                    .unwrap_or_else(|_| self.data.clone()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.data.clone(),
+                Err(e) => return Err(io_err("read", &path)(e)),
+            };
+            test_delay();
+            change(&mut data);
+            write_atomically(&path, &data)?;
+            Ok(data)
+        })?;
+        self.data = data;
+        Ok(())
+    }
+}
+
+/// A test hook: widen the window between reading and writing so that tests of concurrent
+/// updates would lose an update if the lock were missing. Compiled into debug builds only.
+fn test_delay() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("CONSENTRY_TEST_SETTINGS_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+/// Checks one change: the key is settable and the value is a boolean (or a string that
+/// spells one, as on the command line: `true`, `False`, `1`, `off`, ...).
+fn validate_change(key: &str, value: &Value) -> Result<(&'static str, bool), SettingsError> {
+    let Some(key) = SETTABLE_KEYS.iter().copied().find(|k| *k == key) else {
+        return Err(match key {
+            "anonymous_id" | "salt" => SettingsError::ReadOnlyKey {
+                key: key.to_owned(),
+                hint: "use 'settings reset' for a new one",
+            },
+            "consent" | "notice_shown_at" => SettingsError::ReadOnlyKey {
+                key: key.to_owned(),
+                hint: "use 'enable' or 'disable'",
+            },
+            "schema_version" | "pending_deletion" => SettingsError::ReadOnlyKey {
+                key: key.to_owned(),
+                hint: "managed by consentry",
+            },
+            _ => SettingsError::UnknownKey {
+                key: key.to_owned(),
+            },
+        });
+    };
+    let parsed = match value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if crate::env::is_true_like(s) => Some(true),
+        Value::String(s) if crate::env::is_false_like(s) => Some(false),
+        _ => None,
+    };
+    parsed
+        .map(|b| (key, b))
+        .ok_or_else(|| SettingsError::InvalidValue {
+            key: key.to_owned(),
+            value: value.to_string(),
+            expected: "a boolean (true/false, 1/0, yes/no, on/off)",
+        })
+}
+
+/// Splits a `key=value` command-line argument. The value stays a string; [`Settings::update`]
+/// types it.
+pub(crate) fn parse_assignment(arg: &str) -> Result<(String, Value), SettingsError> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((
+            key.trim().to_owned(),
+            Value::String(value.trim().to_owned()),
+        )),
+        _ => Err(SettingsError::NotAnAssignment {
+            arg: arg.to_owned(),
+        }),
+    }
+}
+
+/// Parses the file. `Ok((data, complete))`: `complete` is false when generated fields (the
+/// anonymous id or the salt) were missing and had to be made up, so the file must be
+/// rewritten to keep them stable. `Err` describes what is wrong, with line and column.
+fn parse(bytes: &[u8]) -> Result<(SettingsData, bool), String> {
+    if bytes.is_empty() {
+        return Err("the file is empty (truncated?)".to_owned());
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        format!(
+            "not valid UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        )
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let value: Value = serde_json::from_str(text).map_err(|e| describe_json_error(&e))?;
+    let Value::Object(map) = &value else {
+        return Err(format!(
+            "expected a JSON object at the top level, found {}",
+            json_type(&value)
+        ));
+    };
+    let complete = map.contains_key("anonymous_id") && map.contains_key("salt");
+    let data: SettingsData = serde_json::from_str(text).map_err(|e| describe_json_error(&e))?;
+    Ok((data, complete))
+}
+
+fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Eof => "truncated JSON",
+        Category::Syntax => "invalid JSON",
+        Category::Data => "wrong type",
+        Category::Io => "read error",
+    };
+    format!("{what}: {e}")
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or_else(|| Path::new("."))
+}
+
+/// Creates `dir` (and its parents) readable by the user only.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), SettingsError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(io_err("create", dir))
+}
+
+/// Runs `f` holding an exclusive lock on `<path>.lock`, waiting at most [`LOCK_WAIT`].
+fn with_lock<T>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, SettingsError>,
+) -> Result<T, SettingsError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let mut options = fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options
+        .open(&lock_path)
+        .map_err(io_err("create", &lock_path))?;
+    let start = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SettingsError::LockTimeout {
+                    path: lock_path,
+                    waited: start.elapsed(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
+        }
+    }
+    let result = f();
+    // Closing the file releases the lock; unlock explicitly to release it before the close.
+    let _ = file.unlock();
+    result
+}
+
+/// Writes `data` to `path` atomically: temp file in the same directory (mode 0600), fsync,
+/// rename, fsync of the directory.
+fn write_atomically(path: &Path, data: &SettingsData) -> Result<(), SettingsError> {
+    let mut text = serde_json::to_string_pretty(data).unwrap_or_default();
+    text.push('\n');
+    write_file_atomically(path, text.as_bytes()).map_err(io_err("write", path))
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory, mode 0600 on Unix,
+/// fsync, rename, fsync of the directory). Shared with the outbox.
+pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// fsyncs a directory so a rename in it survives a crash. Best effort.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Renames a corrupt file to `<name>.corrupt-<unix time>` (with `-N` if that exists).
+fn move_aside(path: &Path) -> Result<PathBuf, SettingsError> {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let base = format!("{}.corrupt-{secs}", path.display());
+    let mut target = PathBuf::from(&base);
+    let mut n = 1;
+    while target.exists() {
+        target = PathBuf::from(format!("{base}-{n}"));
+        n += 1;
+    }
+    fs::rename(path, &target).map_err(io_err("move aside", path))?;
+    Ok(target)
+}
+
+/// The current time as RFC 3339 in UTC, to the second.
+pub(crate) fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip() {
+        let data = SettingsData::default();
+        let text = serde_json::to_string(&data).unwrap();
+        let (back, complete) = parse(text.as_bytes()).unwrap();
+        assert!(complete);
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn missing_generated_fields_are_incomplete() {
+        let (data, complete) = parse(br#"{"sync": false}"#).unwrap();
+        assert!(!complete);
+        assert!(!data.sync);
+        assert!(data.crash_reports);
+    }
+
+    #[test]
+    fn unknown_keys_survive() {
+        let (data, _) = parse(br#"{"sync": true, "theme": {"dark": 1}}"#).unwrap();
+        let text = serde_json::to_string(&data).unwrap();
+        assert!(text.contains(r#""theme":{"dark":1}"#), "{text}");
+    }
+
+    #[test]
+    fn parse_problems_are_described() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "empty"),
+            (b"{\"sync\": tr", "truncated JSON"),
+            (b"{\"sync\": true,,}", "invalid JSON: "),
+            (
+                b"{\"sync\": \"maybe\"}",
+                "wrong type: invalid type: string \"maybe\", expected a boolean at line 1 column",
+            ),
+            (
+                b"[1, 2]",
+                "expected a JSON object at the top level, found an array",
+            ),
+            (
+                b"{\"sync\": true, \"x\": \"\xff\"}",
+                "not valid UTF-8 (invalid byte at offset 21)",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let problem = parse(bytes).unwrap_err();
+            assert!(
+                problem.contains(expected),
+                "{problem:?} should contain {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn changes_are_validated() {
+        assert_eq!(
+            validate_change("sync", &Value::from("False")).unwrap(),
+            ("sync", false)
+        );
+        assert_eq!(
+            validate_change("usage", &Value::from("on")).unwrap(),
+            ("usage", true)
+        );
+        assert_eq!(
+            validate_change("crash_reports", &Value::from(true)).unwrap(),
+            ("crash_reports", true)
+        );
+        assert!(matches!(
+            validate_change("sync", &Value::from("maybe")),
+            Err(SettingsError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            validate_change("sync", &Value::from(1)),
+            Err(SettingsError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            validate_change("salt", &Value::from("x")),
+            Err(SettingsError::ReadOnlyKey { .. })
+        ));
+        assert!(matches!(
+            validate_change("colour", &Value::from("x")),
+            Err(SettingsError::UnknownKey { .. })
+        ));
+    }
+
+    #[test]
+    fn assignments() {
+        assert_eq!(
+            parse_assignment("sync=False").unwrap(),
+            ("sync".into(), Value::from("False"))
+        );
+        assert_eq!(
+            parse_assignment(" usage = 0 ").unwrap(),
+            ("usage".into(), Value::from("0"))
+        );
+        assert!(parse_assignment("sync").is_err());
+        assert!(parse_assignment("=1").is_err());
+    }
+
+    #[test]
+    fn rfc3339_has_no_fraction() {
+        let now = now_rfc3339();
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.ends_with('Z'));
+    }
+}
