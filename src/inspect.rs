@@ -30,6 +30,8 @@ pub struct Status {
     pub settings: Option<Value>,
     /// Why the settings cannot be used, if they cannot.
     pub settings_error: Option<String>,
+    /// The settings file was corrupt: what was wrong, and where it was moved.
+    pub settings_recovered: Option<String>,
     /// The outbox directory.
     pub outbox_dir: Option<PathBuf>,
     /// Crash reports waiting in the outbox.
@@ -103,6 +105,17 @@ pub fn status_of(config: &Config) -> Status {
         decision,
         settings_file,
         settings: settings.as_ref().ok().map(Settings::to_json),
+        settings_recovered: settings
+            .as_ref()
+            .ok()
+            .and_then(Settings::recovered)
+            .map(|r| {
+                format!(
+                    "it was unreadable ({}); moved to {}",
+                    r.problem,
+                    r.moved_to.display()
+                )
+            }),
         settings_error: settings.err(),
         outbox_dir,
         outbox_reports,
@@ -131,6 +144,7 @@ impl Status {
             "settings_file": self.settings_file,
             "settings": self.settings,
             "settings_error": self.settings_error,
+            "settings_recovered": self.settings_recovered,
             "outbox": {"dir": self.outbox_dir, "reports": self.outbox_reports, "bytes": self.outbox_bytes},
             "audit_log": self.audit_log,
             "debug": self.debug,
@@ -188,6 +202,9 @@ impl fmt::Display for Status {
         writeln!(f, "  settings:  {}", show(&self.settings_file))?;
         if let Some(e) = &self.settings_error {
             writeln!(f, "             unusable: {e}")?;
+        }
+        if let Some(r) = &self.settings_recovered {
+            writeln!(f, "             {r}; defaults are used")?;
         }
         writeln!(
             f,

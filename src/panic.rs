@@ -88,6 +88,7 @@ fn report(info: &PanicHookInfo<'_>) {
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let helper_rt = rt.clone();
+    rt.panics_in_progress.fetch_add(1, Ordering::AcqRel);
     let spawned = std::thread::Builder::new()
         .name("consentry-panic".into())
         .spawn(move || {
@@ -97,9 +98,11 @@ fn report(info: &PanicHookInfo<'_>) {
                 let delivery = helper_rt.upload_one(&path, deadline);
                 Some((path, delivery))
             }));
+            helper_rt.panics_in_progress.fetch_sub(1, Ordering::AcqRel);
             let _ = tx.send(outcome.ok().flatten());
         });
     if spawned.is_err() {
+        rt.panics_in_progress.fetch_sub(1, Ordering::AcqRel);
         return;
     }
     let wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(50);

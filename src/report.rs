@@ -154,7 +154,7 @@ const MACHINERY: &[&str] = &[
     "std::sys::backtrace",
     "std::sys_common::backtrace",
     "__rustc::rust_begin_unwind",
-    "<alloc::boxed::Box<F,A> as core::ops::function::Fn<Args>>::call",
+    "__rust_try",
 ];
 
 /// Functions that are never the app's own code.
@@ -186,6 +186,17 @@ pub(crate) fn stacktrace_from(bt: &mut backtrace::Backtrace) -> Option<Stacktrac
     while st.frames.last().is_some_and(is_machinery) {
         st.frames.pop();
     }
+    // For a panic: cut at the outermost frame of the innermost run of panic-entry frames.
+    let entry = |f: &Frame| {
+        let func = f.function.as_deref().unwrap_or("");
+        PANIC_ENTRY.iter().any(|p| func.starts_with(p))
+    };
+    if let Some(mut start) = st.frames.iter().rposition(entry) {
+        while start > 0 && st.frames.get(start - 1).is_some_and(entry) {
+            start -= 1;
+        }
+        st.frames.truncate(start);
+    }
     for frame in &mut st.frames {
         let func = frame.function.as_deref().unwrap_or("");
         let path = frame.abs_path.as_deref().unwrap_or("");
@@ -197,6 +208,32 @@ pub(crate) fn stacktrace_from(bt: &mut backtrace::Backtrace) -> Option<Stacktrac
     }
     (!st.frames.is_empty()).then_some(st)
 }
+
+/// A stack trace of bare instruction addresses, without symbolication: fast, for the copy
+/// of a panic report stored before symbolication. Sentry can symbolicate it server-side
+/// when debug files are uploaded.
+pub(crate) fn stacktrace_unresolved(bt: &backtrace::Backtrace) -> Option<Stacktrace> {
+    let frames: Vec<Frame> = bt
+        .frames()
+        .iter()
+        .map(|f| Frame {
+            instruction_addr: Some(f.ip().into()),
+            function: Some("<unresolved>".into()),
+            ..Default::default()
+        })
+        .collect();
+    Stacktrace::from_frames_reversed(frames)
+}
+
+/// Where a panic enters the standard library: everything from here inward is the panic
+/// machinery, not the bug.
+const PANIC_ENTRY: &[&str] = &[
+    "core::panicking::",
+    "rust_begin_unwind",
+    "__rustc::rust_begin_unwind",
+    "std::panicking::begin_panic",
+    "std::panic::panic_any",
+];
 
 fn is_machinery(frame: &Frame) -> bool {
     let func = frame.function.as_deref().unwrap_or("<unknown>");

@@ -105,12 +105,17 @@ pub(crate) struct Runtime {
     pub(crate) outbox: Option<Outbox>,
     target: Option<SentryTarget>,
     jobs: Mutex<VecDeque<Job>>,
+    /// Held while one job goes through the pipeline: the worker and a flush may both drain
+    /// the queue, and deduplication needs them to take turns.
+    pipeline: Mutex<()>,
     wake: Condvar,
     pub(crate) usage: UsageQueue,
     dedup: Mutex<HashMap<String, Seen>>,
     in_flight: Mutex<HashSet<PathBuf>>,
     backoff: Mutex<Backoff>,
     dropped: AtomicU64,
+    /// Panic reports being written on helper threads; a flush waits for them.
+    pub(crate) panics_in_progress: std::sync::atomic::AtomicUsize,
     stop: AtomicBool,
     worker_started: AtomicBool,
 }
@@ -286,6 +291,7 @@ impl Runtime {
             outbox,
             target,
             jobs: Mutex::new(VecDeque::new()),
+            pipeline: Mutex::new(()),
             wake: Condvar::new(),
             usage: UsageQueue::new(config.usage_queue_capacity),
             dedup: Mutex::new(HashMap::new()),
@@ -296,6 +302,7 @@ impl Runtime {
                 rate_limited_until: None,
             }),
             dropped: AtomicU64::new(0),
+            panics_in_progress: std::sync::atomic::AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             worker_started: AtomicBool::new(false),
             paths,
@@ -459,7 +466,9 @@ impl Runtime {
     }
 
     fn run_jobs(&self) {
-        while let Some(job) = self.pop() {
+        loop {
+            let _turn = self.pipeline.lock();
+            let Some(job) = self.pop() else { break };
             match job {
                 Job::Capture(captured) => {
                     if STATE.load(Ordering::Acquire) == ON {
@@ -518,35 +527,25 @@ impl Runtime {
             breadcrumb_seq,
             kind,
         } = captured;
-        if let Some(mut bt) = backtrace
-            && let Some(st) = report::stacktrace_from(&mut bt)
-        {
-            if let Some(top) = event.exception.values.last_mut() {
-                if top.stacktrace.is_none() {
-                    top.stacktrace = Some(st);
-                }
-            } else {
-                event.stacktrace = Some(st);
-            }
-        }
         event.breadcrumbs = report::BREADCRUMBS.up_to(breadcrumb_seq).into();
+        if kind == Kind::Panic {
+            return self.process_panic(event, backtrace);
+        }
+        if let Some(mut bt) = backtrace {
+            attach_stacktrace(&mut event, report::stacktrace_from(&mut bt));
+        }
         if self.ignored(&event) {
             return None;
         }
-        let key = (kind != Kind::Panic).then(|| report::dedup_key(&event));
-        if let Some(key) = &key
-            && self.repeat(key)
-        {
+        let key = report::dedup_key(&event);
+        if self.repeat(&key) {
             return None;
         }
         self.enrichment().apply(&mut event);
         let event_id = event.event_id;
-        let value = serde_json::to_value(&event).ok()?;
-        let value = self.scrub_and_hook(value)?;
+        let value = self.scrub_and_hook(serde_json::to_value(&event).ok()?)?;
         let path = self.store(event_id, &value)?;
-        if let Some(key) = key
-            && let Ok(mut dedup) = self.dedup.lock()
-        {
+        if let Ok(mut dedup) = self.dedup.lock() {
             if dedup.len() >= DEDUP_KEYS
                 && let Some(oldest) = dedup
                     .iter()
@@ -566,6 +565,58 @@ impl Runtime {
             );
         }
         Some(path)
+    }
+
+    /// A panic is stored twice: first at once with a stack trace of bare addresses, then
+    /// again, in place, once symbolication is done. Symbolication of a large binary can take
+    /// seconds, and the process may end (or abort) before: the first copy is what makes sure
+    /// the report is not lost.
+    fn process_panic(
+        &self,
+        mut event: sentry::protocol::Event<'static>,
+        backtrace: Option<backtrace::Backtrace>,
+    ) -> Option<PathBuf> {
+        if self.ignored(&event) {
+            return None;
+        }
+        self.enrichment().apply(&mut event);
+        let event_id = event.event_id;
+        let quick = (!self.debug).then(|| {
+            let mut quick = event.clone();
+            attach_stacktrace(
+                &mut quick,
+                backtrace.as_ref().and_then(report::stacktrace_unresolved),
+            );
+            quick
+        });
+        let path = match quick {
+            Some(quick) => {
+                let value = self.scrub_and_hook(serde_json::to_value(&quick).ok()?)?;
+                Some(self.write_outbox(event_id, &value)?)
+            }
+            None => None,
+        };
+        if let Some(mut bt) = backtrace {
+            attach_stacktrace(&mut event, report::stacktrace_from(&mut bt));
+        }
+        let value = serde_json::to_value(&event)
+            .ok()
+            .and_then(|v| self.scrub_and_hook(v));
+        match (path, value) {
+            (Some(path), Some(value)) => {
+                let bytes = report::envelope_bytes(event_id, &value);
+                // Unless it was sent meanwhile (a flush on another thread): then keep it gone.
+                if let Some(_claim) = Claim::take(&self.in_flight, &path)
+                    && path.exists()
+                {
+                    let _ = crate::settings::write_file_atomically(&path, &bytes);
+                }
+                self.audit_local(&value);
+                Some(path)
+            }
+            (path, Some(value)) => path.or_else(|| self.store(event_id, &value)),
+            (path, None) => path,
+        }
     }
 
     /// Whether an app ignore rule drops the event.
@@ -621,7 +672,10 @@ impl Runtime {
             if seen.repeats == 0 {
                 continue;
             }
+            // Only while nobody is sending it: a file being sent gets no new count (the send
+            // would delete it afterwards); the count then goes out as an event of its own.
             if let Some(path) = &seen.path
+                && let Some(_claim) = Claim::take(&self.in_flight, path)
                 && self.add_count(path, seen.repeats)
             {
                 continue;
@@ -636,7 +690,7 @@ impl Runtime {
     }
 
     /// Adds `repeats` to the occurrence count of a stored, unsent event. `false` if it is
-    /// already gone (sent).
+    /// already gone (sent). The caller holds the file's claim.
     fn add_count(&self, path: &Path, repeats: u64) -> bool {
         let Ok(bytes) = std::fs::read(path) else {
             return false;
@@ -709,29 +763,37 @@ impl Runtime {
             ));
             return None;
         }
+        let path = self.write_outbox(event_id, event)?;
+        self.audit_local(event);
+        Some(path)
+    }
+
+    /// Writes a scrubbed event to the outbox.
+    fn write_outbox(&self, event_id: Uuid, event: &Value) -> Option<PathBuf> {
         let outbox = self.outbox.as_ref()?;
-        let bytes = report::envelope_bytes(event_id, event);
-        match outbox.write(event_id, &bytes) {
-            Ok(path) => {
-                if self.target.is_none()
-                    && let Some(log) = self.paths.audit_log()
-                {
-                    crate::audit::append(
-                        &log,
-                        "crash",
-                        "none: no DSN configured, kept in the local outbox",
-                        None,
-                        event.clone(),
-                    );
-                }
-                Some(path)
-            }
+        match outbox.write(event_id, &report::envelope_bytes(event_id, event)) {
+            Ok(path) => Some(path),
             Err(e) => {
                 diag::warn_once("outbox-write", || {
                     format!("cannot write to the outbox {}: {e}", outbox.dir().display())
                 });
                 None
             }
+        }
+    }
+
+    /// With no DSN, the audit log records what was kept locally instead of sent.
+    fn audit_local(&self, event: &Value) {
+        if self.target.is_none()
+            && let Some(log) = self.paths.audit_log()
+        {
+            crate::audit::append(
+                &log,
+                "crash",
+                "none: no DSN configured, kept in the local outbox",
+                None,
+                event.clone(),
+            );
         }
     }
 
@@ -845,9 +907,19 @@ impl Runtime {
             if timeout.is_zero() {
                 break;
             }
-            let Some(_claim) = Claim::take(&self.in_flight, &path) else {
+            // Another thread may be sending this file: a flush waits for it (the process may
+            // end right after a flush); the worker moves on.
+            let claim = match deadline {
+                Some(d) => Claim::wait_take(&self.in_flight, &path, d),
+                None => Claim::take(&self.in_flight, &path),
+            };
+            let Some(_claim) = claim else {
                 continue;
             };
+            if !path.exists() {
+                continue;
+            }
+            self.apply_repeats(&path);
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
@@ -894,6 +966,25 @@ impl Runtime {
         last
     }
 
+    /// Before the first occurrence of an error is sent, adds the repeats counted so far to
+    /// it, so a burst of the same error is sent once, with its count.
+    fn apply_repeats(&self, path: &Path) {
+        let repeats = self
+            .dedup
+            .lock()
+            .ok()
+            .and_then(|mut dedup| {
+                dedup
+                    .values_mut()
+                    .find(|s| s.path.as_deref() == Some(path))
+                    .map(|s| std::mem::take(&mut s.repeats))
+            })
+            .unwrap_or(0);
+        if repeats > 0 {
+            self.add_count(path, repeats);
+        }
+    }
+
     /// The first occurrence was sent: later repeats need an event of their own.
     fn forget_sent(&self, path: &Path) {
         if let Ok(mut dedup) = self.dedup.lock() {
@@ -921,6 +1012,12 @@ impl Runtime {
     /// Processes what is queued and sends what is waiting, for at most the given times.
     pub(crate) fn flush(&self, crash_timeout: Duration, usage_timeout: Duration) -> bool {
         let start = Instant::now();
+        // A panic on another thread may still be writing its report (the app goes on
+        // after a thread panics): wait for it, within the deadline.
+        while self.panics_in_progress.load(Ordering::Acquire) > 0 && start.elapsed() < crash_timeout
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.run_jobs();
         if STATE.load(Ordering::Acquire) == ON {
             self.expire_dedup(false);
@@ -975,6 +1072,18 @@ impl Runtime {
     }
 }
 
+/// Puts a stack trace on the event's last exception (the error itself), or on the event.
+fn attach_stacktrace(
+    event: &mut sentry::protocol::Event<'static>,
+    st: Option<sentry::protocol::Stacktrace>,
+) {
+    let Some(st) = st else { return };
+    match event.exception.values.last_mut() {
+        Some(top) => top.stacktrace = Some(st),
+        None => event.stacktrace = Some(st),
+    }
+}
+
 /// A claim on an outbox file while it is being sent, so the worker and a flush (or the
 /// panic hook) do not send the same file at once.
 struct Claim<'a> {
@@ -989,6 +1098,25 @@ impl<'a> Claim<'a> {
             set,
             path: path.to_owned(),
         })
+    }
+}
+
+impl<'a> Claim<'a> {
+    /// Waits until nobody else holds `path` (or it is gone, or the deadline passes).
+    fn wait_take(
+        set: &'a Mutex<HashSet<PathBuf>>,
+        path: &Path,
+        deadline: Instant,
+    ) -> Option<Claim<'a>> {
+        loop {
+            if let Some(claim) = Claim::take(set, path) {
+                return Some(claim);
+            }
+            if !path.exists() || Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 

@@ -1,0 +1,475 @@
+//! The `consentry` binary against a temporary config directory: stdout, stderr, exit code
+//! and the settings file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+struct Run {
+    out: Output,
+}
+
+impl Run {
+    fn code(&self) -> i32 {
+        self.out.status.code().unwrap()
+    }
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    fn settings_path(&self) -> PathBuf {
+        self.config().join("settings.json")
+    }
+    fn settings(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.settings_path()).unwrap()).unwrap()
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_consentry"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .args(["--app", "myapp", "--config-dir"])
+            .arg(self.config())
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(args);
+        cmd
+    }
+    fn run(&self, args: &[&str]) -> Run {
+        Run {
+            out: self.cmd(args).output().unwrap(),
+        }
+    }
+}
+
+#[test]
+fn status_of_a_fresh_install_is_off_and_says_why() {
+    let env = Env::new();
+    let r = env.run(&["status"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let out = r.stdout();
+    assert!(out.contains("crash reports: off"), "{out}");
+    assert!(
+        out.contains("no consent given yet (opt-in); 'consentry --app myapp enable' turns it on"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&env.settings_path().display().to_string()),
+        "{out}"
+    );
+    assert!(out.contains("0 crash reports waiting"), "{out}");
+    assert!(out.contains("no DSN configured"), "{out}");
+    let s = env.settings();
+    assert_eq!(s["schema_version"], 1);
+    assert_eq!(s["consent"]["decided"], false);
+    assert!(uuid_like(s["anonymous_id"].as_str().unwrap()));
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+#[test]
+fn status_json_is_machine_readable() {
+    let env = Env::new();
+    let r = env.run(&["status", "--json"]);
+    assert_eq!(r.code(), 0);
+    let v: Value = serde_json::from_str(&r.stdout()).unwrap();
+    assert_eq!(v["app"], "myapp");
+    assert_eq!(v["crash"]["enabled"], false);
+    assert_eq!(v["usage"]["enabled"], false);
+    assert_eq!(v["outbox"]["reports"], 0);
+    assert_eq!(v["settings"]["salt"], "<hidden>");
+}
+
+#[test]
+fn status_names_the_environment_variable_that_said_no() {
+    let env = Env::new();
+    assert_eq!(env.run(&["enable"]).code(), 0);
+    let r = Run {
+        out: env
+            .cmd(&["status"])
+            .env("DO_NOT_TRACK", "1")
+            .output()
+            .unwrap(),
+    };
+    assert!(
+        r.stdout().contains("disabled by DO_NOT_TRACK=1"),
+        "{}",
+        r.stdout()
+    );
+    let r = Run {
+        out: env
+            .cmd(&["status"])
+            .env("MYAPP_TELEMETRY", "0")
+            .env("CI", "true")
+            .output()
+            .unwrap(),
+    };
+    let out = r.stdout();
+    assert!(out.contains("disabled by MYAPP_TELEMETRY=0"), "{out}");
+    assert!(
+        out.contains("also: disabled: CI detected (CI, generic CI)"),
+        "every reason is listed: {out}"
+    );
+}
+
+#[test]
+fn enable_records_consent_and_status_says_when() {
+    let env = Env::new();
+    let r = env.run(&["enable"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert!(
+        r.stdout()
+            .contains("Crash reports and usage pings are on for myapp"),
+        "{}",
+        r.stdout()
+    );
+    let s = env.settings();
+    assert_eq!(s["sync"], true);
+    assert_eq!(s["consent"]["decided"], true);
+    assert_eq!(s["consent"]["granted"], true);
+    assert_eq!(s["consent"]["via"], "cli");
+    let date = &s["consent"]["at"].as_str().unwrap()[..10];
+    let status = env.run(&["status"]).stdout();
+    assert!(
+        status.contains(&format!(
+            "enabled: consent given with 'consentry --app myapp enable' on {date}"
+        )),
+        "{status}"
+    );
+}
+
+#[test]
+fn enable_crash_only_leaves_usage_off() {
+    let env = Env::new();
+    assert_eq!(env.run(&["enable", "--crash"]).code(), 0);
+    let s = env.settings();
+    assert_eq!(
+        (s["crash_reports"].as_bool(), s["usage"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let status: Value = serde_json::from_str(&env.run(&["status", "--json"]).stdout()).unwrap();
+    assert_eq!(status["crash"]["enabled"], true);
+    assert_eq!(status["usage"]["enabled"], false);
+    assert_eq!(
+        env.run(&["enable", "--crash", "--usage"]).code(),
+        2,
+        "the flags conflict"
+    );
+}
+
+#[test]
+fn disable_turns_off_deletes_the_outbox_and_rotates_the_id() {
+    let env = Env::new();
+    assert_eq!(env.run(&["enable"]).code(), 0);
+    let old_id = env.settings()["anonymous_id"].clone();
+    let outbox = env.data().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    std::fs::write(
+        outbox.join("0000000000001-0123456789abcdef0123456789abcdef.envelope"),
+        "{}\n",
+    )
+    .unwrap();
+    let r = env.run(&["disable"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let out = r.stdout();
+    assert!(
+        out.contains("Crash reports and usage pings are off for myapp"),
+        "{out}"
+    );
+    assert!(out.contains("Deleted 1 crash report(s)"), "{out}");
+    assert!(
+        out.contains("will be sent by myapp at its next start"),
+        "{out}"
+    );
+    let s = env.settings();
+    assert_eq!(s["sync"], false);
+    assert_eq!(s["consent"]["granted"], false);
+    assert_ne!(s["anonymous_id"], old_id);
+    assert_eq!(s["pending_deletion"][0], old_id);
+    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 0);
+    let status = env.run(&["status"]).stdout();
+    assert!(
+        status.contains("declined with 'consentry --app myapp disable'"),
+        "{status}"
+    );
+}
+
+#[test]
+fn settings_prints_the_file_with_the_salt_hidden() {
+    let env = Env::new();
+    let r = env.run(&["settings"]);
+    assert_eq!(r.code(), 0);
+    let out = r.stdout();
+    assert!(
+        out.starts_with(&format!("# {}", env.settings_path().display())),
+        "{out}"
+    );
+    assert!(out.contains("\"salt\": \"<hidden>\""), "{out}");
+    let real_salt = env.settings()["salt"].as_str().unwrap().to_owned();
+    assert!(!out.contains(&real_salt));
+    let json: Value = serde_json::from_str(&env.run(&["settings", "--json"]).stdout()).unwrap();
+    assert_eq!(json["sync"], true);
+}
+
+#[test]
+fn settings_key_value_sets_typed_values() {
+    let env = Env::new();
+    // Ultralytics' spelling works: `yolo settings sync=False`.
+    let r = env.run(&["settings", "sync=False", "usage=off"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let s = env.settings();
+    assert_eq!(s["sync"], false);
+    assert_eq!(s["usage"], false);
+    assert_eq!(s["consent"]["via"], "cli");
+    assert_eq!(s["consent"]["granted"], false);
+    assert_eq!(env.run(&["settings", "sync=1"]).code(), 0);
+    assert_eq!(env.settings()["sync"], true);
+}
+
+#[test]
+fn bad_settings_are_clear_errors_and_leave_the_file_untouched() {
+    let env = Env::new();
+    assert_eq!(env.run(&["settings"]).code(), 0);
+    let before = std::fs::read(env.settings_path()).unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["colour=blue"],
+            "unknown setting 'colour' (settable: sync, crash_reports, usage)",
+        ),
+        (
+            &["sync=maybe"],
+            "invalid value \"maybe\" for 'sync': expected a boolean",
+        ),
+        (&["salt=abc"], "setting 'salt' is read-only"),
+        (&["anonymous_id=x"], "setting 'anonymous_id' is read-only"),
+        (&["sync"], "invalid argument 'sync': expected key=value"),
+        // All or nothing: the good pair is not applied either.
+        (
+            &["sync=false", "usage=bad"],
+            "invalid value \"bad\" for 'usage'",
+        ),
+    ];
+    for (args, message) in cases {
+        let mut all = vec!["settings"];
+        all.extend_from_slice(args);
+        let r = env.run(&all);
+        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr());
+        assert!(r.stderr().contains(message), "{args:?}: {}", r.stderr());
+        assert_eq!(
+            std::fs::read(env.settings_path()).unwrap(),
+            before,
+            "{args:?} changed the file"
+        );
+    }
+}
+
+#[test]
+fn settings_reset_gives_a_new_id_and_undecided_consent() {
+    let env = Env::new();
+    assert_eq!(env.run(&["enable"]).code(), 0);
+    let old = env.settings();
+    let r = env.run(&["settings", "reset"]);
+    assert_eq!(r.code(), 0);
+    let new = env.settings();
+    assert_ne!(new["anonymous_id"], old["anonymous_id"]);
+    assert_ne!(new["salt"], old["salt"]);
+    assert_eq!(new["consent"]["decided"], false);
+}
+
+#[test]
+fn a_corrupt_settings_file_is_kept_aside_and_reported() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.config()).unwrap();
+    std::fs::write(
+        env.settings_path(),
+        "{\n  \"sync\": true,\n  \"usage\": tru\n",
+    )
+    .unwrap();
+    let r = env.run(&["status"]);
+    assert_eq!(r.code(), 0, "never fatal");
+    let out = r.stdout();
+    assert!(
+        out.contains("it was unreadable (invalid JSON: expected ident at line 4 column 0)"),
+        "{out}"
+    );
+    let aside: Vec<PathBuf> = std::fs::read_dir(env.config())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("settings.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&aside[0]).unwrap(),
+        "{\n  \"sync\": true,\n  \"usage\": tru\n"
+    );
+    assert_eq!(
+        env.settings()["consent"]["decided"],
+        false,
+        "defaults are used"
+    );
+}
+
+#[test]
+fn an_unusable_config_directory_means_nothing_is_sent() {
+    let env = Env::new();
+    // A regular file where the config directory's parent should be: not even root can
+    // create the directory.
+    let blocker = env.dir.path().join("blocker");
+    std::fs::write(&blocker, "").unwrap();
+    let r = Run {
+        out: Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .env_clear()
+            .args(["--app", "myapp", "--config-dir"])
+            .arg(blocker.join("config"))
+            .arg("--data-dir")
+            .arg(env.data())
+            .arg("status")
+            .output()
+            .unwrap(),
+    };
+    assert_eq!(r.code(), 0);
+    let out = r.stdout();
+    assert!(
+        out.contains("crash reports: off  disabled: consent cannot be recorded (cannot create"),
+        "{out}"
+    );
+    let r = Run {
+        out: Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .env_clear()
+            .args(["--app", "myapp", "--config-dir"])
+            .arg(blocker.join("config"))
+            .arg("enable")
+            .output()
+            .unwrap(),
+    };
+    assert_eq!(r.code(), 1, "an I/O failure");
+    assert!(
+        r.stderr().contains("error: cannot create"),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn log_prints_what_was_sent() {
+    let env = Env::new();
+    let r = env.run(&["log"]);
+    assert_eq!(r.code(), 0);
+    assert!(
+        r.stdout().contains("Nothing was sent yet"),
+        "{}",
+        r.stdout()
+    );
+    std::fs::create_dir_all(env.data()).unwrap();
+    let record = r#"{"time":"2026-11-23T10:00:00Z","kind":"usage","destination":"https://collect.example.com/v1","status":200,"payload":{"events":[{"name":"train"}]}}"#;
+    std::fs::write(
+        env.data().join("sent.jsonl"),
+        format!("{record}\n{record}\n"),
+    )
+    .unwrap();
+    let out = env.run(&["log", "-n", "1"]).stdout();
+    assert!(
+        out.starts_with("2026-11-23T10:00:00Z usage -> https://collect.example.com/v1 (200)"),
+        "{out}"
+    );
+    assert_eq!(out.matches("\"train\"").count(), 1);
+    let json = env.run(&["log", "--json"]).stdout();
+    assert_eq!(json.lines().count(), 2);
+}
+
+#[test]
+fn preview_shows_both_payloads_and_sends_nothing() {
+    let env = Env::new();
+    let r = env.run(&["preview"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let out = r.stdout();
+    assert!(
+        out.contains("A usage ping from this machine (json format)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("A crash report from this machine, after scrubbing"),
+        "{out}"
+    );
+    assert!(out.ends_with("Nothing was sent.\n"), "{out}");
+    let json: Value = serde_json::from_str(&env.run(&["preview", "--json"]).stdout()).unwrap();
+    assert_eq!(
+        json["usage"]["body"]["events"][0]["props"]["model"],
+        "custom"
+    );
+    assert!(json["crash"]["exception"]["values"].is_array());
+}
+
+#[test]
+fn the_app_is_required_and_checked() {
+    let r = Run {
+        out: Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .arg("status")
+            .output()
+            .unwrap(),
+    };
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr().contains("--app NAME is required"),
+        "{}",
+        r.stderr()
+    );
+    let r = Run {
+        out: Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .args(["--app", "My App", "status"])
+            .output()
+            .unwrap(),
+    };
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr().contains("invalid app name \"My App\""),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn help_lists_every_command() {
+    let r = Run {
+        out: Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .arg("--help")
+            .output()
+            .unwrap(),
+    };
+    assert_eq!(r.code(), 0);
+    for cmd in [
+        "status",
+        "enable",
+        "disable",
+        "settings",
+        "preview",
+        "log",
+        "scrub",
+        "Exit codes",
+    ] {
+        assert!(r.stdout().contains(cmd), "{cmd}: {}", r.stdout());
+    }
+}

@@ -1,0 +1,247 @@
+//! The fixture app the end-to-end tests run as a child process. Its app name is `fixture`,
+//! so consentry reads `FIXTURE_TELEMETRY`, `FIXTURE_CONFIG_DIR`, `FIXTURE_DATA_DIR`, ...
+//!
+//! Configuration from the environment: `FIXTURE_DSN`, `FIXTURE_SINK` (`json`, `ga4`,
+//! `segment`, `posthog`) with `FIXTURE_SINK_URL`, `FIXTURE_POLICY` (`optin`, `optout`),
+//! `FIXTURE_FLUSH_MS`, `FIXTURE_USAGE_INTERVAL_MS`, `FIXTURE_USAGE_FLUSH_MS`,
+//! `FIXTURE_ALLOW_CI`, `FIXTURE_BACKTRACE` (`0` to turn off).
+//!
+//! The scenario is the first argument; see `main`.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::fmt;
+use std::time::Duration;
+
+use consentry::{Config, Policy, Prop, Sink};
+
+/// An error with a chain of `links` links, each message carrying planted identities.
+#[derive(Debug)]
+struct ChainError {
+    level: usize,
+    source: Option<Box<ChainError>>,
+}
+
+impl ChainError {
+    fn new(links: usize) -> ChainError {
+        let mut e = ChainError {
+            level: links,
+            source: None,
+        };
+        for level in (1..links).rev() {
+            e = ChainError {
+                level,
+                source: Some(Box::new(e)),
+            };
+        }
+        e
+    }
+}
+
+impl fmt::Display for ChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.level {
+            1 => write!(f, "cannot train the model in /home/plantuser/projects/yolo"),
+            2 => write!(
+                f,
+                "cannot read /home/plantuser/.config/fixture/token.txt on planthost-box"
+            ),
+            3 => write!(
+                f,
+                "upload refused for plant.user@example.org with token ghp_plantedTokenAbcdefghijklmnopqrstuv0123"
+            ),
+            n => write!(f, "link {n} from s3cr3t-env-value-4711"),
+        }
+    }
+}
+
+impl std::error::Error for ChainError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+fn env_ms(name: &str) -> Option<Duration> {
+    std::env::var(name)
+        .ok()?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
+}
+
+fn config() -> Config {
+    let mut c = Config::new("fixture", "1.2.3");
+    if let Ok(dsn) = std::env::var("FIXTURE_DSN") {
+        c = c.dsn(dsn);
+    }
+    if let (Ok(kind), Ok(url)) = (
+        std::env::var("FIXTURE_SINK"),
+        std::env::var("FIXTURE_SINK_URL"),
+    ) {
+        let sink = match kind.as_str() {
+            "ga4" => Sink::ga4("G-FIXTURE1", "fixture-api-secret").base_url(url),
+            "segment" => Sink::segment("fixture-write-key").base_url(url),
+            "posthog" => Sink::posthog("phc_fixture_key").base_url(url),
+            _ => Sink::json(url),
+        };
+        c = c.usage_sink(sink);
+    }
+    if std::env::var("FIXTURE_POLICY").as_deref() == Ok("optout") {
+        c = c.policy(Policy::OptOut);
+    }
+    if let Some(d) = env_ms("FIXTURE_FLUSH_MS") {
+        c = c.flush_timeout(d);
+    }
+    if let Some(d) = env_ms("FIXTURE_USAGE_INTERVAL_MS") {
+        c = c.usage_interval(d);
+    }
+    if let Some(d) = env_ms("FIXTURE_USAGE_FLUSH_MS") {
+        c = c.usage_flush_timeout(d);
+    }
+    if std::env::var("FIXTURE_ALLOW_CI").as_deref() == Ok("1") {
+        c = c.allow_ci(true);
+    }
+    if std::env::var("FIXTURE_BACKTRACE").as_deref() == Ok("0") {
+        c = c.attach_backtrace(false);
+    }
+    if let Ok(needle) = std::env::var("FIXTURE_IGNORE") {
+        c = c.ignore(consentry::Ignore::message_contains(needle));
+    }
+    if let Ok(n) = std::env::var("FIXTURE_OUTBOX_MAX") {
+        c = c.outbox_limits(n.parse().unwrap(), 10 << 20);
+    }
+    match std::env::var("FIXTURE_HOOK").as_deref() {
+        // The app's hook adds a tag.
+        Ok("tag") => {
+            c = c.before_send(|mut e| {
+                e["tags"]["hooked"] = "yes".into();
+                Some(e)
+            })
+        }
+        // The app's hook tries to put personal data back: it is scrubbed again.
+        Ok("pii") => {
+            c = c.before_send(|mut e| {
+                e["extra"]["leak"] = "/home/plantuser/secret.txt".into();
+                Some(e)
+            })
+        }
+        // The app's hook drops every event.
+        Ok("drop") => c = c.before_send(|_| None),
+        // The app's hook panics: the event is dropped, the app goes on.
+        Ok("panic") => c = c.before_send(|_| panic!("hook bug")),
+        _ => {}
+    }
+    c
+}
+
+fn arg(n: usize) -> Option<String> {
+    std::env::args().nth(n)
+}
+
+fn count(n: usize, default: usize) -> usize {
+    arg(n).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let scenario = arg(1).unwrap_or_default();
+    if scenario == "early" {
+        // Captured before init: kept, then reported by init.
+        consentry::capture_error(&ChainError::new(2));
+    }
+    let guard = consentry::init(config());
+    match scenario.as_str() {
+        // An error with a three-link chain and a message; the guard flushes on return.
+        "errors" | "early" => {
+            consentry::capture_error(&ChainError::new(3));
+            consentry::capture_message(
+                "fixture message from /home/plantuser",
+                consentry::Level::Warning,
+            );
+        }
+        // The same error captured N times.
+        "repeat" => {
+            let err = ChainError::new(2);
+            for _ in 0..count(2, 10) {
+                consentry::capture_error(&err);
+            }
+        }
+        // A panic on the main thread (the default hook prints first).
+        "panic" => {
+            consentry::track("about_to_panic", [("where", "main")]);
+            panic!(
+                "fixture panicked reading /home/plantuser/data.csv with {}",
+                "ghp_plantedTokenAbcdefghijklmnopqrstuv0123"
+            );
+        }
+        // A panic on a named thread; the app goes on and exits 0.
+        "thread-panic" => {
+            let t = std::thread::Builder::new()
+                .name("worker-7".into())
+                .spawn(|| panic!("worker failed on planthost-box"))
+                .unwrap();
+            let _ = t.join();
+            println!("main goes on");
+        }
+        // Capture, then leave through consentry::exit.
+        "exit" => {
+            consentry::capture_error(&ChainError::new(3));
+            drop(guard);
+            consentry::exit(3);
+        }
+        // Capture, flush, then sleep: the test kills the process.
+        "capture-and-wait" => {
+            consentry::capture_error(&ChainError::new(3));
+            let _ = consentry::flush(Duration::from_millis(1));
+            println!("captured");
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        // Usage: N events.
+        "track" => {
+            for i in 0..count(2, 1) {
+                consentry::track(
+                    "train",
+                    [
+                        ("task", Prop::from("detect")),
+                        ("epoch", Prop::from(i)),
+                        ("model", Prop::choice("yolov8n", &["yolov8n", "yolov8s"])),
+                        (
+                            "custom_model",
+                            Prop::choice("my-private-net", &["yolov8n", "yolov8s"]),
+                        ),
+                        ("project", Prop::hashed("acme-secret-project")),
+                        (
+                            "note",
+                            Prop::from(
+                                "data in /home/plantuser/datasets for plant.user@example.org",
+                            ),
+                        ),
+                        ("fast", Prop::from(true)),
+                    ],
+                );
+            }
+        }
+        // Usage events with bad names: dropped.
+        "track-bad" => {
+            consentry::track("Bad Name", [("task", "x")]);
+            consentry::track("ok_name", [("Bad-Key", "x")]);
+            consentry::track("good", [("task", "kept")]);
+        }
+        // Usage and errors spread over time: `track-spread N MS`.
+        "track-spread" => {
+            for _ in 0..count(2, 10) {
+                consentry::track("tick", [("n", 1)]);
+                std::thread::sleep(Duration::from_millis(count(3, 50) as u64));
+            }
+        }
+        // Print the decision.
+        "status" => println!("{}", consentry::status()),
+        // Do nothing (init and drop).
+        _ => {}
+    }
+    drop(guard);
+}

@@ -1,0 +1,179 @@
+//! The consent matrix end to end: for every way of saying no, a child process that panics,
+//! captures errors and tracks usage sends zero bytes and leaves no outbox file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use consentry_e2e::*;
+
+/// `(case, environment, settings file contents or none, opt-out policy)`.
+fn cases() -> Vec<(
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    Option<&'static str>,
+    bool,
+)> {
+    let granted = r#"{"sync": true, "consent": {"decided": true, "granted": true, "via": "cli"}}"#;
+    vec![
+        (
+            "FIXTURE_TELEMETRY=0",
+            vec![("FIXTURE_TELEMETRY", "0")],
+            Some(granted),
+            false,
+        ),
+        (
+            "FIXTURE_TELEMETRY=false",
+            vec![("FIXTURE_TELEMETRY", "false")],
+            Some(granted),
+            false,
+        ),
+        (
+            "FIXTURE_TELEMETRY=off",
+            vec![("FIXTURE_TELEMETRY", "off")],
+            Some(granted),
+            false,
+        ),
+        (
+            "FIXTURE_TELEMETRY=no",
+            vec![("FIXTURE_TELEMETRY", "no")],
+            Some(granted),
+            true,
+        ),
+        (
+            "DO_NOT_TRACK=1",
+            vec![("DO_NOT_TRACK", "1")],
+            Some(granted),
+            false,
+        ),
+        (
+            "DO_NOT_TRACK=true with env consent",
+            vec![("DO_NOT_TRACK", "true"), ("FIXTURE_TELEMETRY", "1")],
+            None,
+            false,
+        ),
+        (
+            "sync=false",
+            vec![],
+            Some(r#"{"sync": false, "consent": {"decided": true, "granted": true, "via": "cli"}}"#),
+            false,
+        ),
+        (
+            "sync=false opt-out",
+            vec![],
+            Some(r#"{"sync": false, "notice_shown_at": "2026-01-01T00:00:00Z"}"#),
+            true,
+        ),
+        ("CI=true", vec![("CI", "true")], Some(granted), false),
+        (
+            "GITHUB_ACTIONS",
+            vec![("GITHUB_ACTIONS", "true"), ("FIXTURE_TELEMETRY", "1")],
+            None,
+            false,
+        ),
+        ("RANK=1", vec![("RANK", "1")], Some(granted), false),
+        (
+            "LOCAL_RANK=2",
+            vec![("LOCAL_RANK", "2"), ("FIXTURE_TELEMETRY", "1")],
+            None,
+            false,
+        ),
+        ("undecided opt-in", vec![], None, false),
+        ("opt-out first run", vec![], None, true),
+    ]
+}
+
+#[test]
+fn every_no_sends_zero_bytes_and_stores_nothing() {
+    let server = CaptureServer::start(Plan::Status(200));
+    for (case, env, settings, optout) in cases() {
+        for scenario in ["errors", "panic", "track"] {
+            let dirs = Dirs::new();
+            if let Some(settings) = settings {
+                std::fs::create_dir_all(dirs.config()).unwrap();
+                std::fs::write(dirs.settings(), settings).unwrap();
+            }
+            let mut cmd = fixture(&fixture_bin!(), &dirs, scenario);
+            cmd.env("FIXTURE_DSN", server.dsn())
+                .env("FIXTURE_SINK", "json")
+                .env("FIXTURE_SINK_URL", format!("{}/usage", server.url()))
+                .env("FIXTURE_USAGE_INTERVAL_MS", "0");
+            if optout {
+                cmd.env("FIXTURE_POLICY", "optout");
+            }
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+            let (out, _) = run(cmd, Duration::from_secs(30));
+            let err = stderr(&out);
+            if scenario == "panic" {
+                assert_eq!(out.status.code(), Some(101), "{case}/{scenario}");
+                assert!(
+                    err.contains("panicked at"),
+                    "{case}: the app's own panic message still prints"
+                );
+                assert!(
+                    !err.contains("crash report"),
+                    "{case}: no report line:\n{err}"
+                );
+            } else {
+                assert!(out.status.success(), "{case}/{scenario}: {err}");
+            }
+            assert!(
+                dirs.outbox_files().is_empty(),
+                "{case}/{scenario}: an outbox file was left"
+            );
+            assert!(
+                dirs.audit_log().is_empty(),
+                "{case}/{scenario}: audit log written"
+            );
+            if case == "opt-out first run" {
+                assert!(
+                    err.contains("Nothing was sent during this run"),
+                    "{case}: the notice:\n{err}"
+                );
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let requests = server.requests();
+    assert!(
+        requests.is_empty(),
+        "{} requests reached the server: {:?}",
+        requests.len(),
+        requests.first().map(Recorded::text)
+    );
+}
+
+#[test]
+fn the_opt_out_notice_is_shown_once_and_the_second_run_sends() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let run_once = || {
+        let mut cmd = fixture(&fixture_bin!(), &dirs, "errors");
+        cmd.env("FIXTURE_DSN", server.dsn())
+            .env("FIXTURE_POLICY", "optout");
+        run(cmd, Duration::from_secs(30)).0
+    };
+    let first = run_once();
+    assert!(
+        stderr(&first).contains("Nothing was sent during this run"),
+        "{}",
+        stderr(&first)
+    );
+    assert!(stderr(&first).contains("'fixture telemetry disable'"));
+    assert!(
+        server.requests().is_empty(),
+        "nothing is sent on the run that shows the notice"
+    );
+    let settings: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dirs.settings()).unwrap()).unwrap();
+    assert!(settings["notice_shown_at"].is_string());
+    assert_eq!(settings["consent"]["via"], "default");
+
+    let second = run_once();
+    assert!(
+        !stderr(&second).contains("Nothing was sent during this run"),
+        "the notice is shown once"
+    );
+    assert_eq!(server.wait_for(2, Duration::from_secs(5)).len(), 2);
+}

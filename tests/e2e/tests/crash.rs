@@ -1,0 +1,466 @@
+//! Crash and error reports end to end: the fixture app captures errors in a child process,
+//! a loopback capture server records exactly what arrives.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use consentry_e2e::*;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn errors_run(dirs: &Dirs, dsn: &str, scenario: &str) -> std::process::Command {
+    let mut cmd = fixture(&fixture_bin!(), dirs, scenario);
+    cmd.env("FIXTURE_TELEMETRY", "1").env("FIXTURE_DSN", dsn);
+    cmd
+}
+
+fn anonymous_id(dirs: &Dirs) -> String {
+    let settings: Value = serde_json::from_slice(&std::fs::read(dirs.settings()).unwrap()).unwrap();
+    settings["anonymous_id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn error_chain_arrives_scrubbed_with_tags_and_no_identity() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let (out, _) = run(errors_run(&dirs, &server.dsn(), "errors"), LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let requests = server.wait_for(2, Duration::from_secs(5));
+    assert_eq!(requests.len(), 2, "one error and one message");
+    for r in &requests {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.url, "/api/42/envelope/");
+        let auth = r.header("X-Sentry-Auth").unwrap();
+        assert!(auth.contains("sentry_key=publickey"), "{auth}");
+        assert_eq!(
+            r.header("Content-Type"),
+            Some("application/x-sentry-envelope")
+        );
+        assert_no_pii(&r.text());
+    }
+    let events: Vec<Value> = requests.iter().map(Recorded::envelope_event).collect();
+    let error = events
+        .iter()
+        .find(|e| e["exception"].is_object())
+        .expect("the error event");
+    let values = error["exception"]["values"].as_array().unwrap();
+    assert_eq!(values.len(), 3, "one exception per link of the chain");
+    // Root cause first, the error itself last, each message scrubbed but still useful.
+    assert_eq!(
+        values[0]["value"],
+        "upload refused for <email> with token <secret:github>"
+    );
+    assert_eq!(
+        values[1]["value"],
+        "cannot read ~/.config/fixture/token.txt on <hostname>"
+    );
+    assert_eq!(
+        values[2]["value"],
+        "cannot train the model in ~/projects/yolo"
+    );
+    assert!(
+        values[2]["type"].as_str().unwrap().ends_with("ChainError"),
+        "{}",
+        values[2]["type"]
+    );
+    assert_eq!(values[2]["mechanism"]["handled"], true);
+    let frames = values[2]["stacktrace"]["frames"]
+        .as_array()
+        .expect("a stack trace");
+    assert!(
+        frames.iter().any(|f| f["function"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fixture::main")),
+        "the app's own frame is there: {frames:#?}"
+    );
+    assert!(frames.iter().all(|f| {
+        !f["function"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("consentry::")
+    }));
+
+    let tags = &error["tags"];
+    assert_eq!(tags["app"], "fixture");
+    assert_eq!(tags["app.version"], "1.2.3");
+    assert_eq!(tags["arch"], std::env::consts::ARCH);
+    assert_eq!(tags["exe"], "fixture");
+    for tag in [
+        "os.name",
+        "os.version",
+        "rust.version",
+        "install.source",
+        "session",
+        "container",
+        "wsl",
+    ] {
+        assert!(tags[tag].is_string(), "tag {tag} missing: {tags}");
+    }
+    assert_eq!(error["release"], "fixture@1.2.3");
+    assert_eq!(
+        error["user"],
+        serde_json::json!({"id": anonymous_id(&dirs)})
+    );
+    assert!(error.get("server_name").is_none(), "no host name: {error}");
+    assert!(error.get("debug_meta").is_none());
+    assert_eq!(error["contexts"]["device"]["arch"], std::env::consts::ARCH);
+    assert!(error["contexts"]["device"].get("name").is_none());
+
+    let message = events
+        .iter()
+        .find(|e| e["message"].is_string() || e["logentry"].is_object())
+        .unwrap();
+    assert_eq!(message["level"], "warning");
+
+    // Sent means gone from the outbox, and recorded in the audit log as sent.
+    assert!(dirs.outbox_files().is_empty());
+    let log = dirs.audit_log();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    for line in log.lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["kind"], "crash");
+        assert_eq!(record["status"], 200);
+        assert!(
+            record["destination"]
+                .as_str()
+                .unwrap()
+                .ends_with("/api/42/envelope/")
+        );
+    }
+    assert_no_pii(&log);
+}
+
+#[test]
+fn a_server_that_never_answers_does_not_hold_the_app_and_nothing_is_lost() {
+    let hanging = CaptureServer::start(Plan::Hang);
+    let dirs = Dirs::new();
+    let mut cmd = errors_run(&dirs, &hanging.dsn(), "errors");
+    cmd.env("FIXTURE_FLUSH_MS", "500");
+    let (out, elapsed) = run(cmd, LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // 500 ms of flush deadline plus process start and symbolication; far from the 25 s+
+    // that sentry's own transport blocks for.
+    assert!(elapsed < Duration::from_secs(5), "exit took {elapsed:?}");
+    assert_eq!(
+        dirs.outbox_files().len(),
+        2,
+        "both reports wait in the outbox"
+    );
+    assert!(
+        dirs.audit_log().is_empty(),
+        "nothing was sent, nothing is logged as sent"
+    );
+
+    // The next run with a working server delivers them, in the background.
+    let server = CaptureServer::start(Plan::Status(200));
+    let (out, _) = run(errors_run(&dirs, &server.dsn(), "noop"), LIMIT);
+    assert!(out.status.success());
+    let got = server.wait_for(2, Duration::from_secs(5));
+    assert_eq!(got.len(), 2);
+    assert!(dirs.outbox_files().is_empty());
+}
+
+#[test]
+fn a_5xx_keeps_the_report_for_the_next_run() {
+    let failing = CaptureServer::start(Plan::Status(500));
+    let dirs = Dirs::new();
+    let (out, _) = run(errors_run(&dirs, &failing.dsn(), "errors"), LIMIT);
+    assert!(out.status.success());
+    assert!(!failing.requests().is_empty(), "it was tried");
+    let waiting: Vec<String> = dirs
+        .outbox_files()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(waiting.len(), 2);
+
+    let server = CaptureServer::start(Plan::Status(200));
+    let (out, _) = run(errors_run(&dirs, &server.dsn(), "noop"), LIMIT);
+    assert!(out.status.success());
+    let got = server.wait_for(2, Duration::from_secs(5));
+    let mut sent: Vec<String> = got.iter().map(Recorded::envelope_id).collect();
+    sent.sort();
+    let mut expected: Vec<String> = waiting
+        .iter()
+        .map(|n| {
+            n.trim_end_matches(".envelope")
+                .split_once('-')
+                .unwrap()
+                .1
+                .to_owned()
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(sent, expected, "the same envelopes, byte for byte");
+    assert!(dirs.outbox_files().is_empty());
+}
+
+#[test]
+fn a_4xx_drops_the_report() {
+    let server = CaptureServer::start(Plan::Status(400));
+    let dirs = Dirs::new();
+    let (out, _) = run(errors_run(&dirs, &server.dsn(), "errors"), LIMIT);
+    assert!(out.status.success());
+    assert_eq!(server.wait_for(2, Duration::from_secs(5)).len(), 2);
+    assert!(
+        dirs.outbox_files().is_empty(),
+        "a 400 will never succeed: dropped"
+    );
+}
+
+#[test]
+fn a_closed_connection_keeps_the_report() {
+    let closing = ClosingServer::start();
+    let dirs = Dirs::new();
+    let (out, elapsed) = run(errors_run(&dirs, &closing.dsn(), "errors"), LIMIT);
+    assert!(out.status.success());
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert!(*closing.accepted.lock().unwrap() >= 1);
+    assert_eq!(dirs.outbox_files().len(), 2);
+}
+
+fn retry_after_honoured(plan: Plan) {
+    let server = CaptureServer::start(Plan::Status(200));
+    server.push([plan]);
+    let dirs = Dirs::new();
+    let (out, _) = run(errors_run(&dirs, &server.dsn(), "errors"), LIMIT);
+    assert!(out.status.success());
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "after the 429, nothing more is sent"
+    );
+    assert_eq!(dirs.outbox_files().len(), 2, "both kept");
+    let limit: Value =
+        serde_json::from_slice(&std::fs::read(dirs.data().join("rate-limits.json")).unwrap())
+            .unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let until = limit["error_until"].as_u64().unwrap();
+    assert!(
+        until >= now + 50 && until <= now + 70,
+        "about 60 s from now: {until} vs {now}"
+    );
+
+    // A new run while the limit lasts sends nothing.
+    let (out, _) = run(errors_run(&dirs, &server.dsn(), "noop"), LIMIT);
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "the limit holds across restarts"
+    );
+
+    // Once it has passed, the next run sends both.
+    std::fs::write(
+        dirs.data().join("rate-limits.json"),
+        format!("{{\"error_until\": {}}}", now - 1),
+    )
+    .unwrap();
+    let (out, _) = run(errors_run(&dirs, &server.dsn(), "noop"), LIMIT);
+    assert!(out.status.success());
+    assert_eq!(server.wait_for(3, Duration::from_secs(5)).len(), 3);
+    assert!(dirs.outbox_files().is_empty());
+}
+
+#[test]
+fn retry_after_is_honoured_across_restarts() {
+    retry_after_honoured(Plan::RetryAfter("60".into()));
+}
+
+#[test]
+fn sentry_rate_limits_header_is_honoured_across_restarts() {
+    retry_after_honoured(Plan::SentryRateLimits("60:error:project:quota".into()));
+}
+
+#[test]
+fn exit_flushes_before_leaving() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let (out, _) = run(errors_run(&dirs, &server.dsn(), "exit"), LIMIT);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(server.requests().len(), 1, "sent before process::exit");
+}
+
+#[test]
+fn a_burst_of_the_same_error_is_sent_once_with_a_count() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let mut cmd = errors_run(&dirs, &server.dsn(), "repeat");
+    cmd.arg("50");
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success());
+    let events: Vec<Value> = server
+        .requests()
+        .iter()
+        .map(Recorded::envelope_event)
+        .collect();
+    assert!(
+        !events.is_empty() && events.len() <= 2,
+        "{} events",
+        events.len()
+    );
+    let total: u64 = events
+        .iter()
+        .map(|e| e["extra"]["consentry.occurrences"].as_u64().unwrap_or(1))
+        .sum();
+    assert_eq!(total, 50, "every occurrence is counted");
+    if let [_, second] = events.as_slice() {
+        assert_eq!(second["extra"]["consentry.repeat_of_earlier_report"], true);
+    }
+}
+
+#[test]
+fn ignore_rules_drop_matching_errors() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let mut cmd = errors_run(&dirs, &server.dsn(), "errors");
+    cmd.env("FIXTURE_IGNORE", "cannot train");
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success());
+    let events: Vec<Value> = server
+        .requests()
+        .iter()
+        .map(Recorded::envelope_event)
+        .collect();
+    assert_eq!(events.len(), 1, "only the message");
+    assert!(events[0]["exception"].is_null());
+}
+
+#[test]
+fn the_apps_hook_runs_after_scrubbing_and_cannot_put_pii_back() {
+    for (hook, expect_events) in [("tag", 2), ("pii", 2), ("drop", 0), ("panic", 0)] {
+        let server = CaptureServer::start(Plan::Status(200));
+        let dirs = Dirs::new();
+        let mut cmd = errors_run(&dirs, &server.dsn(), "errors");
+        cmd.env("FIXTURE_HOOK", hook);
+        let (out, _) = run(cmd, LIMIT);
+        assert!(out.status.success(), "hook {hook}: {}", stderr(&out));
+        let requests = server.requests();
+        assert_eq!(requests.len(), expect_events, "hook {hook}");
+        for r in &requests {
+            assert_no_pii(&r.text());
+            let event = r.envelope_event();
+            match hook {
+                "tag" => assert_eq!(event["tags"]["hooked"], "yes"),
+                "pii" => assert_eq!(event["extra"]["leak"], "~/secret.txt"),
+                _ => {}
+            }
+        }
+        if hook == "panic" {
+            assert!(
+                stderr(&out).contains("the report was dropped"),
+                "{}",
+                stderr(&out)
+            );
+            assert!(dirs.outbox_files().is_empty());
+        }
+    }
+}
+
+#[test]
+fn debug_mode_prints_the_scrubbed_payload_and_sends_nothing() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let mut cmd = errors_run(&dirs, &server.dsn(), "errors");
+    cmd.env("FIXTURE_TELEMETRY_DEBUG", "1");
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("[consentry debug] crash report"), "{err}");
+    assert!(
+        err.contains("cannot train the model in ~/projects/yolo"),
+        "{err}"
+    );
+    assert_no_pii(&err.replace("fixture panicked", ""));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(server.requests().is_empty(), "debug mode sends nothing");
+    assert!(dirs.outbox_files().is_empty(), "and stores nothing");
+}
+
+#[test]
+fn without_a_dsn_reports_stay_in_the_outbox_and_the_audit_log() {
+    let dirs = Dirs::new();
+    let mut cmd = fixture(&fixture_bin!(), &dirs, "errors");
+    cmd.env("FIXTURE_TELEMETRY", "1");
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success());
+    let files = dirs.outbox_files();
+    assert_eq!(files.len(), 2);
+    for f in &files {
+        assert_no_pii(&String::from_utf8_lossy(&std::fs::read(f).unwrap()));
+    }
+    let log = dirs.audit_log();
+    assert_eq!(log.lines().count(), 2);
+    assert!(log.contains("no DSN configured"), "{log}");
+}
+
+#[test]
+fn errors_captured_before_init_are_reported_by_init() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let (out, _) = run(errors_run(&dirs, &server.dsn(), "early"), LIMIT);
+    assert!(out.status.success());
+    let events: Vec<Value> = server
+        .wait_for(3, Duration::from_secs(5))
+        .iter()
+        .map(Recorded::envelope_event)
+        .collect();
+    let early = events
+        .iter()
+        .find(|e| {
+            e["exception"]["values"]
+                .as_array()
+                .is_some_and(|v| v.len() == 2)
+        })
+        .expect("the two-link error captured before init");
+    assert_eq!(
+        early["exception"]["values"][1]["value"],
+        "cannot train the model in ~/projects/yolo"
+    );
+    assert_eq!(
+        early["exception"]["values"][0]["value"],
+        "cannot read ~/.config/fixture/token.txt on <hostname>"
+    );
+}
+
+#[test]
+fn early_errors_are_dropped_when_the_answer_is_no() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let mut cmd = fixture(&fixture_bin!(), &dirs, "early");
+    cmd.env("FIXTURE_DSN", server.dsn())
+        .env("FIXTURE_TELEMETRY", "0");
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(server.requests().is_empty());
+    assert!(dirs.outbox_files().is_empty());
+}
+
+#[test]
+fn disabling_deletes_waiting_reports() {
+    let hanging = CaptureServer::start(Plan::Hang);
+    let dirs = Dirs::new();
+    let mut cmd = errors_run(&dirs, &hanging.dsn(), "errors");
+    cmd.env("FIXTURE_FLUSH_MS", "200");
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success());
+    assert_eq!(dirs.outbox_files().len(), 2);
+    let config = consentry::Config::new("fixture", "1.2.3")
+        .config_dir(dirs.config())
+        .data_dir(dirs.data());
+    let done = consentry::disable(&config, consentry::Scope::Crash).unwrap();
+    assert_eq!(done.outbox_deleted, 2);
+    assert!(dirs.outbox_files().is_empty());
+}
