@@ -99,7 +99,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the audit log: every payload that was sent, as sent
+    /// Print the audit log: every payload that was sent, as sent (or, with --outbox, the
+    /// crash reports still waiting to be sent)
     Log {
         /// Only the last N records
         #[arg(long, short = 'n', value_name = "N")]
@@ -107,7 +108,12 @@ pub enum Command {
         /// Print one JSON record per line
         #[arg(long)]
         json: bool,
+        /// Print the crash reports waiting in the outbox instead
+        #[arg(long)]
+        outbox: bool,
     },
+    /// Print the privacy statement: what is collected, where it goes, how to say no
+    Privacy,
     /// Scrub Sentry events (one JSON object per line) from stdin or files; write them to stdout
     Scrub {
         /// Files to read instead of stdin
@@ -152,7 +158,10 @@ pub fn run_with(
         Command::Disable { crash, usage } => disable(config, scope(*crash, *usage), out),
         Command::Settings { json, args } => settings_cmd(config, *json, args, out),
         Command::Preview { json } => preview(config, *json, out),
-        Command::Log { last, json } => log(config, *last, *json, out),
+        Command::Privacy => {
+            write!(out, "{}", crate::inspect::privacy_statement(config)).map_err(Failure::from)
+        }
+        Command::Log { last, json, outbox } => log(config, *last, *json, *outbox, out),
         Command::Scrub {
             files,
             report,
@@ -373,8 +382,29 @@ fn log(
     config: &Config,
     last: Option<usize>,
     json: bool,
+    outbox: bool,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
+    if outbox {
+        let reports = crate::inspect::pending_reports(config);
+        if reports.is_empty() && !json {
+            writeln!(out, "No crash report is waiting in the outbox.")?;
+        }
+        let skip = last.map_or(0, |n| reports.len().saturating_sub(n));
+        for r in reports.iter().skip(skip) {
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&r.event).unwrap_or_default()
+                )?;
+            } else {
+                writeln!(out, "# {}", r.path.display())?;
+                writeln!(out, "{}", pretty(&r.event))?;
+            }
+        }
+        return Ok(());
+    }
     let env = crate::env::EnvSnapshot::from_process(&config.env_prefix());
     let paths = crate::paths::Paths::resolve(config, &env);
     let Some(path) = paths.audit_log() else {

@@ -104,6 +104,7 @@ pub struct Config {
     pub(crate) scrub_disabled: Vec<String>,
     pub(crate) cli_command: Option<String>,
     pub(crate) privacy_url: Option<String>,
+    pub(crate) retention: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -173,6 +174,7 @@ impl Config {
             scrub_disabled: Vec::new(),
             cli_command: None,
             privacy_url: None,
+            retention: None,
         }
     }
 
@@ -443,6 +445,19 @@ impl Config {
     /// ```
     pub fn privacy_url(mut self, url: impl Into<String>) -> Self {
         self.privacy_url = Some(url.into());
+        self
+    }
+
+    /// The app's statement on how long reports and usage data are kept, for the privacy
+    /// statement (see [`privacy_statement`](crate::privacy_statement)).
+    ///
+    /// ```
+    /// let config = consentry::Config::new("myapp", "1.0.0")
+    ///     .retention("Crash reports are deleted after 90 days; usage statistics after 14 months.");
+    /// # let _ = config;
+    /// ```
+    pub fn retention(mut self, statement: impl Into<String>) -> Self {
+        self.retention = Some(statement.into());
         self
     }
 

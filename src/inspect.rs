@@ -221,6 +221,110 @@ impl fmt::Display for Status {
     }
 }
 
+/// The privacy statement for `config`'s app: consentry's `PRIVACY.md` template filled in
+/// from the configuration (destinations, how to opt out, files, retention), as Markdown.
+/// Apps ship it to their users; `telemetry privacy` prints it.
+///
+/// ```
+/// let config = consentry::Config::new("myapp", "1.0.0").retention("Kept for 90 days.");
+/// let text = consentry::privacy_statement(&config);
+/// assert!(text.starts_with("# myapp: what is collected"));
+/// assert!(text.contains("MYAPP_TELEMETRY=0"));
+/// assert!(text.contains("Kept for 90 days."));
+/// assert!(!text.contains("{{"));
+/// ```
+pub fn privacy_statement(config: &Config) -> String {
+    const TEMPLATE: &str = include_str!("../PRIVACY.md");
+    let env = EnvSnapshot::from_process(&config.env_prefix());
+    let paths = Paths::resolve(config, &env);
+    let crash = match config.parsed_dsn() {
+        Some(dsn) => format!("a Sentry server at `{}`", dsn.host()),
+        None => "nowhere: no server is configured, reports stay on your machine".to_owned(),
+    };
+    let usage = match &config.usage_sink {
+        Some(sink) => format!("`{}` ({})", sink.display_url(), sink.format_name()),
+        None => "nowhere: usage statistics are not collected".to_owned(),
+    };
+    let policy = match config.policy {
+        crate::Policy::OptIn => "",
+        _ => {
+            " (this app asks by showing a notice on its first run: it sends nothing during that run)"
+        }
+    };
+    let template = TEMPLATE
+        .split_once("-->")
+        .map_or(TEMPLATE, |(_, rest)| rest.trim_start_matches('\n'));
+    let title_end = TEMPLATE.find('\n').unwrap_or(0);
+    let mut text = format!("{}\n\n{template}", &TEMPLATE[..title_end]);
+    let settings = paths.settings_file().map_or_else(
+        || "the settings file".to_owned(),
+        |p| p.display().to_string(),
+    );
+    for (key, value) in [
+        ("app", config.app_name.clone()),
+        ("command", config.command()),
+        ("env_prefix", config.env_prefix()),
+        ("crash_destination", crash),
+        ("usage_destination", usage),
+        ("policy_note", policy.to_owned()),
+        (
+            "ci_note",
+            if config.allow_ci {
+                " unless the app allows it"
+            } else {
+                ""
+            }
+            .to_owned(),
+        ),
+        ("example_event", "run".to_owned()),
+        ("settings_file", settings),
+        (
+            "retention",
+            config.retention.clone().unwrap_or_else(|| {
+                "The developers of this app have not stated how long they keep the data.".to_owned()
+            }),
+        ),
+    ] {
+        text = text.replace(&format!("{{{{{key}}}}}"), &value);
+    }
+    text
+}
+
+/// A crash report waiting in the outbox.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PendingReport {
+    /// Its file.
+    pub path: PathBuf,
+    /// The event, scrubbed, as it will be sent.
+    pub event: Value,
+}
+
+/// The crash reports waiting in `config`'s app's outbox, oldest first, as they will be sent.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
+/// assert!(consentry::pending_reports(&config).is_empty());
+/// ```
+pub fn pending_reports(config: &Config) -> Vec<PendingReport> {
+    let env = EnvSnapshot::from_process(&config.env_prefix());
+    let Some(dir) = Paths::resolve(config, &env).outbox_dir() else {
+        return Vec::new();
+    };
+    crate::outbox::Outbox::new(dir, usize::MAX, u64::MAX)
+        .list()
+        .into_iter()
+        .filter_map(|entry| {
+            let bytes = std::fs::read(&entry.path).ok()?;
+            Some(PendingReport {
+                event: report::event_of_envelope(&bytes)?,
+                path: entry.path,
+            })
+        })
+        .collect()
+}
+
 /// What `telemetry preview` shows: a sample usage event and a sample crash report from this
 /// machine, exactly as they would be sent, after scrubbing. Nothing is sent or stored.
 #[derive(Debug, Clone)]

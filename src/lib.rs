@@ -85,7 +85,9 @@ use std::time::Duration;
 pub use crate::config::{BeforeSend, Config, ConfigError, ConfigErrorKind, Ignore, Policy};
 pub use crate::consent::Decision;
 pub use crate::control::{Disabled, Scope, disable, enable};
-pub use crate::inspect::{Preview, Status, preview, status_of};
+pub use crate::inspect::{
+    PendingReport, Preview, Status, pending_reports, preview, privacy_statement, status_of,
+};
 pub use crate::paths::Paths;
 pub use crate::runtime::Guard;
 pub use crate::settings::{
