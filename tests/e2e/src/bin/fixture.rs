@@ -66,6 +66,30 @@ impl std::error::Error for ChainError {
     }
 }
 
+/// A different error each time (its message differs), so deduplication cannot hide it.
+#[derive(Debug)]
+struct Numbered(usize);
+
+impl fmt::Display for Numbered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job {} failed in /home/plantuser/jobs", self.0)
+    }
+}
+
+impl std::error::Error for Numbered {}
+
+/// The process's peak resident set size so far (VmHWM), in kB; 0 where unknown.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn env_ms(name: &str) -> Option<Duration> {
     std::env::var(name)
         .ok()?
@@ -237,6 +261,24 @@ fn main() {
                 consentry::track("tick", [("n", 1)]);
                 std::thread::sleep(Duration::from_millis(count(3, 50) as u64));
             }
+        }
+        // A million errors and usage events with the servers down: memory stays bounded.
+        // Prints the resident-set peak before and after, in kB (Linux).
+        "memory" => {
+            let n = count(2, 1_000_000);
+            // Warm up: the first captures build the scrubber, gather facts, fill the queues.
+            for i in 0..1000 {
+                consentry::capture_error(&Numbered(i));
+                consentry::track("tick", [("n", i)]);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let start = peak_rss_kb();
+            for i in 0..n {
+                consentry::capture_error(&Numbered(i));
+                consentry::track("tick", [("n", i)]);
+            }
+            let end = peak_rss_kb();
+            println!("peak_rss_kb_start={start} peak_rss_kb_end={end} calls={n}");
         }
         // Print the decision.
         "status" => println!("{}", consentry::status()),
