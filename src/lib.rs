@@ -364,6 +364,11 @@ pub fn capture_anyhow(err: &anyhow::Error) -> Option<EventId> {
         ON => catch_unwind(AssertUnwindSafe(|| {
             let rt = runtime::current()?;
             let mut event = report::event_from_error(AsRef::<dyn Error + Send + Sync>::as_ref(err));
+            // The outermost link is anyhow's own wrapper (a context or a message): its Debug
+            // says only "Error".
+            if let Some(top) = event.exception.values.last_mut() {
+                top.ty = "anyhow::Error".into();
+            }
             let bt = err.backtrace();
             let captured_bt = bt.status() == std::backtrace::BacktraceStatus::Captured;
             if captured_bt

@@ -182,9 +182,25 @@ const NOT_IN_APP: &[&str] = &[
 pub(crate) fn stacktrace_from(bt: &mut backtrace::Backtrace) -> Option<Stacktrace> {
     bt.resolve();
     let mut st = sentry::integrations::backtrace::backtrace_to_stacktrace(bt)?;
-    // Frames are outermost first; the capture machinery sits at the end.
+    // Frames are outermost first; the capture machinery sits at the end. Everything from
+    // the outermost consentry frame inward is ours (capture_error, its closures, the panic
+    // hook); what the compiler inlined away leaves only the backtrace crate's frames.
+    if let Some(ours) = st.frames.iter().position(|f| {
+        let func = f.function.as_deref().unwrap_or("");
+        func.starts_with("consentry::") || func.starts_with("<consentry::")
+    }) {
+        st.frames.truncate(ours);
+    }
     while st.frames.last().is_some_and(is_machinery) {
         st.frames.pop();
+    }
+    // The process entry point's caller: an unknown frame at address 0.
+    if st
+        .frames
+        .first()
+        .is_some_and(|f| f.function.as_deref() == Some("<unknown>"))
+    {
+        st.frames.remove(0);
     }
     // For a panic: cut at the outermost frame of the innermost run of panic-entry frames.
     let entry = |f: &Frame| {
@@ -204,7 +220,9 @@ pub(crate) fn stacktrace_from(bt: &mut backtrace::Backtrace) -> Option<Stacktrac
             || path.contains("\\.cargo\\registry\\")
             || path.starts_with("/rustc/")
             || path.contains("/rustlib/");
-        frame.in_app = Some(!third_party && !NOT_IN_APP.iter().any(|m| func.starts_with(m)));
+        // `main` alone is the C entry point the compiler generates, not the app's `main`.
+        frame.in_app =
+            Some(!third_party && func != "main" && !NOT_IN_APP.iter().any(|m| func.starts_with(m)));
     }
     (!st.frames.is_empty()).then_some(st)
 }

@@ -66,6 +66,14 @@ impl std::error::Error for ChainError {
     }
 }
 
+consentry::event_catalog! {
+    /// The fixture's typed usage events.
+    enum FixtureEvent {
+        /// A model was exported.
+        ModelExported = "model_exported",
+    }
+}
+
 /// A different error each time (its message differs), so deduplication cannot hide it.
 #[derive(Debug)]
 struct Numbered(usize);
@@ -132,6 +140,9 @@ fn config() -> Config {
     }
     if std::env::var("FIXTURE_BACKTRACE").as_deref() == Ok("0") {
         c = c.attach_backtrace(false);
+    }
+    if let Some(d) = env_ms("FIXTURE_PROMPT_MS") {
+        c = c.prompt_timeout(d);
     }
     if let Ok(needle) = std::env::var("FIXTURE_IGNORE") {
         c = c.ignore(consentry::Ignore::message_contains(needle));
@@ -279,6 +290,55 @@ fn main() {
             }
             let end = peak_rss_kb();
             println!("peak_rss_kb_start={start} peak_rss_kb_end={end} calls={n}");
+        }
+        // Ask for consent (only prompts on a terminal), then capture an error.
+        "ask" => {
+            let decision = consentry::ask();
+            println!(
+                "after ask: crash={} usage={}",
+                decision.crash, decision.usage
+            );
+            consentry::capture_error(&ChainError::new(1));
+        }
+        // An anyhow error with context, captured with its backtrace.
+        "anyhow" => {
+            let err = anyhow::Error::new(ChainError::new(2))
+                .context("while running the job in /home/plantuser/job");
+            consentry::capture_anyhow(&err);
+        }
+        // log and tracing records become breadcrumbs of the next report.
+        "breadcrumbs" => {
+            struct Quiet;
+            impl log::Log for Quiet {
+                fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                    false
+                }
+                fn log(&self, _: &log::Record<'_>) {}
+                fn flush(&self) {}
+            }
+            log::set_logger(Box::leak(Box::new(consentry::log::BreadcrumbLogger::new(
+                Quiet,
+            ))))
+            .unwrap();
+            log::set_max_level(log::LevelFilter::Debug);
+            log::info!("opened /home/plantuser/project/config.toml");
+            log::debug!("below the breadcrumb level: not kept");
+            use tracing_subscriber::layer::SubscriberExt;
+            let subscriber =
+                tracing_subscriber::registry().with(consentry::tracing::BreadcrumbLayer::new());
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::warn!(
+                    user = "plantuser",
+                    attempt = 3,
+                    "retrying the upload to planthost-box"
+                );
+            });
+            consentry::add_breadcrumb("app", "about to fail", consentry::Level::Info);
+            consentry::capture_error(&ChainError::new(1));
+        }
+        // A typed catalog event.
+        "catalog" => {
+            consentry::track_event(FixtureEvent::ModelExported, [("format", "onnx")]);
         }
         // Print the decision.
         "status" => println!("{}", consentry::status()),
