@@ -1,2 +1,142 @@
-//! The PII scrubbing engine behind consentry.
+//! Removes what identifies a user (home paths, names, hostnames, secrets, personal data) from
+//! crash-report events and text, on the user's machine, before anything is sent.
+//!
+//! ```
+//! use consentry_scrubbers::Scrubber;
+//! use serde_json::json;
+//!
+//! // Build once (the builtin rules compile once per process), then share: `Scrubber` is
+//! // cheap to clone and `Send + Sync`.
+//! let scrubber = Scrubber::builder()
+//!     .user("alice")
+//!     .hostname("alice-laptop.local")
+//!     .home_dir("/home/alice")
+//!     .env_var("GITHUB_TOKEN", "ghp_0123456789abcdefghijABCDEFGHIJ012345")
+//!     .build()?;
+//!
+//! let mut event = json!({
+//!     "server_name": "alice-laptop",
+//!     "message": "sync failed for alice@example.com from 203.0.113.7",
+//!     "exception": {"values": [{
+//!         "type": "std::io::Error",
+//!         "value": "No such file or directory: /home/bob/shared/notes.txt",
+//!         "stacktrace": {"frames": [{
+//!             "function": "serde::de::Deserialize::deserialize",
+//!             "abs_path": "/home/alice/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde-1.0.219/src/de.rs",
+//!             "lineno": 311,
+//!         }]},
+//!     }]},
+//!     "extra": {"password": "hunter2", "url": "https://api.example.com/v1?api_key=abc123"},
+//! });
+//! let report = scrubber.scrub_value(&mut event)?;
+//!
+//! assert_eq!(event, json!({
+//!     "server_name": "<hostname>",
+//!     "message": "sync failed for <email> from <ip>",
+//!     "exception": {"values": [{
+//!         "type": "std::io::Error",
+//!         "value": "No such file or directory: /home/<user>/shared/notes.txt",
+//!         "stacktrace": {"frames": [{
+//!             "function": "serde::de::Deserialize::deserialize",
+//!             "abs_path": "~/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde-1.0.219/src/de.rs",
+//!             "lineno": 311,
+//!         }]},
+//!     }]},
+//!     "extra": {"password": "<redacted>", "url": "https://api.example.com/v1?api_key=<redacted>"},
+//! }));
+//! assert_eq!(report.total(), 7);
+//! println!("{report}"); // a per-rule summary: rule names, counts and field paths, no values
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The crate knows nothing of Sentry, consent, the network or files: the caller passes the
+//! identities and environment in ([`ScrubberBuilder`]), and gets errors back ([`ScrubError`])
+//! on which it must drop the event (fail closed). Scrubbing is idempotent, never panics, and
+//! keeps the JSON's shape (types, array lengths, number of keys).
+//!
+//! # Builtin rules
+//!
+//! Rules run in this order; each sees the output of the ones before. Turn one off with
+//! [`ScrubberBuilder::disable_rule`]; add your own with [`ScrubberBuilder::rule`] or
+//! [`ScrubberBuilder::rule_pack`] ([`RuleConfig`], TOML or JSON [`RulePack`]s). The packs
+//! live in the crate's `rules/` directory.
+//!
+//! | name | matches | placeholder |
+//! |---|---|---|
+//! | `pem-private-key` | PEM private key blocks, also cut off ones | `<secret:private-key>` |
+//! | `jwt` | JSON Web Tokens (`eyJ...`) | `<jwt>` |
+//! | `github-token` | GitHub tokens (`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_`) | `<secret:github>` |
+//! | `gitlab-token` | GitLab tokens (`glpat-`, `gldt-`, `glrt-`, ...) | `<secret:gitlab>` |
+//! | `slack-token` | Slack tokens (`xoxb-`, `xoxp-`, ...) and webhook URLs | `<secret:slack>` |
+//! | `stripe-key` | Stripe secret and restricted keys (`sk_live_`, `rk_live_`, test keys) | `<secret:stripe>` |
+//! | `sk-api-key` | OpenAI/Anthropic-style keys (`sk-...`, `sk-proj-...`, `sk-ant-...`) | `<secret:api-key>` |
+//! | `google-api-key` | Google API keys (`AIza...`) | `<secret:google>` |
+//! | `aws-access-key` | AWS access key ids (`AKIA...`, `ASIA...`) | `<secret:aws>` |
+//! | `aws-secret-key` | AWS secret access keys next to a name saying so | `<secret:aws>` |
+//! | `auth-header` | the value after `Bearer` / `Basic` | `<redacted>` |
+//! | `url-credentials` | `user:pass` in `scheme://user:pass@host` | `<redacted>` |
+//! | `secret-query-param` | values of secret-looking query parameters (`?token=`, `&api_key=`, `&password=`, `&sig=`) | `<redacted>` |
+//! | `secret-key-value` | the value in `name=value` / `name: value` text when the name is a secret's | `<redacted>` |
+//! | `env-secret` | values of the given environment whose name looks secret (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*KEY*`, `*AUTH*`, `*SESSION*`, `*COOKIE*`, ...) or that hold URL credentials, anywhere | `<redacted>` |
+//! | `env-assignment` | the value in `NAME=value` environment dumps when the name looks secret | `<redacted>` |
+//! | `email` | email addresses (not `git@host` remotes, not `icon@2x.png`) | `<email>` |
+//! | `ipv4` | IPv4 addresses except loopback, `0.0.0.0`, `255.255.255.255` | `<ip>` |
+//! | `mac-address` | MAC addresses | `<mac>` |
+//! | `ipv6` | IPv6 addresses except `::1` and `::` (Rust paths stay) | `<ip>` |
+//! | `credit-card` | card numbers in a card network's range, Luhn-checked | `<card>` |
+//! | `iban` | IBANs, length and mod-97 checked | `<iban>` |
+//! | `us-ssn` | US social security numbers in valid ranges | `<ssn>` |
+//! | `phone` | phone numbers in international format (`+44 20 7946 0958`) | `<phone>` |
+//! | `home-path` | home directories: `/home/u`, `/Users/u`, `C:\Users\u` (any separator, JSON-escaped, `\\?\`, any drive), WSL `/mnt/c/Users/u` and `\\wsl$\distro\home\u`, `file://` and percent-encoded forms | the running user's home becomes `~`; in others the user becomes `<user>` |
+//! | `user-name` | user names, given or learned from the event's home paths and `USER=` pairs, as whole words in any case | `<user>` |
+//! | `full-name` | the user's full name, also as `alice.smith`, `alice_smith`, ... | `<user>` |
+//! | `hostname` | hostnames and their short form, given or learned from `server_name`, `contexts.device.name`, `HOSTNAME=` / `COMPUTERNAME=` and UNC paths `\\host\share` | `<hostname>` |
+//! | `deny-key` | the whole value under a secret-looking map key (`password`, `secret`, `token`, `api_key`, `authorization`, `cookie`, `session`, `csrf`, `private_key`, `credentials`, `username`, ...; compared by words, so `X-Api-Key` and `apiKey` match) | `<redacted>` (numbers become `0`) |
+//!
+//! Short or common names (`root`, `admin`, `user`, `test`, names under 3 characters) are
+//! never chased through free text, but their home paths are still scrubbed.
+//!
+//! What stays: error types, messages around the removed parts, crate names and versions,
+//! file names, relative paths, line and column numbers, function and module names, OS and
+//! Rust versions, HTTP status codes, UUIDs and git commit hashes.
+//!
+//! # How it works
+//!
+//! The builtin packs are parsed and compiled once per process; [`ScrubberBuilder::build`]
+//! adds the identities, environment secrets and app rules, and a prefilter that lets each
+//! string skip every rule that cannot match it (one byte scan, one Aho-Corasick scan). A
+//! scrub first learns identities from the event (home paths, `server_name`,
+//! `contexts.device.name`, `HOSTNAME=` pairs, UNC paths), then walks it without recursion,
+//! running the rules in order over every string and key until the string no longer changes,
+//! and remembering results for strings that repeat. Identities that only scrubbing uncovers
+//! are chased in another walk. Placeholders already written are never matched again, which
+//! keeps scrubbing idempotent.
+//!
+//! # Cargo features
+//!
+//! None: the crate has no optional parts.
 #![deny(missing_docs)]
+
+mod builtin;
+mod compile;
+mod config;
+mod engine;
+mod env;
+mod error;
+mod hash;
+mod identity;
+mod keys;
+mod paths;
+mod report;
+mod validate;
+mod walk;
+
+pub use builtin::builtin_rules;
+pub use config::{Redaction, RuleConfig, RuleKind, RulePack};
+pub use engine::{Scrubber, ScrubberBuilder};
+pub use error::{BuildError, ScrubError};
+pub use hash::hash_with_salt;
+pub use report::{Report, ReportEntry};
+
+/// The placeholder of rules that say nothing more specific.
+pub(crate) const REDACTED: &str = "<redacted>";

@@ -1,0 +1,646 @@
+//! Identities: user names, full names and hostnames, those the caller passes in and those
+//! learned from the event itself, matched as whole tokens in any case.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+
+use regex::Regex;
+
+use crate::error::BuildError;
+use crate::paths;
+
+/// Which identity rule a name belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum IdKind {
+    User,
+    FullName,
+    Host,
+}
+
+/// Names that are too common to chase through free text: matching them as tokens would wipe
+/// unrelated words (`root cause`, `admin panel`, `src/main.rs`). Their home paths are still
+/// scrubbed.
+const COMMON_NAMES: &[&str] = &[
+    "root",
+    "admin",
+    "administrator",
+    "user",
+    "users",
+    "test",
+    "tests",
+    "tester",
+    "guest",
+    "default",
+    "public",
+    "shared",
+    "ubuntu",
+    "debian",
+    "fedora",
+    "centos",
+    "alpine",
+    "arch",
+    "archlinux",
+    "kali",
+    "pi",
+    "raspberrypi",
+    "ec2-user",
+    "runner",
+    "runneradmin",
+    "vagrant",
+    "docker",
+    "build",
+    "builder",
+    "buildbot",
+    "jenkins",
+    "gitlab-runner",
+    "ci",
+    "home",
+    "src",
+    "lib",
+    "bin",
+    "app",
+    "apps",
+    "dev",
+    "developer",
+    "www",
+    "www-data",
+    "data",
+    "nobody",
+    "system",
+    "local",
+    "localhost",
+    "service",
+    "services",
+    "main",
+    "master",
+    "server",
+    "host",
+    "computer",
+    "desktop",
+    "laptop",
+    "macbook",
+    "mac",
+    "linux",
+    "windows",
+    "android",
+    "ios",
+    "node",
+    "web",
+    "api",
+    "demo",
+    "temp",
+    "tmp",
+    "work",
+    "owner",
+    "daemon",
+    "git",
+    "postgres",
+    "mysql",
+    "redis",
+    "nginx",
+    "apache",
+    "oracle",
+    "unknown",
+    "none",
+    "null",
+    "undefined",
+    "true",
+    "false",
+    "wsl",
+    "wsl$",
+    "wsl.localhost",
+    "me",
+    "you",
+    "info",
+    "support",
+    "sentry",
+    "hostname",
+    "redacted",
+    "name",
+];
+
+/// Whether a name should be replaced wherever it appears as a token.
+pub(crate) fn token_eligible(name: &str) -> bool {
+    let name = name.trim();
+    name.chars().count() >= 3
+        && name.chars().count() <= 128
+        && name.chars().any(char::is_alphabetic)
+        && !name.contains(['<', '>', '\n', '\r', '\t', '\\', '/'])
+        && !COMMON_NAMES.iter().any(|c| name.eq_ignore_ascii_case(c))
+}
+
+/// The names to find, each with its kind, de-duplicated case-insensitively (the first kind
+/// given for a name wins).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdentitySet {
+    names: BTreeMap<String, (String, IdKind)>,
+}
+
+impl IdentitySet {
+    /// Adds a name if it is specific enough to match as a token.
+    pub(crate) fn add(&mut self, kind: IdKind, name: &str) -> bool {
+        let name = name.trim();
+        if !token_eligible(name) {
+            return false;
+        }
+        let folded = name.to_lowercase();
+        if self.names.contains_key(&folded) {
+            return false;
+        }
+        self.names.insert(folded, (name.to_owned(), kind));
+        true
+    }
+
+    /// Adds a hostname and its short form (before the first `.`).
+    pub(crate) fn add_host(&mut self, host: &str) -> bool {
+        let host = host.trim().trim_end_matches('.');
+        if host.parse::<IpAddr>().is_ok() {
+            return false;
+        }
+        let mut added = self.add(IdKind::Host, host);
+        if let Some((short, _)) = host.split_once('.') {
+            added |= self.add(IdKind::Host, short);
+        }
+        added
+    }
+
+    /// Adds a full name and its spellings in handles (`alice.smith`, `alice_smith`, ...).
+    pub(crate) fn add_full_name(&mut self, name: &str) -> bool {
+        let parts: Vec<&str> = name.split_whitespace().collect();
+        let mut added = self.add(IdKind::FullName, &parts.join(" "));
+        if parts.len() > 1 {
+            for sep in [".", "_", "-", ""] {
+                added |= self.add(IdKind::FullName, &parts.join(sep));
+            }
+        }
+        added
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.names.contains_key(&name.trim().to_lowercase())
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = (&str, IdKind)> {
+        self.names
+            .values()
+            .map(|(name, kind)| (name.as_str(), *kind))
+    }
+
+    /// Compiles the set, keeping only the kinds for which `keep` holds (the enabled rules).
+    pub(crate) fn compile(
+        &self,
+        keep: impl Fn(IdKind) -> bool,
+        prebuilt: bool,
+    ) -> Result<IdentityMatcher, BuildError> {
+        let mut patterns = Vec::new();
+        let mut kinds = Vec::new();
+        for (name, kind) in self.names() {
+            if !keep(kind) {
+                continue;
+            }
+            // ASCII case is handled by the matcher; other scripts get their lower, upper and
+            // title case spelled out.
+            let mut variants = vec![name.to_owned()];
+            if !name.is_ascii() {
+                let lower = name.to_lowercase();
+                let upper = name.to_uppercase();
+                let mut chars = lower.chars();
+                let title: String = chars
+                    .next()
+                    .map(|c| c.to_uppercase().chain(chars).collect())
+                    .unwrap_or_default();
+                variants.extend([lower, upper, title]);
+            }
+            variants.dedup();
+            for variant in variants {
+                if !patterns.contains(&variant) {
+                    patterns.push(variant);
+                    kinds.push(kind);
+                }
+            }
+        }
+        if patterns.is_empty() {
+            return Ok(IdentityMatcher::default());
+        }
+        // A matcher built for one event must be cheap to build; the scrubber's own one is
+        // built once and should be fast to run.
+        let kind = if prebuilt {
+            None
+        } else {
+            Some(AhoCorasickKind::ContiguousNFA)
+        };
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .ascii_case_insensitive(true)
+            .kind(kind)
+            .build(&patterns)
+            .map_err(|err| BuildError::Rule {
+                rule: "user-name".to_owned(),
+                message: err.to_string(),
+            })?;
+        Ok(IdentityMatcher {
+            ac: Some(ac),
+            kinds,
+            patterns,
+        })
+    }
+}
+
+/// Finds identities as whole tokens: not preceded or followed by a letter or digit.
+#[derive(Debug, Default)]
+pub(crate) struct IdentityMatcher {
+    ac: Option<AhoCorasick>,
+    kinds: Vec<IdKind>,
+    patterns: Vec<String>,
+}
+
+impl IdentityMatcher {
+    pub(crate) fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// Whether `text` holds any of the identities as a whole token.
+    pub(crate) fn matches(&self, text: &str) -> bool {
+        let mut found = Vec::new();
+        self.candidates(text, &mut found);
+        !found.is_empty()
+    }
+
+    /// Every whole-token match, overlapping ones included.
+    fn candidates(&self, text: &str, out: &mut Vec<(usize, Range<usize>, IdKind)>) {
+        let Some(ac) = &self.ac else {
+            return;
+        };
+        for m in ac.find_overlapping_iter(text) {
+            let range = m.start()..m.end();
+            if let Some(kind) = self.kinds.get(m.pattern().as_usize())
+                && !range.is_empty()
+                && is_token_boundary(text, &range)
+            {
+                out.push((0, range, *kind));
+            }
+        }
+    }
+
+    /// The identities in `text`, leftmost-longest, from this matcher and `extra` together.
+    pub(crate) fn find(
+        &self,
+        extra: Option<&IdentityMatcher>,
+        text: &str,
+    ) -> Vec<(Range<usize>, IdKind)> {
+        let mut candidates = Vec::new();
+        self.candidates(text, &mut candidates);
+        if let Some(extra) = extra {
+            extra.candidates(text, &mut candidates);
+        }
+        select(candidates)
+            .into_iter()
+            .map(|(_, range, kind)| (range, kind))
+            .collect()
+    }
+}
+
+fn is_token_boundary(text: &str, range: &Range<usize>) -> bool {
+    let prev = text.get(..range.start).and_then(|s| s.chars().next_back());
+    let next = text.get(range.end..).and_then(|s| s.chars().next());
+    !prev.is_some_and(char::is_alphanumeric) && !next.is_some_and(char::is_alphanumeric)
+}
+
+/// The leftmost-longest non-overlapping matches of a `MatchKind::Standard` automaton among
+/// those that pass `valid`. Looking at every overlapping match, rather than asking a
+/// leftmost-longest automaton, matters when the longest match at a place is invalid and a
+/// shorter one is not: `alice` in `alice-bz` when `alice-b` is also a pattern.
+pub(crate) fn select_matches(
+    ac: &AhoCorasick,
+    text: &str,
+    valid: impl Fn(usize, &Range<usize>) -> bool,
+) -> Vec<(usize, Range<usize>)> {
+    let candidates: Vec<(usize, Range<usize>, ())> = ac
+        .find_overlapping_iter(text)
+        .map(|m| (m.pattern().as_usize(), m.start()..m.end(), ()))
+        .filter(|(pattern, range, _)| !range.is_empty() && valid(*pattern, range))
+        .collect();
+    select(candidates)
+        .into_iter()
+        .map(|(pattern, range, ())| (pattern, range))
+        .collect()
+}
+
+/// Leftmost-longest, non-overlapping selection among candidate matches.
+fn select<T>(mut candidates: Vec<(usize, Range<usize>, T)>) -> Vec<(usize, Range<usize>, T)> {
+    candidates.sort_by(|a, b| a.1.start.cmp(&b.1.start).then(b.1.end.cmp(&a.1.end)));
+    let mut out = Vec::with_capacity(candidates.len());
+    let mut last = 0;
+    for (pattern, range, extra) in candidates {
+        if range.start >= last {
+            last = range.end;
+            out.push((pattern, range, extra));
+        }
+    }
+    out
+}
+
+/// Matches that are whole tokens: not preceded or followed by a letter or digit.
+pub(crate) fn find_tokens(ac: &AhoCorasick, text: &str) -> Vec<(usize, Range<usize>)> {
+    select_matches(ac, text, |_, range| is_token_boundary(text, range))
+}
+
+/// Identities found in one event or text.
+#[derive(Debug, Default)]
+pub(crate) struct Learned {
+    pub(crate) users: Vec<String>,
+    pub(crate) hosts: Vec<String>,
+}
+
+impl Learned {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.hosts.is_empty()
+    }
+
+    /// Adds `other`'s names to this set and returns those that were not in it yet.
+    pub(crate) fn absorb(&mut self, other: Learned) -> Learned {
+        let mut added = Learned::default();
+        for user in other.users {
+            if !self.users.iter().any(|n| n.eq_ignore_ascii_case(&user)) {
+                push_unique(&mut added.users, &user);
+                self.users.push(user);
+            }
+        }
+        for host in other.hosts {
+            if !self.hosts.iter().any(|n| n.eq_ignore_ascii_case(&host)) {
+                push_unique(&mut added.hosts, &host);
+                self.hosts.push(host);
+            }
+        }
+        added
+    }
+}
+
+/// Hostnames that name no machine in particular.
+const NOT_HOSTS: &[&str] = &["localhost", "wsl$", "wsl.localhost", "?", ".", "127.0.0.1"];
+
+struct LearnPatterns {
+    /// Cheap test whether a string can teach anything at all.
+    prefilter: AhoCorasick,
+    /// `\\host\share`, `\\?\UNC\host\share`, and their JSON-escaped forms.
+    unc: Regex,
+    /// `HOSTNAME=x`, `COMPUTERNAME=x`, `USER=x`, `USERNAME=x`, `LOGNAME=x`.
+    assignment: Regex,
+}
+
+static LEARN: LazyLock<Option<LearnPatterns>> = LazyLock::new(|| {
+    let prefilter = AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(LEARN_TRIGGERS)
+        .ok()?;
+    let unc = Regex::new(
+        r"\\{2}(?:\\{2})?(?:\?\\{1,2}UNC\\{1,2})?(?P<host>[A-Za-z0-9][A-Za-z0-9._$-]*)\\",
+    )
+    .ok()?;
+    let assignment = Regex::new(
+        r#"(?i)(?-u:\b)(?P<key>hostname|computername|user|username|logname)=["']?(?P<value>[\p{L}\p{N}][\p{L}\p{N}._-]*)"#,
+    )
+    .ok()?;
+    Some(LearnPatterns {
+        prefilter,
+        unc,
+        assignment,
+    })
+});
+
+/// Checks at build time that the learning patterns compile.
+pub(crate) fn check_compiled() -> Result<(), BuildError> {
+    if LEARN.is_some() {
+        Ok(())
+    } else {
+        Err(BuildError::Rule {
+            rule: "hostname".to_owned(),
+            message: "internal learning patterns do not compile".to_owned(),
+        })
+    }
+}
+
+/// Literals without which a string teaches nothing; the scrubber's prefilter looks for them.
+pub(crate) const LEARN_TRIGGERS: &[&str] = &[
+    "home",
+    "users",
+    "documents and settings",
+    "\\\\",
+    "hostname=",
+    "computername=",
+    "user=",
+    "username=",
+    "logname=",
+];
+
+/// Learns identities from one string (a value or a key).
+pub(crate) fn learn_from_str(text: &str, learned: &mut Learned) {
+    let Some(patterns) = &*LEARN else {
+        return;
+    };
+    if patterns.prefilter.is_match(text) {
+        learn_from_str_with(text, &paths::home_hits(text), learned);
+    }
+}
+
+/// Learns identities from one string, skipping the home-path regex when every home in the
+/// string is one of `known_users` (lower case), which is what most strings of an event from
+/// the running user's machine hold.
+pub(crate) fn learn_from_str_quick(text: &str, known_users: &[String], learned: &mut Learned) {
+    let Some(patterns) = &*LEARN else {
+        return;
+    };
+    // Every home path, UNC path and `NAME=value` pair has one of these bytes; most strings
+    // (function names, messages, keys) have none.
+    let bytes = text.as_bytes();
+    if memchr::memchr3(b'/', b'\\', b'=', bytes).is_none() && memchr::memchr(b'%', bytes).is_none()
+    {
+        return;
+    }
+    let mut homes = false;
+    let mut other = false;
+    // Non-overlapping is enough here: no trigger overlaps another in a way that matters.
+    for m in patterns.prefilter.find_iter(text) {
+        match LEARN_TRIGGERS.get(m.pattern().as_usize()) {
+            Some(&("home" | "users")) => {
+                homes = homes || !followed_by_known_user(text, m.end(), known_users);
+            }
+            Some(&"documents and settings") => homes = true,
+            _ => other = true,
+        }
+        if homes && other {
+            break;
+        }
+    }
+    if homes || other {
+        let found = if homes {
+            paths::home_hits(text)
+        } else {
+            Vec::new()
+        };
+        learn_from_str_with(text, &found, learned);
+    }
+}
+
+/// Whether `text[at..]` is a separator and then one of `known` (lower case) as a whole path
+/// segment: `/alice/` after `home`.
+fn followed_by_known_user(text: &str, at: usize, known: &[String]) -> bool {
+    let Some(rest) = text.get(at..) else {
+        return false;
+    };
+    let lower_prefix =
+        |s: &str, p: &str| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+    let rest = if let Some(r) = rest.strip_prefix('/') {
+        r
+    } else if let Some(r) = rest.strip_prefix('\\') {
+        r.trim_start_matches('\\')
+    } else if lower_prefix(rest, "%2f") || lower_prefix(rest, "%5c") {
+        rest.get(3..).unwrap_or("")
+    } else {
+        return false;
+    };
+    let end = rest
+        .find(|c: char| matches!(c, '/' | '\\' | '%' | '"' | '\'' | ':') || c.is_whitespace())
+        .unwrap_or(rest.len());
+    let segment = rest.get(..end).unwrap_or("");
+    known.iter().any(|user| {
+        segment.eq_ignore_ascii_case(user)
+            || (!segment.is_ascii() && segment.to_lowercase() == *user)
+    })
+}
+
+/// Learns identities from one string whose home paths were already found.
+fn learn_from_str_with(text: &str, homes: &[paths::HomeHit], learned: &mut Learned) {
+    let Some(patterns) = &*LEARN else {
+        return;
+    };
+    for hit in homes {
+        if let Some(user) = text.get(hit.user.clone()) {
+            push_unique(&mut learned.users, &paths::decode(user));
+        }
+    }
+    for range in unc_hosts(text) {
+        if let Some(host) = text.get(range) {
+            push_unique(&mut learned.hosts, host);
+        }
+    }
+    if text.contains('=') {
+        for caps in patterns.assignment.captures_iter(text) {
+            let (Some(key), Some(value)) = (caps.name("key"), caps.name("value")) else {
+                continue;
+            };
+            let value = value.as_str().trim_end_matches('.');
+            let key = key.as_str().to_ascii_lowercase();
+            if key == "hostname" || key == "computername" {
+                push_unique(&mut learned.hosts, value);
+            } else {
+                push_unique(&mut learned.users, value);
+            }
+        }
+    }
+}
+
+/// The hosts of UNC paths (`\\\\host\\share`, `\\\\?\\UNC\\host\\share`, JSON-escaped or
+/// not) in `text`, except those that name no machine (`wsl$`, `localhost`).
+pub(crate) fn unc_hosts(text: &str) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let Some(patterns) = &*LEARN else {
+        return out;
+    };
+    if !text.contains("\\\\") {
+        return out;
+    }
+    for caps in patterns.unc.captures_iter(text) {
+        let (Some(whole), Some(host)) = (caps.get(0), caps.name("host")) else {
+            continue;
+        };
+        let prev = text
+            .get(..whole.start())
+            .and_then(|s| s.chars().next_back());
+        // `C:\\Users` in JSON-escaped text is no UNC path: the `\\` must start a path.
+        let starts_path = prev.is_none_or(|c| {
+            c.is_whitespace() || matches!(c, '"' | '\'' | '=' | '(' | '[' | '{' | ',' | ';' | '`')
+        });
+        if starts_path
+            && !NOT_HOSTS
+                .iter()
+                .any(|n| host.as_str().eq_ignore_ascii_case(n))
+        {
+            out.push(host.range());
+        }
+    }
+    out
+}
+
+/// Learns a hostname from a map entry whose key names one (`server_name`, `hostname`).
+pub(crate) fn learn_from_entry(key: &str, value: &str, learned: &mut Learned) {
+    const HOST_KEYS: &[&str] = &[
+        "server_name",
+        "hostname",
+        "host_name",
+        "computername",
+        "computer_name",
+    ];
+    if HOST_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) {
+        learn_host(value, learned);
+    }
+}
+
+pub(crate) fn learn_host(value: &str, learned: &mut Learned) {
+    let value = value.trim();
+    if !NOT_HOSTS.iter().any(|n| value.eq_ignore_ascii_case(n)) {
+        push_unique(&mut learned.hosts, value);
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, name: &str) {
+    if token_eligible(name) && !list.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        list.push(name.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn learn(text: &str) -> Learned {
+        let mut learned = Learned::default();
+        learn_from_str(text, &mut learned);
+        learned
+    }
+
+    #[test]
+    fn learns_users_and_hosts() {
+        assert_eq!(learn("/home/bob/x /Users/carol/y").users, ["bob", "carol"]);
+        assert_eq!(learn("/home/root/x /home/ab/y").users, Vec::<String>::new());
+        assert_eq!(learn(r"open \\fileserver\share\x").hosts, ["fileserver"]);
+        assert_eq!(learn(r#"{"p": "\\\\fs01\\share"}"#).hosts, ["fs01"]);
+        assert!(learn(r"C:\\Users\\bob").hosts.is_empty());
+        assert!(learn(r"\\wsl$\Ubuntu\home\dave").hosts.is_empty());
+        assert_eq!(learn(r"\\wsl$\Ubuntu\home\dave").users, ["dave"]);
+        assert_eq!(
+            learn("HOSTNAME=build-box-7 USER=erin").hosts,
+            ["build-box-7"]
+        );
+        assert_eq!(learn("HOSTNAME=build-box-7 USER=erin").users, ["erin"]);
+    }
+
+    #[test]
+    fn whole_tokens_only() {
+        let mut set = IdentitySet::default();
+        set.add(IdKind::User, "bob");
+        let m = set.compile(|_| true, true).unwrap();
+        let found = |t: &str| {
+            m.find(None, t)
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(found("bobby BOB bob_x"), [6..9, 10..13]);
+        assert!(found("kabob").is_empty());
+    }
+}

@@ -1,0 +1,291 @@
+//! Matching map keys (and `name=value` names) against word lists.
+//!
+//! Keys are compared by words, ignoring case and separators, so that `api_key` matches
+//! `apiKey`, `X-Api-Key` and `API_KEYS` but `author` does not match `auth` and `monkey` does
+//! not match `key`.
+
+use std::collections::HashSet;
+
+use aho_corasick::AhoCorasick;
+
+use crate::error::BuildError;
+
+/// The longest key compared word by word; longer keys are compared by their first words.
+const MAX_WORDS: usize = 16;
+
+/// Names whose value is a secret. Each entry is its words run together in lower case, so
+/// `api_key`, `apiKey` and `apikey` are all `apikey`.
+pub(crate) const SECRET_NAMES: &[&str] = &[
+    "password",
+    "passwords",
+    "passwd",
+    "passphrase",
+    "mysqlpwd",
+    "secret",
+    "secrets",
+    "clientsecret",
+    "token",
+    "apikey",
+    "apitoken",
+    "auth",
+    "authorization",
+    "proxyauthorization",
+    "credential",
+    "credentials",
+    "privatekey",
+    "cookie",
+    "cookies",
+    "setcookie",
+    "session",
+    "sessionid",
+    "sessionkey",
+    "sid",
+    "csrf",
+    "csrftoken",
+    "xsrf",
+    "xsrftoken",
+    "phpsessid",
+    "connectsid",
+    "symfony",
+    "username",
+];
+
+/// Names where `name: value` in prose is a credential whatever the value looks like.
+const STRONG_SECRET_NAMES: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "mysqlpwd",
+    "secret",
+    "clientsecret",
+    "apikey",
+    "privatekey",
+    "credentials",
+    "cookie",
+    "setcookie",
+];
+
+/// Query parameters that carry credentials beyond [`SECRET_NAMES`]: signed URLs, OAuth codes,
+/// `?key=` API keys.
+const SECRET_PARAM_EXTRA: &[&str] = &["key", "sig", "signature", "code", "pwd", "accesskey"];
+
+/// Splits a key into lower-case words at separators and case changes: `X-Api-Key` ->
+/// `x api key`, `sessionID` -> `session id`, `PHPSESSID` -> `phpsessid`.
+pub(crate) fn words(key: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let chars: Vec<char> = key.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_alphanumeric() {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            continue;
+        }
+        let prev = i.checked_sub(1).and_then(|j| chars.get(j)).copied();
+        let next = chars.get(i + 1).copied();
+        let boundary = match prev {
+            Some(p) if c.is_uppercase() => {
+                p.is_lowercase()
+                    || p.is_ascii_digit()
+                    || (p.is_uppercase() && next.is_some_and(char::is_lowercase))
+            }
+            _ => false,
+        };
+        if boundary && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        current.extend(c.to_lowercase());
+        if out.len() >= MAX_WORDS {
+            break;
+        }
+    }
+    if !current.is_empty() && out.len() < MAX_WORDS {
+        out.push(current);
+    }
+    out
+}
+
+/// Words that may follow a secret name without changing what the value is: `session_id`,
+/// `password_hash`, `AWS_SECRET_ACCESS_KEY`. Any other word after the name makes the key about
+/// something else (`token_count`, `session_start`), so its value stays.
+const TRAILING_WORDS: &[&str] = &[
+    "id", "ids", "value", "values", "key", "keys", "hash", "data", "header", "headers", "string",
+    "str", "b64", "base64", "hex", "raw", "text", "access", "env", "var", "file", "path",
+];
+
+/// Whether some run of consecutive words of `key`, joined, is a name, followed by nothing but
+/// [`TRAILING_WORDS`].
+fn any_run_in(key: &str, contains: impl Fn(&str) -> bool) -> bool {
+    let words = words(key);
+    for i in 0..words.len() {
+        let mut joined = String::new();
+        for (j, word) in words.iter().enumerate().skip(i) {
+            joined.push_str(word);
+            if contains(&joined)
+                && words.iter().skip(j + 1).all(|w| {
+                    TRAILING_WORDS.contains(&w.as_str()) || w.bytes().all(|b| b.is_ascii_digit())
+                })
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Whether a key or `name=` holds a secret by its name.
+pub(crate) fn is_secret_key(key: &str) -> bool {
+    any_run_in(key, |w| SECRET_NAMES.contains(&w))
+}
+
+/// Whether `name: value` is a credential whatever the value (see [`STRONG_SECRET_NAMES`]).
+pub(crate) fn is_strong_secret_key(key: &str) -> bool {
+    any_run_in(key, |w| STRONG_SECRET_NAMES.contains(&w))
+}
+
+/// Whether a query parameter holds a secret by its name.
+pub(crate) fn is_secret_param(name: &str) -> bool {
+    any_run_in(name, |w| {
+        SECRET_NAMES.contains(&w) || SECRET_PARAM_EXTRA.contains(&w)
+    })
+}
+
+/// A compiled list of key names for a `kind = "key"` rule.
+#[derive(Debug)]
+pub(crate) struct KeyMatcher {
+    names: HashSet<String>,
+    /// Finds any name inside a key reduced to lower-case letters and digits: a cheap test
+    /// that rejects almost every key before the word-by-word comparison.
+    prefilter: AhoCorasick,
+}
+
+impl KeyMatcher {
+    pub(crate) fn new(rule: &str, keys: &[String]) -> Result<Self, BuildError> {
+        let mut names = HashSet::new();
+        for key in keys {
+            let joined: String = words(key).concat();
+            if joined.is_empty() {
+                return Err(BuildError::Rule {
+                    rule: rule.to_owned(),
+                    message: format!("key `{key}` has no letters or digits"),
+                });
+            }
+            names.insert(joined);
+        }
+        if names.is_empty() {
+            return Err(BuildError::Rule {
+                rule: rule.to_owned(),
+                message: "kind `key` needs a non-empty `keys` list".to_owned(),
+            });
+        }
+        let prefilter = AhoCorasick::new(names.iter()).map_err(|err| BuildError::Rule {
+            rule: rule.to_owned(),
+            message: err.to_string(),
+        })?;
+        Ok(KeyMatcher { names, prefilter })
+    }
+
+    pub(crate) fn matches(&self, key: &str) -> bool {
+        let mut buf = [0u8; 64];
+        let mut len = 0;
+        let mut long = Vec::new();
+        for c in key.chars().flat_map(char::to_lowercase) {
+            if !c.is_alphanumeric() {
+                continue;
+            }
+            let mut tmp = [0u8; 4];
+            for &b in c.encode_utf8(&mut tmp).as_bytes() {
+                if let Some(slot) = buf.get_mut(len) {
+                    *slot = b;
+                } else {
+                    if long.is_empty() {
+                        long.extend_from_slice(&buf);
+                    }
+                    long.push(b);
+                }
+                len += 1;
+            }
+        }
+        let squeezed: &[u8] = if long.is_empty() {
+            buf.get(..len).unwrap_or(&[])
+        } else {
+            &long
+        };
+        if !self.prefilter.is_match(squeezed) {
+            return false;
+        }
+        any_run_in(key, |w| self.names.contains(w))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_words() {
+        assert_eq!(words("X-Api-Key"), ["x", "api", "key"]);
+        assert_eq!(words("sessionID"), ["session", "id"]);
+        assert_eq!(words("APIKey"), ["api", "key"]);
+        assert_eq!(words("PHPSESSID"), ["phpsessid"]);
+        assert_eq!(words("connect.sid"), ["connect", "sid"]);
+        assert_eq!(
+            words("aws_secret_access_key"),
+            ["aws", "secret", "access", "key"]
+        );
+    }
+
+    #[test]
+    fn secret_keys() {
+        for key in [
+            "password",
+            "Password",
+            "user_password",
+            "passwords",
+            "apiKey",
+            "X-Api-Key",
+            "API_KEY",
+            "access_token",
+            "Authorization",
+            "Cookie",
+            "set-cookie",
+            "sessionid",
+            "csrftoken",
+            "private_key",
+            "AWS_SECRET_ACCESS_KEY",
+            "connect.sid",
+            "username",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in [
+            "author",
+            "monkey",
+            "key",
+            "filename",
+            "tokenizer",
+            "oauth_provider",
+            "abs_path",
+            "keyboard",
+            "passenger",
+            "token_count",
+            "session_start",
+            "max_tokens",
+        ] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn key_matcher() {
+        let m = KeyMatcher::new("r", &["api_key".to_owned(), "pin".to_owned()]).unwrap();
+        assert!(m.matches("apiKey"));
+        assert!(m.matches("X-API-KEY"));
+        assert!(m.matches("PIN"));
+        assert!(!m.matches("spinner"));
+        assert!(!m.matches("pinned"));
+        let long = format!("{}_api_key", "x".repeat(100));
+        assert!(m.matches(&long));
+    }
+}

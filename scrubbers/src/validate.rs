@@ -1,0 +1,483 @@
+//! Checks a regex match must pass before it is redacted: checksums (Luhn, IBAN), value
+//! ranges (IP octets, SSN areas) and context the regex crate cannot express (no look-around).
+
+use std::net::Ipv6Addr;
+use std::ops::Range;
+
+use regex::Captures;
+
+use crate::config::Validator;
+use crate::keys;
+
+/// Whether a validator looks at capture groups (the others only need the match's span).
+pub(crate) fn needs_captures(validator: Validator) -> bool {
+    matches!(
+        validator,
+        Validator::SecretParam | Validator::SecretAssignment | Validator::EnvName
+    )
+}
+
+/// The span to redact if the match passes, else `None`. The span may be narrower than the
+/// match (an IBAN whose regex ran into the next word). `caps` is `None` for validators that
+/// do not [need captures](needs_captures).
+pub(crate) fn check(
+    validator: Validator,
+    hay: &str,
+    caps: Option<&Captures<'_>>,
+    span: Range<usize>,
+) -> Option<Range<usize>> {
+    let text = hay.get(span.clone())?;
+    let ok = match validator {
+        Validator::Ipv4 => ipv4(hay, span.clone(), text),
+        Validator::Ipv6 => return ipv6(hay, span),
+        Validator::Mac => mac(hay, span.clone(), text),
+        Validator::Card => card(hay, span.clone(), text),
+        Validator::Iban => return iban(hay, span),
+        Validator::Ssn => ssn(hay, span.clone(), text),
+        Validator::Phone => phone(hay, span.clone(), text),
+        Validator::Email => email(text),
+        Validator::TokenLike => token_like(text),
+        Validator::SecretParam => caps
+            .and_then(|caps| caps.name("name"))
+            .is_some_and(|name| keys::is_secret_param(name.as_str())),
+        Validator::SecretAssignment => caps.is_some_and(|caps| secret_assignment(caps, text)),
+        Validator::EnvName => caps
+            .and_then(|caps| caps.name("name"))
+            .is_some_and(|name| is_secret_env_name(name.as_str())),
+    };
+    ok.then_some(span)
+}
+
+fn before(hay: &str, at: usize) -> Option<char> {
+    hay.get(..at)?.chars().next_back()
+}
+
+fn after(hay: &str, at: usize) -> Option<char> {
+    hay.get(at..)?.chars().next()
+}
+
+fn second_after(hay: &str, at: usize) -> Option<char> {
+    hay.get(at..)?.chars().nth(1)
+}
+
+fn second_before(hay: &str, at: usize) -> Option<char> {
+    hay.get(..at)?.chars().rev().nth(1)
+}
+
+fn is_digit(c: Option<char>) -> bool {
+    c.is_some_and(|c| c.is_ascii_digit())
+}
+
+/// IPv4 addresses, except loopback and the unspecified/broadcast addresses, which identify
+/// nobody and help debugging (`connection refused: 127.0.0.1:8080`).
+fn ipv4(hay: &str, span: Range<usize>, text: &str) -> bool {
+    // Part of a longer dotted number (a version like 10.0.19045.3803), or a version with a
+    // suffix or prefix (`5.15.153.1-microsoft-standard-WSL2`, `libfoo-1.2.3.4`)?
+    if (before(hay, span.start) == Some('.') && is_digit(second_before(hay, span.start)))
+        || (after(hay, span.end) == Some('.') && is_digit(second_after(hay, span.end)))
+        || matches!(after(hay, span.end), Some('-' | '+' | '_'))
+        || matches!(before(hay, span.start), Some('-' | '_' | 'v' | 'V'))
+    {
+        return false;
+    }
+    let mut octets = [0u16; 4];
+    let mut n = 0;
+    for part in text.split('.') {
+        let Ok(value) = part.parse::<u16>() else {
+            return false;
+        };
+        if value > 255 || n >= 4 {
+            return false;
+        }
+        if let Some(slot) = octets.get_mut(n) {
+            *slot = value;
+        }
+        n += 1;
+    }
+    n == 4 && octets[0] != 127 && octets != [0, 0, 0, 0] && octets != [255, 255, 255, 255]
+}
+
+/// IPv6 addresses. The regex only finds runs of hex digits and colons; this decides, so that
+/// Rust paths (`std::io::Error`, `a::b`) and times (`12:34:56`) stay.
+fn ipv6(hay: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let text = hay.get(span.clone())?;
+    let is_word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+    if is_word(before(hay, span.start)) || before(hay, span.start) == Some('.') {
+        return None;
+    }
+    if is_word(after(hay, span.end)) {
+        return None;
+    }
+    let addr_part = text.split('%').next().unwrap_or(text);
+    if !addr_part.bytes().any(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Two groups (`fe80::1`, `abc::def1`) are as likely a Rust path as an address, and say
+    // little about anyone.
+    let groups = addr_part.split(':').filter(|g| !g.is_empty()).count();
+    if groups < 3 {
+        return None;
+    }
+    let addr: Ipv6Addr = addr_part.parse().ok()?;
+    if addr.is_loopback() || addr.is_unspecified() {
+        return None;
+    }
+    Some(span)
+}
+
+fn mac(hay: &str, span: Range<usize>, text: &str) -> bool {
+    let mut seps = text.chars().filter(|c| *c == ':' || *c == '-');
+    let first = seps.next();
+    if !seps.all(|c| Some(c) == first) {
+        return false;
+    }
+    // A seventh group means this is not a MAC address but something longer.
+    let sep_then_hex = |sep: Option<char>, hex: Option<char>| {
+        sep.is_some_and(|c| c == ':' || c == '-') && hex.is_some_and(|c| c.is_ascii_hexdigit())
+    };
+    if sep_then_hex(after(hay, span.end), second_after(hay, span.end))
+        || sep_then_hex(before(hay, span.start), second_before(hay, span.start))
+    {
+        return false;
+    }
+    let hex: String = text.chars().filter(char::is_ascii_hexdigit).collect();
+    !(hex.chars().all(|c| c == '0') || hex.chars().all(|c| c == 'f' || c == 'F'))
+}
+
+/// Payment card numbers: 13 to 19 digits from a card network's range that pass the Luhn
+/// check. The range check keeps millisecond timestamps and other long numbers.
+fn card(hay: &str, span: Range<usize>, text: &str) -> bool {
+    if before(hay, span.start) == Some('-') || after(hay, span.end) == Some('-') {
+        return false;
+    }
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect();
+    if !(13..=19).contains(&digits.len()) {
+        return false;
+    }
+    let seps: Vec<char> = text.chars().filter(|c| !c.is_ascii_digit()).collect();
+    if seps.windows(2).any(|w| w.first() != w.get(1)) {
+        return false;
+    }
+    let prefix2 = digits
+        .iter()
+        .take(2)
+        .fold(0u32, |acc, d| acc * 10 + u32::from(*d));
+    let network = match digits.first() {
+        Some(2) => (22..=27).contains(&prefix2),
+        Some(3) => matches!(prefix2, 30 | 34..=39),
+        Some(4) => true,
+        Some(5) => (50..=59).contains(&prefix2),
+        Some(6) => true,
+        _ => false,
+    };
+    if !network || digits.iter().all(|d| Some(d) == digits.first()) {
+        return false;
+    }
+    luhn(&digits)
+}
+
+pub(crate) fn luhn(digits: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, d) in digits.iter().rev().enumerate() {
+        let mut d = u32::from(*d);
+        if i % 2 == 1 {
+            d *= 2;
+            if d > 9 {
+                d -= 9;
+            }
+        }
+        sum += d;
+    }
+    sum.is_multiple_of(10)
+}
+
+/// IBAN lengths by country (ISO 13616 registry).
+const IBAN_LENGTHS: &[(&str, usize)] = &[
+    ("AD", 24),
+    ("AE", 23),
+    ("AL", 28),
+    ("AT", 20),
+    ("AZ", 28),
+    ("BA", 20),
+    ("BE", 16),
+    ("BG", 22),
+    ("BH", 22),
+    ("BR", 29),
+    ("BY", 28),
+    ("CH", 21),
+    ("CR", 22),
+    ("CY", 28),
+    ("CZ", 24),
+    ("DE", 22),
+    ("DK", 18),
+    ("DO", 28),
+    ("EE", 20),
+    ("EG", 29),
+    ("ES", 24),
+    ("FI", 18),
+    ("FO", 18),
+    ("FR", 27),
+    ("GB", 22),
+    ("GE", 22),
+    ("GI", 23),
+    ("GL", 18),
+    ("GR", 27),
+    ("GT", 28),
+    ("HR", 21),
+    ("HU", 28),
+    ("IE", 22),
+    ("IL", 23),
+    ("IQ", 23),
+    ("IS", 26),
+    ("IT", 27),
+    ("JO", 30),
+    ("KW", 30),
+    ("KZ", 20),
+    ("LB", 28),
+    ("LC", 32),
+    ("LI", 21),
+    ("LT", 20),
+    ("LU", 20),
+    ("LV", 21),
+    ("MC", 27),
+    ("MD", 24),
+    ("ME", 22),
+    ("MK", 19),
+    ("MR", 27),
+    ("MT", 31),
+    ("MU", 30),
+    ("NL", 18),
+    ("NO", 15),
+    ("PK", 24),
+    ("PL", 28),
+    ("PS", 29),
+    ("PT", 25),
+    ("QA", 29),
+    ("RO", 24),
+    ("RS", 22),
+    ("SA", 24),
+    ("SC", 31),
+    ("SE", 24),
+    ("SI", 19),
+    ("SK", 24),
+    ("SM", 27),
+    ("ST", 25),
+    ("SV", 28),
+    ("TL", 23),
+    ("TN", 24),
+    ("TR", 26),
+    ("UA", 29),
+    ("VA", 22),
+    ("VG", 24),
+    ("XK", 20),
+];
+
+/// IBANs: the country's length and the mod-97 checksum. The regex may run on into the next
+/// upper-case word, so the span is cut to the country's length.
+fn iban(hay: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let text = hay.get(span.clone())?;
+    let country = text.get(..2)?;
+    let len = IBAN_LENGTHS
+        .iter()
+        .find(|(code, _)| *code == country)
+        .map(|(_, len)| *len)?;
+    let mut compact = Vec::with_capacity(len);
+    let mut end = span.start;
+    for (i, b) in text.bytes().enumerate() {
+        if compact.len() == len {
+            break;
+        }
+        if b != b' ' {
+            compact.push(b);
+            end = span.start + i + 1;
+        }
+    }
+    if compact.len() != len || after(hay, end).is_some_and(char::is_alphanumeric) {
+        return None;
+    }
+    let (head, tail) = compact.split_at(4);
+    let mut rem = 0u32;
+    for &b in tail.iter().chain(head) {
+        let value = match b {
+            b'0'..=b'9' => u32::from(b - b'0'),
+            b'A'..=b'Z' => u32::from(b - b'A') + 10,
+            _ => return None,
+        };
+        rem = if value >= 10 {
+            (rem * 100 + value) % 97
+        } else {
+            (rem * 10 + value) % 97
+        };
+    }
+    (rem == 1).then_some(span.start..end)
+}
+
+/// US social security numbers: valid area, group and serial numbers, not part of a longer
+/// dashed number.
+fn ssn(hay: &str, span: Range<usize>, text: &str) -> bool {
+    if (before(hay, span.start) == Some('-') && is_digit(second_before(hay, span.start)))
+        || (after(hay, span.end) == Some('-') && is_digit(second_after(hay, span.end)))
+    {
+        return false;
+    }
+    let mut parts = text.split('-').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (area, group, serial) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
+}
+
+/// International phone numbers: `+`, then 8 to 15 digits, not glued to a preceding word
+/// (`1.0.0+20240101123456` is semver build metadata).
+fn phone(hay: &str, span: Range<usize>, text: &str) -> bool {
+    if before(hay, span.start)
+        .is_some_and(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '+' | '/' | '-'))
+    {
+        return false;
+    }
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+    (8..=15).contains(&digits)
+}
+
+/// File extensions that look like top-level domains in `icon@2x.png`.
+const FILE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "rs", "js", "ts", "json", "toml",
+    "yaml", "yml", "txt", "md", "html", "css", "lock", "wasm", "so", "dll", "exe",
+];
+
+fn email(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@').or_else(|| {
+        let lower = text.to_ascii_lowercase();
+        let at = lower.find("%40")?;
+        Some((text.get(..at)?, text.get(at + 3..)?))
+    }) else {
+        return false;
+    };
+    // `git@github.com:org/repo` is an SSH remote, not a mailbox.
+    if local == "git" {
+        return false;
+    }
+    let tld = domain.rsplit('.').next().unwrap_or("");
+    !FILE_EXTENSIONS
+        .iter()
+        .any(|ext| tld.eq_ignore_ascii_case(ext))
+}
+
+/// Whether a word looks like a credential rather than English: letters mixed with digits, or
+/// upper case after the first character mixed with lower case.
+pub(crate) fn token_like(text: &str) -> bool {
+    if text.chars().count() < 8 {
+        return false;
+    }
+    let has_digit = text.bytes().any(|b| b.is_ascii_digit());
+    let has_alpha = text.chars().any(char::is_alphabetic);
+    let has_lower = text.chars().any(char::is_lowercase);
+    let inner_upper = text.chars().skip(1).any(char::is_uppercase);
+    (has_digit && has_alpha) || (has_lower && inner_upper)
+}
+
+/// `name = value` and `name: value` in free text. With `=` any value of a secret-looking name
+/// goes; with `:` (prose like `unexpected token: identifier`) only values that look like
+/// credentials, unless the name leaves no doubt (`password: hunter2`).
+fn secret_assignment(caps: &Captures<'_>, value: &str) -> bool {
+    let Some(name) = caps.name("name") else {
+        return false;
+    };
+    if !keys::is_secret_key(name.as_str()) {
+        return false;
+    }
+    let sep = caps.name("sep").map_or("=", |m| m.as_str());
+    // A quoted name before `:` is JSON or YAML, not prose.
+    let quoted = caps.name("quote").is_some();
+    sep.contains('=') || quoted || keys::is_strong_secret_key(name.as_str()) || token_like(value)
+}
+
+/// Environment variable names whose values are secret by convention.
+const SECRET_ENV_PARTS: &[&str] = &[
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASS",
+    "PWD",
+    "KEY",
+    "AUTH",
+    "CREDENTIAL",
+    "SESSION",
+    "COOKIE",
+    "PRIVATE",
+    "SIGNATURE",
+    "DSN",
+];
+
+/// Names that contain a secret-looking part but hold harmless values the scrubber should not
+/// chase through the event (`XDG_SESSION_TYPE=wayland`, `PWD=/home/alice/src`).
+const HARMLESS_ENV_NAMES: &[&str] = &[
+    "PWD",
+    "OLDPWD",
+    "DESKTOP_SESSION",
+    "SESSION_MANAGER",
+    "SSH_AUTH_SOCK",
+    "GPG_AGENT_INFO",
+    "XAUTHORITY",
+    "KEYMAP",
+    "TERM_SESSION_ID",
+    "SENTRY_DSN",
+    "KEYBOARD",
+];
+
+const HARMLESS_ENV_PREFIXES: &[&str] = &["XDG_SESSION_", "KDE_SESSION_", "GNOME_KEYRING_", "XKB_"];
+
+/// Whether an environment variable's value is a secret, judged by its name.
+pub(crate) fn is_secret_env_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    if HARMLESS_ENV_NAMES.contains(&upper.as_str())
+        || HARMLESS_ENV_PREFIXES.iter().any(|p| upper.starts_with(p))
+    {
+        return false;
+    }
+    // `DATABASE_URL`-style values are judged by their content (credentials in the URL),
+    // not by the name.
+    SECRET_ENV_PARTS.iter().any(|part| upper.contains(part))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn_known_numbers() {
+        let digits = |s: &str| s.bytes().map(|b| b - b'0').collect::<Vec<_>>();
+        assert!(luhn(&digits("4111111111111111")));
+        assert!(luhn(&digits("79927398713")));
+        assert!(!luhn(&digits("4111111111111112")));
+    }
+
+    #[test]
+    fn env_names() {
+        for name in [
+            "GITHUB_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "DB_PASSWORD",
+            "npm_config__auth",
+        ] {
+            assert!(is_secret_env_name(name), "{name}");
+        }
+        for name in [
+            "RUST_LOG",
+            "LANG",
+            "XDG_SESSION_TYPE",
+            "PWD",
+            "HOME",
+            "DATABASE_URL",
+        ] {
+            assert!(!is_secret_env_name(name), "{name}");
+        }
+    }
+}

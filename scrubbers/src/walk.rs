@@ -1,0 +1,414 @@
+//! Walking a JSON value: learning identities from it, then scrubbing every string and key,
+//! then chasing any identity that scrubbing uncovered in one more walk.
+//!
+//! Both walks are iterative, with an explicit stack, so that arbitrarily deep values cannot
+//! overflow the thread's stack.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde_json::{Map, Value};
+
+use crate::engine::{Ctx, Hits, Inner};
+use crate::error::ScrubError;
+use crate::identity::{self, IdentityMatcher, Learned};
+use crate::report::Report;
+
+/// Strings up to this long are remembered when clean, so that the field names and function
+/// names that repeat through an event are scrubbed once.
+const MEMO_MAX: usize = 256;
+
+/// FxHash: the memo's keys are short and not adversarial in any way that matters (a collision
+/// costs time, never correctness, since keys are compared in full).
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+}
+
+type FxBuild = BuildHasherDefault<FxHasher>;
+
+/// One step of a field path.
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index,
+}
+
+/// Paths longer than this many steps are shown by their ends only, so that a deeply nested
+/// value costs neither quadratic time nor memory in its report.
+const PATH_ENDS: usize = 12;
+
+fn format_path(path: &[Seg<'_>]) -> String {
+    let mut out = String::new();
+    if path.len() > 2 * PATH_ENDS {
+        let head = path.get(..PATH_ENDS).unwrap_or(&[]);
+        let tail = path.get(path.len() - PATH_ENDS..).unwrap_or(&[]);
+        out.push_str(&format_path(head));
+        out.push_str(".….");
+        out.push_str(format_path(tail).trim_start_matches('.'));
+        return out;
+    }
+    for seg in path {
+        match seg {
+            Seg::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Seg::Index => out.push_str("[]"),
+        }
+    }
+    out
+}
+
+enum Children<'a> {
+    Object(serde_json::map::IterMut<'a>),
+    Array(std::slice::IterMut<'a, Value>),
+}
+
+struct Frame<'a> {
+    children: Children<'a>,
+    /// The key rule whose match put this subtree under redaction, if any.
+    denied: Option<usize>,
+    /// Whether entering this frame pushed a path segment.
+    has_segment: bool,
+}
+
+/// Learns identities from every string and key of `root`.
+fn learn(inner: &Inner, root: &Value, learned: &mut Learned) {
+    let mut stack: Vec<&Value> = vec![root];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::String(s) => inner.learn(s, learned),
+            Value::Array(items) => stack.extend(items.iter().rev()),
+            Value::Object(map) => {
+                for (key, child) in map {
+                    inner.learn(key, learned);
+                    if let Value::String(s) = child {
+                        identity::learn_from_entry(key, s, learned);
+                    }
+                    stack.push(child);
+                }
+            }
+            Value::Bool(_) | Value::Null | Value::Number(_) => {}
+        }
+    }
+    if let Some(Value::String(name)) = root.pointer("/contexts/device/name") {
+        identity::learn_host(name, learned);
+    }
+}
+
+fn add_hits(total: &mut Hits, hits: &Hits) {
+    for &(rule, count) in hits {
+        match total.iter_mut().find(|(r, _)| *r == rule) {
+            Some((_, sum)) => *sum += count,
+            None => total.push((rule, count)),
+        }
+    }
+}
+
+/// A remembered scrub: the result (`None` if unchanged) and what each rule redacted.
+struct Memo {
+    result: Option<Box<str>>,
+    hits: Hits,
+}
+
+/// How many times at most an event is walked: scrubbing can uncover an identity that the
+/// original text hid (`HOSTNAME=bob-----BEGIN PRIVATE KEY...` names `bob` only once the key is
+/// gone), and each new one is chased in one more walk over the strings that hold it.
+pub(crate) const MAX_ROUNDS: usize = 4;
+
+/// Per-walk state shared by every string of one event.
+struct Walk<'s> {
+    inner: &'s Inner,
+    ctx: Ctx<'s>,
+    /// After the first walk: only strings where this finds a newly learned identity need
+    /// another look.
+    filter: Option<&'s IdentityMatcher>,
+    report: Report,
+    hits: Hits,
+    /// What scrubbing a string gave, for strings seen before in this event: the field names,
+    /// function names and paths that repeat from frame to frame are scrubbed once.
+    memo: HashMap<Box<str>, Memo, FxBuild>,
+    /// Key rule per key, for keys seen before.
+    key_rules: HashMap<Box<str>, Option<usize>, FxBuild>,
+    /// Identities in strings as scrubbing left them.
+    uncovered: Learned,
+}
+
+/// Scrubs `root` in place.
+pub(crate) fn scrub_value(inner: &Inner, root: &mut Value) -> Result<Report, ScrubError> {
+    let mut known = Learned::default();
+    learn(inner, root, &mut known);
+    let mut learned = inner.learned_matcher(&known)?;
+    let mut filter: Option<IdentityMatcher> = None;
+    let mut report = Report::new();
+    for round in 0..MAX_ROUNDS {
+        let mut walk = Walk {
+            inner,
+            ctx: inner.ctx(learned.as_ref()),
+            filter: filter.as_ref(),
+            report: Report::new(),
+            hits: Hits::new(),
+            memo: HashMap::with_capacity_and_hasher(128, FxBuild::default()),
+            key_rules: HashMap::with_capacity_and_hasher(64, FxBuild::default()),
+            uncovered: Learned::default(),
+        };
+        walk.run(root)?;
+        let uncovered = std::mem::take(&mut walk.uncovered);
+        report.merge(walk.report);
+        let added = known.absorb(uncovered);
+        let Some(new_filter) = inner.learned_matcher(&added)? else {
+            return Ok(report);
+        };
+        if round + 1 == MAX_ROUNDS {
+            break;
+        }
+        learned = inner.learned_matcher(&known)?;
+        filter = Some(new_filter);
+    }
+    Err(ScrubError::Unstable {
+        path: String::new(),
+        passes: MAX_ROUNDS,
+    })
+}
+
+impl Walk<'_> {
+    fn run(&mut self, root: &mut Value) -> Result<(), ScrubError> {
+        let mut path: Vec<Seg<'_>> = Vec::new();
+        let mut stack: Vec<Frame<'_>> = Vec::new();
+        self.visit(root, None, None, &mut path, &mut stack)?;
+        while let Some(frame) = stack.last_mut() {
+            let denied = frame.denied;
+            let next = match &mut frame.children {
+                Children::Object(iter) => iter.next().map(|(k, v)| (Seg::Key(k.as_str()), v)),
+                Children::Array(iter) => iter.next().map(|v| (Seg::Index, v)),
+            };
+            match next {
+                None => {
+                    if stack.pop().is_some_and(|f| f.has_segment) {
+                        path.pop();
+                    }
+                }
+                Some((seg, child)) => {
+                    let denied = match (denied, seg) {
+                        (Some(rule), _) => Some(rule),
+                        (None, Seg::Key(key)) => self.key_rule_for(key),
+                        (None, Seg::Index) => None,
+                    };
+                    let key = match seg {
+                        Seg::Key(key) => Some(key),
+                        Seg::Index => None,
+                    };
+                    path.push(seg);
+                    if !self.visit(child, key, denied, &mut path, &mut stack)? {
+                        path.pop();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn key_rule_for(&mut self, key: &str) -> Option<usize> {
+        if let Some(rule) = self.key_rules.get(key) {
+            return *rule;
+        }
+        let rule = self.inner.key_rule_for(key);
+        if key.len() <= MEMO_MAX {
+            self.key_rules.insert(key.into(), rule);
+        }
+        rule
+    }
+
+    /// Scrubs one string (a value or a key); `Err` carries the number of passes made.
+    fn scrub_str(&mut self, text: &str) -> Result<Option<String>, usize> {
+        if let Some(memo) = self.memo.get(text) {
+            add_hits(&mut self.hits, &memo.hits);
+            return Ok(memo.result.as_deref().map(str::to_owned));
+        }
+        let mut hits = Hits::new();
+        let skip = self.filter.is_some_and(|f| !f.matches(text));
+        let result = if skip {
+            None
+        } else {
+            self.inner.scrub_str(&self.ctx, text, &mut hits)?
+        };
+        if let Some(new) = &result {
+            self.inner.learn(new, &mut self.uncovered);
+        }
+        add_hits(&mut self.hits, &hits);
+        if text.len() <= MEMO_MAX {
+            self.memo.insert(
+                text.into(),
+                Memo {
+                    result: result.as_deref().map(Box::from),
+                    hits,
+                },
+            );
+        }
+        Ok(result)
+    }
+
+    fn record(&mut self, path: &[Seg<'_>], suffix: &str) {
+        if self.hits.is_empty() {
+            return;
+        }
+        let mut path = format_path(path);
+        path.push_str(suffix);
+        self.inner.record(&self.hits, &path, &mut self.report);
+        self.hits.clear();
+    }
+
+    fn unstable(path: &[Seg<'_>], passes: usize) -> ScrubError {
+        ScrubError::Unstable {
+            path: format_path(path),
+            passes,
+        }
+    }
+
+    /// Scrubs a leaf, or pushes a frame for a container. Returns whether a frame was pushed.
+    fn visit<'a>(
+        &mut self,
+        value: &'a mut Value,
+        key: Option<&str>,
+        denied: Option<usize>,
+        path: &mut Vec<Seg<'a>>,
+        stack: &mut Vec<Frame<'a>>,
+    ) -> Result<bool, ScrubError> {
+        match value {
+            Value::String(s) => {
+                if let Some(rule) = denied {
+                    if let Some(new) = self.inner.redact_whole(rule, s) {
+                        *s = new;
+                        self.hits.push((rule, 1));
+                    }
+                } else {
+                    match self.scrub_str(s) {
+                        Ok(Some(new)) => {
+                            if let Some(key) = key {
+                                identity::learn_from_entry(key, &new, &mut self.uncovered);
+                            }
+                            *s = new;
+                        }
+                        Ok(None) => {}
+                        Err(passes) => return Err(Self::unstable(path, passes)),
+                    }
+                }
+                self.record(path, "");
+                Ok(false)
+            }
+            Value::Number(n) => {
+                if let Some(rule) = denied
+                    && n.as_u64() != Some(0)
+                {
+                    *value = Value::from(0);
+                    self.hits.push((rule, 1));
+                    self.record(path, "");
+                }
+                Ok(false)
+            }
+            Value::Object(map) => {
+                self.scrub_keys(map, path)?;
+                stack.push(Frame {
+                    children: Children::Object(map.iter_mut()),
+                    denied,
+                    has_segment: !path.is_empty(),
+                });
+                Ok(true)
+            }
+            Value::Array(items) => {
+                if denied.is_none() {
+                    self.redact_pair(items, path);
+                }
+                stack.push(Frame {
+                    children: Children::Array(items.iter_mut()),
+                    denied,
+                    has_segment: !path.is_empty(),
+                });
+                Ok(true)
+            }
+            Value::Bool(_) | Value::Null => Ok(false),
+        }
+    }
+
+    /// `["Authorization", "Bearer x"]`: headers and query strings also come as lists of
+    /// pairs, where the secret-looking name is a sibling, not a key.
+    fn redact_pair(&mut self, items: &mut [Value], path: &[Seg<'_>]) {
+        let [Value::String(name), Value::String(value)] = items else {
+            return;
+        };
+        // Only a name-like first item counts: not prose, and not a placeholder a previous
+        // scrub wrote (`<secret:private-key>` reads as a secret's name).
+        let name_like = name.len() <= 64 && !name.contains(|c: char| c.is_whitespace() || c == '<');
+        if name_like
+            && let Some(rule) = self.key_rule_for(name)
+            && let Some(new) = self.inner.redact_whole(rule, value)
+        {
+            *value = new;
+            self.hits.push((rule, 1));
+            self.record(path, "[]");
+        }
+    }
+
+    /// Scrubs the keys of a map, renaming the ones that change. Keys that end up equal are
+    /// kept apart with a `#2`, `#3`, ... suffix, so the map keeps its size.
+    fn scrub_keys(
+        &mut self,
+        map: &mut Map<String, Value>,
+        path: &[Seg<'_>],
+    ) -> Result<(), ScrubError> {
+        let mut renames: HashMap<String, String, FxBuild> = HashMap::default();
+        for key in map.keys() {
+            match self.scrub_str(key) {
+                Ok(Some(new)) => {
+                    renames.insert(key.clone(), new);
+                }
+                Ok(None) => {}
+                Err(passes) => return Err(Self::unstable(path, passes)),
+            }
+        }
+        self.record(path, "{key}");
+        if renames.is_empty() {
+            return Ok(());
+        }
+        let old = std::mem::take(map);
+        for (key, value) in old {
+            let mut new_key = match renames.remove(&key) {
+                Some(to) => to,
+                None => key,
+            };
+            if map.contains_key(&new_key) {
+                let base = new_key.clone();
+                let mut n = 2u64;
+                loop {
+                    new_key = format!("{base}#{n}");
+                    if !map.contains_key(&new_key) {
+                        break;
+                    }
+                    n += 1;
+                }
+            }
+            map.insert(new_key, value);
+        }
+        Ok(())
+    }
+}
