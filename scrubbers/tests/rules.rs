@@ -1,0 +1,735 @@
+//! Table tests, one line per case, all through [`check`]: what each builtin rule removes and
+//! what it must leave alone.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::LazyLock;
+
+use consentry_scrubbers::{Redaction, RuleConfig, Scrubber};
+
+/// A scrubber for a running user `alice` (Alice Liddell) on `alice-laptop.example.com`, with
+/// a few secrets in the environment.
+static SCRUBBER: LazyLock<Scrubber> = LazyLock::new(|| {
+    Scrubber::builder()
+        .user("alice")
+        .full_name("Alice Liddell")
+        .hostname("alice-laptop.example.com")
+        .home_dir("/home/alice")
+        .env_vars(
+            [
+                ("GITHUB_TOKEN", "ghp_0123456789abcdefghijABCDEFGHIJ012345"),
+                ("MY_SERVICE_PASSWORD", "Tr0ub4dor&3"),
+                (
+                    "DATABASE_URL",
+                    "postgres://app:pg-Secret-77@db.internal:5432/app",
+                ),
+                ("XDG_SESSION_TYPE", "wayland"),
+                ("XDG_SESSION_CLASS", "user"),
+                ("RUST_LOG", "debug"),
+                ("LANG", "en_US.UTF-8"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        )
+        .salt(b"test salt")
+        .build()
+        .unwrap()
+});
+
+/// Scrubs `input` and checks the output is `expected`, that `rule` (and only when the text
+/// changed) is in the report, and that scrubbing the output again changes nothing.
+#[track_caller]
+fn check(rule: &str, input: &str, expected: &str) {
+    check_with(&SCRUBBER, rule, input, expected);
+}
+
+#[track_caller]
+fn check_with(scrubber: &Scrubber, rule: &str, input: &str, expected: &str) {
+    let (output, report) = scrubber.scrub_text(input).unwrap();
+    assert_eq!(output, expected, "rule `{rule}` on {input:?}");
+    let count = report.count_for_rule(rule);
+    if input == expected {
+        assert_eq!(
+            count, 0,
+            "rule `{rule}` reported a match on {input:?}:\n{report}"
+        );
+    } else {
+        assert!(
+            count > 0,
+            "rule `{rule}` not in the report for {input:?}:\n{report}"
+        );
+    }
+    let (again, _) = scrubber.scrub_text(&output).unwrap();
+    assert_eq!(again, output, "not idempotent on {input:?}");
+}
+
+/// Checks that `input` comes out unchanged.
+#[track_caller]
+fn keep(input: &str) {
+    let (output, report) = SCRUBBER.scrub_text(input).unwrap();
+    assert_eq!(output, input, "changed by:\n{report}");
+}
+
+#[test]
+fn home_path() {
+    check("home-path", "/home/alice/src/x.rs", "~/src/x.rs");
+    check("home-path", r"C:\Users\alice\x", r"~\x");
+    check(
+        "home-path",
+        r"c:/users/Alice/AppData/app.log",
+        "~/AppData/app.log",
+    );
+    check("home-path", r"C:\\Users\\alice\\x.rs", r"~\\x.rs");
+    check("home-path", r"\\?\C:\Users\alice\x", r"~\x");
+    check("home-path", "/Users/alice/Library/Logs", "~/Library/Logs");
+    check("home-path", "/home/bob/x", "/home/<user>/x");
+    check("home-path", "/Users/bob/x", "/Users/<user>/x");
+    check("home-path", r"C:\Users\bob\x", r"C:\Users\<user>\x");
+    check("home-path", r"D:\Users\bob\x", r"D:\Users\<user>\x");
+    check(
+        "home-path",
+        r"C:\Users\Bob Smith\Documents\x",
+        r"C:\Users\<user>\Documents\x",
+    );
+    check(
+        "home-path",
+        r"C:\Documents and Settings\bob\x",
+        r"C:\Documents and Settings\<user>\x",
+    );
+    check("home-path", r"C:\\Users\\bob\\x", r"C:\\Users\\<user>\\x");
+    check(
+        "home-path",
+        r"C:\\\\Users\\\\bob\\\\x",
+        r"C:\\\\Users\\\\<user>\\\\x",
+    );
+    check("home-path", r"\\?\C:\Users\bob\x", r"\\?\C:\Users\<user>\x");
+    check("home-path", "/mnt/c/Users/bob", "/mnt/c/Users/<user>");
+    check("home-path", "/mnt/c/Users/alice/x", "/mnt/c/Users/<user>/x");
+    check("home-path", "/c/Users/bob/x", "/c/Users/<user>/x");
+    check(
+        "home-path",
+        r"\\wsl$\Ubuntu\home\bob\x",
+        r"\\wsl$\Ubuntu\home\<user>\x",
+    );
+    check(
+        "home-path",
+        r"\\wsl.localhost\Ubuntu-22.04\home\alice\x",
+        r"~\x",
+    );
+    check("home-path", "file:///home/bob/x", "file:///home/<user>/x");
+    check(
+        "home-path",
+        "file:///C:/Users/bob/x",
+        "file:///C:/Users/<user>/x",
+    );
+    check(
+        "home-path",
+        "file:///home/bob%20smith/x",
+        "file:///home/<user>/x",
+    );
+    check(
+        "home-path",
+        "?path=%2Fhome%2Fbob%2Fx",
+        "?path=%2Fhome%2F<user>%2Fx",
+    );
+    check(
+        "home-path",
+        "C%3A%5CUsers%5Cbob%5Cx",
+        "C%3A%5CUsers%5C<user>%5Cx",
+    );
+    check("home-path", "/var/home/bob/x", "/var/home/<user>/x");
+    check(
+        "home-path",
+        "cannot open /home/bob.",
+        "cannot open /home/<user>.",
+    );
+    check("home-path", "HOME=/home/bob", "HOME=/home/<user>");
+    check(
+        "home-path",
+        "/home/alice/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde-1.0.219/src/de.rs",
+        "~/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde-1.0.219/src/de.rs",
+    );
+    check("home-path", "/opt/app/home/config", "/opt/app/home/config");
+    check(
+        "home-path",
+        "https://example.com/home/index.html",
+        "https://example.com/home/index.html",
+    );
+    check("home-path", "/Users/Shared/x", "/Users/Shared/x");
+    check("home-path", r"C:\Users\Public\x", r"C:\Users\Public\x");
+    check("home-path", "/root/x", "/root/x");
+    check("home-path", "src/main.rs", "src/main.rs");
+    check("home-path", "~/src/main.rs", "~/src/main.rs");
+}
+
+#[test]
+fn home_path_of_special_users() {
+    let root = Scrubber::builder().user("root").build().unwrap();
+    check_with(&root, "home-path", "/root/.cargo/x.rs", "~/.cargo/x.rs");
+    check_with(&root, "home-path", "the root cause", "the root cause");
+    let jenkins = Scrubber::builder()
+        .home_dir("/var/lib/jenkins")
+        .build()
+        .unwrap();
+    check_with(
+        &jenkins,
+        "home-path",
+        "/var/lib/jenkins/ws/x.rs",
+        "~/ws/x.rs",
+    );
+    check_with(
+        &jenkins,
+        "home-path",
+        "/var/lib/jenkins2/x",
+        "/var/lib/jenkins2/x",
+    );
+    let admin = Scrubber::builder().user("admin").build().unwrap();
+    check_with(
+        &admin,
+        "home-path",
+        "/home/admin/x in admin panel",
+        "~/x in admin panel",
+    );
+}
+
+#[test]
+fn user_name() {
+    check("user-name", "alice did it", "<user> did it");
+    check(
+        "user-name",
+        "ALICE, Alice and alice",
+        "<user>, <user> and <user>",
+    );
+    check(
+        "user-name",
+        "git@github.com:alice/repo.git",
+        "git@github.com:<user>/repo.git",
+    );
+    check("user-name", "alice_dev", "<user>_dev");
+    check("user-name", "malice and aliceberg", "malice and aliceberg");
+    check(
+        "user-name",
+        "the root user is admin",
+        "the root user is admin",
+    );
+    // Learned from a home path in the same text.
+    check(
+        "user-name",
+        "/home/bob/x failed; bob was logged in",
+        "/home/<user>/x failed; <user> was logged in",
+    );
+    check(
+        "user-name",
+        "C:\\Users\\carol\\x and Carol",
+        "C:\\Users\\<user>\\x and <user>",
+    );
+    check(
+        "user-name",
+        "USER=dave started; dave's job",
+        "USER=<user> started; <user>'s job",
+    );
+    // Short or common names are not chased.
+    check("home-path", "/home/ab/x and ab", "/home/<user>/x and ab");
+    check(
+        "home-path",
+        "/home/test/x; test passed",
+        "/home/<user>/x; test passed",
+    );
+}
+
+#[test]
+fn full_name() {
+    check("full-name", "Author: Alice Liddell", "Author: <user>");
+    check(
+        "full-name",
+        "alice.liddell and ALICE_LIDDELL",
+        "<user> and <user>",
+    );
+    check("full-name", "Liddell alone", "Liddell alone");
+}
+
+#[test]
+fn hostname() {
+    check("hostname", "on alice-laptop.example.com", "on <hostname>");
+    check("hostname", "on ALICE-LAPTOP", "on <hostname>");
+    check("hostname", "ssh alice-laptop:22", "ssh <hostname>:22");
+    check("user-name", "alice-laptops", "<user>-laptops");
+    check("hostname", "xalice-laptop", "xalice-laptop");
+    // Learned from the text.
+    check(
+        "hostname",
+        "HOSTNAME=buildbox7 then buildbox7 died",
+        "HOSTNAME=<hostname> then <hostname> died",
+    );
+    check(
+        "hostname",
+        "COMPUTERNAME=DESKTOP-4FJ2K9 on desktop-4fj2k9",
+        "COMPUTERNAME=<hostname> on <hostname>",
+    );
+    check(
+        "hostname",
+        r"\\fileserver\share\x.txt from FILESERVER",
+        r"\\<hostname>\share\x.txt from <hostname>",
+    );
+    check("hostname", r"\\wsl$\Ubuntu\etc", r"\\wsl$\Ubuntu\etc");
+    // UNC hosts go whatever their name, like the users of home paths.
+    check(
+        "hostname",
+        r"copy \\fs\share\x",
+        r"copy \\<hostname>\share\x",
+    );
+    check(
+        "hostname",
+        r"\\server\builds and server",
+        r"\\<hostname>\builds and server",
+    );
+    check(
+        "hostname",
+        r#""\\\\fs01\\share""#,
+        r#""\\\\<hostname>\\share""#,
+    );
+    check("hostname", r"\\?\UNC\nas7\x", r"\\?\UNC\<hostname>\x");
+    check(
+        "hostname",
+        r"\\?\C:\x and \\.\pipe\y",
+        r"\\?\C:\x and \\.\pipe\y",
+    );
+    check("hostname", r"\\localhost\c$\x", r"\\localhost\c$\x");
+    check(
+        "hostname",
+        r"C:\\Users\\Public\\AppData",
+        r"C:\\Users\\Public\\AppData",
+    );
+    check("hostname", "HOSTNAME=localhost", "HOSTNAME=localhost");
+}
+
+#[test]
+fn env_secret() {
+    // Secrets with a shape of their own are caught by that rule first.
+    check(
+        "github-token",
+        "token ghp_0123456789abcdefghijABCDEFGHIJ012345!",
+        "token <secret:github>!",
+    );
+    check(
+        "env-secret",
+        "login with Tr0ub4dor&3 failed",
+        "login with <redacted> failed",
+    );
+    check("env-secret", "pg-Secret-77 rejected", "<redacted> rejected");
+    check(
+        "env-secret",
+        "session type wayland for user",
+        "session type wayland for user",
+    );
+    check(
+        "env-secret",
+        "RUST_LOG=debug LANG=en_US.UTF-8",
+        "RUST_LOG=debug LANG=en_US.UTF-8",
+    );
+}
+
+#[test]
+fn env_assignment() {
+    check(
+        "env-assignment",
+        "SIGNING_KEY=abc123def456",
+        "SIGNING_KEY=<redacted>",
+    );
+    check(
+        "env-assignment",
+        "MY_SECRET_THING=abc",
+        "MY_SECRET_THING=<redacted>",
+    );
+    check(
+        "secret-key-value",
+        "SOME_API_KEY=zzz",
+        "SOME_API_KEY=<redacted>",
+    );
+    check(
+        "env-assignment",
+        "DB_PASS=\"x y\"",
+        "DB_PASS=\"<redacted> y\"",
+    );
+    check(
+        "env-assignment",
+        "XDG_SESSION_TYPE=x11",
+        "XDG_SESSION_TYPE=x11",
+    );
+    check("env-assignment", "RUST_LOG=debug", "RUST_LOG=debug");
+    check("env-assignment", "PWD=/tmp/build", "PWD=/tmp/build");
+}
+
+#[test]
+fn secrets_by_shape() {
+    check(
+        "github-token",
+        "ghp_0123456789abcdefghijABCDEFGHIJ999999",
+        "<secret:github>",
+    );
+    check(
+        "github-token",
+        "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+        "<secret:github>",
+    );
+    check("github-token", "ghp_short", "ghp_short");
+    check(
+        "gitlab-token",
+        "glpat-abcdefghij0123456789",
+        "<secret:gitlab>",
+    );
+    check(
+        "slack-token",
+        "xoxb-123456789012-abcdefghij",
+        "<secret:slack>",
+    );
+    check(
+        "slack-token",
+        "https://hooks.slack.com/services/T000/B000/XXXX",
+        "https://<secret:slack>",
+    );
+    check(
+        "stripe-key",
+        "sk_live_abcdefghij0123456789",
+        "<secret:stripe>",
+    );
+    check(
+        "stripe-key",
+        "rk_live_abcdefghij0123456789",
+        "<secret:stripe>",
+    );
+    check(
+        "sk-api-key",
+        "sk-proj-abcdefghij0123456789ABCD",
+        "<secret:api-key>",
+    );
+    check(
+        "sk-api-key",
+        "sk-ant-api03-abcdefghij0123456789",
+        "<secret:api-key>",
+    );
+    check(
+        "sk-api-key",
+        "task-runner-and-something-long",
+        "task-runner-and-something-long",
+    );
+    check(
+        "google-api-key",
+        "key AIzaSyA0123456789abcdefghijklmnopqrstuv",
+        "key <secret:google>",
+    );
+    check("aws-access-key", "AKIAIOSFODNN7EXAMPLE", "<secret:aws>");
+    check("aws-access-key", "Asia/Tokyo", "Asia/Tokyo");
+    check(
+        "aws-secret-key",
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "aws_secret_access_key = <secret:aws>",
+    );
+    check(
+        "jwt",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcDEF123_-x",
+        "<jwt>",
+    );
+    check(
+        "pem-private-key",
+        "key: -----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY----- end",
+        "key: <secret:private-key> end",
+    );
+    check(
+        "pem-private-key",
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBAD",
+        "<secret:private-key>",
+    );
+    check(
+        "pem-private-key",
+        "-----BEGIN CERTIFICATE-----",
+        "-----BEGIN CERTIFICATE-----",
+    );
+}
+
+#[test]
+fn auth_header() {
+    check(
+        "auth-header",
+        "Authorization: Bearer abc.DEF.123xyz",
+        "Authorization: Bearer <redacted>",
+    );
+    check(
+        "auth-header",
+        "basic dXNlcjpwYXNzd29yZA==",
+        "basic <redacted>",
+    );
+    check(
+        "auth-header",
+        "basic tests passed successfully",
+        "basic tests passed successfully",
+    );
+    check(
+        "auth-header",
+        "uses Bearer Authentication",
+        "uses Bearer Authentication",
+    );
+}
+
+#[test]
+fn url_credentials() {
+    check(
+        "url-credentials",
+        "postgres://app:hunter2@db:5432/x",
+        "postgres://<redacted>@db:5432/x",
+    );
+    check(
+        "url-credentials",
+        "https://user:p%40ss@example.com/",
+        "https://<redacted>@example.com/",
+    );
+    check(
+        "url-credentials",
+        "https://example.com/a@b",
+        "https://example.com/a@b",
+    );
+    check(
+        "url-credentials",
+        "ssh://git@github.com/x",
+        "ssh://git@github.com/x",
+    );
+}
+
+#[test]
+fn secret_query_param() {
+    check(
+        "secret-query-param",
+        "GET /x?token=abc123&page=2",
+        "GET /x?token=<redacted>&page=2",
+    );
+    check(
+        "secret-query-param",
+        "/x?a=1&api_key=zzz",
+        "/x?a=1&api_key=<redacted>",
+    );
+    check(
+        "secret-query-param",
+        "/x?q=1&password=p4ss#top",
+        "/x?q=1&password=<redacted>#top",
+    );
+    check(
+        "secret-query-param",
+        "/s3?X-Amz-Signature=0f1e2d",
+        "/s3?X-Amz-Signature=<redacted>",
+    );
+    check(
+        "secret-query-param",
+        "/x?design=blue&page=2",
+        "/x?design=blue&page=2",
+    );
+    check("secret-query-param", "/x?monkey=1", "/x?monkey=1");
+}
+
+#[test]
+fn secret_key_value() {
+    check(
+        "secret-key-value",
+        "password=hunter2 ok",
+        "password=<redacted> ok",
+    );
+    check(
+        "secret-key-value",
+        "password: hunter2",
+        "password: <redacted>",
+    );
+    check(
+        "secret-key-value",
+        r#"{"api_key": "abc123"}"#,
+        r#"{"api_key": "<redacted>"}"#,
+    );
+    check(
+        "secret-key-value",
+        r#"{\"token\":\"abc123\"}"#,
+        r#"{\"token\":\"<redacted>\"}"#,
+    );
+    check("secret-key-value", "token=abc", "token=<redacted>");
+    check(
+        "secret-key-value",
+        "'session': 'abc'",
+        "'session': '<redacted>'",
+    );
+    check(
+        "secret-key-value",
+        "unexpected token: identifier",
+        "unexpected token: identifier",
+    );
+    check(
+        "secret-key-value",
+        "session::load failed",
+        "session::load failed",
+    );
+    check("secret-key-value", "author=Lewis", "author=Lewis");
+    check("secret-key-value", "token_count=5", "token_count=5");
+}
+
+#[test]
+fn email() {
+    check("email", "mail bob@example.com now", "mail <email> now");
+    check("email", "<Bob.Smith+tag@mail.example.co.uk>", "<<email>>");
+    check("email", "bob%40example.com", "<email>");
+    check(
+        "email",
+        "git@github.com:org/repo",
+        "git@github.com:org/repo",
+    );
+    check("email", "icon@2x.png", "icon@2x.png");
+    check("email", "serde@1.0.219", "serde@1.0.219");
+    check("email", "@scope/pkg", "@scope/pkg");
+}
+
+#[test]
+fn ip_addresses() {
+    check("ipv4", "from 203.0.113.7:443", "from <ip>:443");
+    check("ipv4", "10.0.0.1", "<ip>");
+    check("ipv4", "127.0.0.1:8080", "127.0.0.1:8080");
+    check("ipv4", "0.0.0.0", "0.0.0.0");
+    check("ipv4", "Windows 10.0.19045.3803", "Windows 10.0.19045.3803");
+    check("ipv4", "version 1.2.3", "version 1.2.3");
+    check("ipv4", "999.1.1.1", "999.1.1.1");
+    check("ipv4", "v1.2.3.4", "v1.2.3.4");
+    check(
+        "ipv4",
+        "kernel 5.15.153.1-microsoft-standard-WSL2",
+        "kernel 5.15.153.1-microsoft-standard-WSL2",
+    );
+    check("ipv4", "ssh admin@192.168.1.20", "ssh admin@<ip>");
+    check("ipv6", "from 2001:db8::1 port", "from <ip> port");
+    check("ipv6", "[fe80::1ff:fe23:4567:890a%eth0]:80", "[<ip>]:80");
+    check("ipv6", "::1", "::1");
+    check("ipv6", "std::io::Error", "std::io::Error");
+    check("ipv6", "a::b and abc::def1", "a::b and abc::def1");
+    check("ipv6", "fe80::1", "fe80::1");
+    check("ipv6", "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "<ip>");
+    check("ipv6", "at 12:34:56", "at 12:34:56");
+    check(
+        "ipv6",
+        "<T as core::fmt::Debug>::fmt",
+        "<T as core::fmt::Debug>::fmt",
+    );
+}
+
+#[test]
+fn mac_address() {
+    check("mac-address", "hw 00:1a:2b:3c:4d:5e", "hw <mac>");
+    check("mac-address", "00-1A-2B-3C-4D-5E", "<mac>");
+    check("mac-address", "00:1a-2b:3c:4d:5e", "00:1a-2b:3c:4d:5e");
+    check("mac-address", "00:00:00:00:00:00", "00:00:00:00:00:00");
+    check(
+        "mac-address",
+        "550e8400-e29b-41d4-a716-446655440000",
+        "550e8400-e29b-41d4-a716-446655440000",
+    );
+}
+
+#[test]
+fn credit_card() {
+    check(
+        "credit-card",
+        "card 4111 1111 1111 1111 ok",
+        "card <card> ok",
+    );
+    check("credit-card", "4111-1111-1111-1111", "<card>");
+    check("credit-card", "5555555555554444", "<card>");
+    check("credit-card", "378282246310005", "<card>");
+    check("credit-card", "4111111111111112", "4111111111111112");
+    check("credit-card", "ts=1700000000000", "ts=1700000000000");
+    check("credit-card", "4111 1111-1111 1111", "4111 1111-1111 1111");
+}
+
+#[test]
+fn iban() {
+    check(
+        "iban",
+        "IBAN DE89 3704 0044 0532 0130 00 IS MINE",
+        "IBAN <iban> IS MINE",
+    );
+    check("iban", "GB82WEST12345698765432", "<iban>");
+    check("iban", "GB82WEST12345698765433", "GB82WEST12345698765433");
+    check("iban", "DE12ABCDEF0123456789", "DE12ABCDEF0123456789");
+}
+
+#[test]
+fn us_ssn() {
+    check("us-ssn", "ssn 123-45-6789.", "ssn <ssn>.");
+    check("us-ssn", "000-12-3456", "000-12-3456");
+    check("us-ssn", "666-12-3456", "666-12-3456");
+    check("us-ssn", "2024-01-15", "2024-01-15");
+}
+
+#[test]
+fn phone() {
+    check("phone", "call +44 20 7946 0958", "call <phone>");
+    check("phone", "+1 (415) 555-2671", "<phone>");
+    check("phone", "+14155552671", "<phone>");
+    check("phone", "1.0.0+20240101123456", "1.0.0+20240101123456");
+    check("phone", "UTC+05:30", "UTC+05:30");
+    check("phone", "C++ 17", "C++ 17");
+}
+
+#[test]
+fn must_keep() {
+    for text in [
+        "thread 'main' panicked at src/main.rs:42:7:",
+        "called `Result::unwrap()` on an `Err` value: Os { code: 2, kind: NotFound }",
+        "serde-1.0.219",
+        "request 550e8400-e29b-41d4-a716-446655440000",
+        "commit 3f786850e387550fdab836ed7e6dc881de23001b",
+        "HTTP 404 Not Found",
+        "rustc 1.95.0 (59807616e 2026-04-14)",
+        "Ubuntu 24.04.1 LTS",
+        "macOS 14.5 (23F79)",
+        "Windows 10.0.19045",
+        "std::io::Error",
+        "core::panicking::panic_fmt",
+        "<alloc::vec::Vec<T> as core::ops::drop::Drop>::drop",
+        "2024-01-15T12:34:56.789Z",
+        "0x00007ff6a1b2c3d4",
+        "debug_id 3b4e5f6a-1234-4bcd-9ef0-0123456789ab-1",
+        "tokio-1.40.0/src/runtime/park.rs",
+        "RUST_LOG=debug",
+        "my_app::session::load",
+        "the root cause was an admin user test",
+        "Lorem ipsum dolor sit amet",
+    ] {
+        keep(text);
+    }
+}
+
+#[test]
+fn app_rules() {
+    let scrubber = Scrubber::builder()
+        .rule(RuleConfig::literal(
+            "codename",
+            ["Nightingale", "Blue Heron"],
+        ))
+        .rule(
+            RuleConfig::regex("ticket", r"\bTCK-(?P<n>[0-9]{6})\b")
+                .with_group("n")
+                .with_redaction(Redaction::Mask),
+        )
+        .rule(
+            RuleConfig::literal("host-part", ["corp"])
+                .substring()
+                .case_sensitive(),
+        )
+        .salt(b"s")
+        .build()
+        .unwrap();
+    check_with(
+        &scrubber,
+        "codename",
+        "project blue heron shipped",
+        "project <redacted> shipped",
+    );
+    check_with(&scrubber, "codename", "Nightingales", "Nightingales");
+    check_with(&scrubber, "ticket", "see TCK-123456", "see TCK-******");
+    check_with(
+        &scrubber,
+        "host-part",
+        "intracorp.net and CORP",
+        "intra<redacted>.net and CORP",
+    );
+}
