@@ -64,10 +64,11 @@ fn main() {
     let waiting = consentry::pending_reports(&config).len();
 
     // Non-interactive runs say yes on the command line; a terminal is asked below.
-    if yes && !consentry::status_of(&config).decision.crash {
-        if let Err(e) = consentry::enable(&config, Scope::All) {
-            eprintln!("cannot record consent: {e}");
-        }
+    if yes
+        && !consentry::status_of(&config).decision.crash
+        && let Err(e) = consentry::enable(&config, Scope::All)
+    {
+        eprintln!("cannot record consent: {e}");
     }
     let guard = consentry::init(config.clone());
     let decision = consentry::ask(); // prompts only on the first run in a terminal

@@ -6,21 +6,20 @@
 //! cost one atomic load when the host app never called `init` or the user said no.
 //!
 //! ```
-//! fn main() {
-//! #   let dir = tempfile::tempdir().unwrap();
-//!     let _guard = consentry::init(
-//!         consentry::Config::new("myapp", "1.0.0")          // or consentry::app_info!()
-//! #           .config_dir(dir.path()).data_dir(dir.path())
-//!             .dsn("https://key@o0.ingest.sentry.io/0")      // optional: none = local outbox
-//!             .usage_sink(consentry::Sink::json("https://collect.example.com/v1"))
-//!             .policy(consentry::Policy::OptIn),            // the default
-//!     );
-//!     consentry::ask(); // y/N prompt on the first interactive run
+//! # let dir = tempfile::tempdir().unwrap();
+//! let guard = consentry::init(
+//!     consentry::Config::new("myapp", "1.0.0")          // or consentry::app_info!()
+//! #       .config_dir(dir.path()).data_dir(dir.path())
+//!         .dsn("https://key@o0.ingest.sentry.io/0")      // optional: none = local outbox
+//!         .usage_sink(consentry::Sink::json("https://collect.example.com/v1"))
+//!         .policy(consentry::Policy::OptIn),            // the default
+//! );
+//! consentry::ask(); // y/N prompt on the first interactive run
 //!
-//!     let err = std::io::Error::other("disk full");
-//!     consentry::capture_error(&err);                       // from any crate, any time
-//!     consentry::track("train", [("task", "detect")]);      // usage ping
-//! } // the guard flushes, for at most 2 s
+//! let err = std::io::Error::other("disk full");
+//! consentry::capture_error(&err);                       // from any crate, any time
+//! consentry::track("train", [("task", "detect")]);      // usage ping
+//! drop(guard); // at the end of main: flushes, for at most 2 s
 //! ```
 //!
 //! What happens to a report: the panic hook or [`capture_error`] builds a Sentry event
@@ -74,8 +73,7 @@ pub mod log;
 pub mod tracing;
 
 /// The PII scrubbing engine (the `consentry-scrubbers` crate), usable on its own.
-#[path = "scrub_stub.rs"]
-pub mod scrub;
+pub use consentry_scrubbers as scrub;
 
 use std::error::Error;
 use std::panic::{AssertUnwindSafe, catch_unwind};

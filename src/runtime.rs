@@ -112,6 +112,9 @@ pub(crate) struct Runtime {
     pub(crate) usage: UsageQueue,
     dedup: Mutex<HashMap<String, Seen>>,
     in_flight: Mutex<HashSet<PathBuf>>,
+    /// Held while sending crash reports: one request at a time, so a rate limit or a failure
+    /// that one sender meets stops the others before their next request.
+    sending: Mutex<()>,
     backoff: Mutex<Backoff>,
     dropped: AtomicU64,
     /// Panic reports being written on helper threads; a flush waits for them.
@@ -296,6 +299,7 @@ impl Runtime {
             usage: UsageQueue::new(config.usage_queue_capacity),
             dedup: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
+            sending: Mutex::new(()),
             backoff: Mutex::new(Backoff {
                 delay: MIN_BACKOFF,
                 next: None,
@@ -881,6 +885,16 @@ impl Runtime {
             return None;
         }
         let (target, outbox) = (self.target.as_ref()?, self.outbox.as_ref()?);
+        // A flush (or the panic hook) waits for the worker's request, within its deadline;
+        // the worker does not wait for anyone.
+        let _sending = match deadline {
+            Some(d) => lock_until(&self.sending, d)?,
+            None => match self.sending.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            },
+        };
         self.recheck_consent();
         if STATE.load(Ordering::Acquire) != ON {
             return None;
@@ -1068,6 +1082,20 @@ impl Runtime {
         if let Ok(mut d) = self.decision.lock() {
             d.crash &= !crash;
             d.usage &= !usage;
+        }
+    }
+}
+
+/// Takes `lock`, waiting at most until `deadline`.
+fn lock_until<T>(lock: &Mutex<T>, deadline: Instant) -> Option<std::sync::MutexGuard<'_, T>> {
+    loop {
+        match lock.try_lock() {
+            Ok(g) => return Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
         }
     }
 }

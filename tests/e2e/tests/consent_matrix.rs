@@ -7,12 +7,15 @@ use std::time::Duration;
 use consentry_e2e::*;
 
 /// `(case, environment, settings file contents or none, opt-out policy)`.
-fn cases() -> Vec<(
+/// One way of saying no: its name, the environment, the settings file, opt-out policy.
+type Case = (
     &'static str,
     Vec<(&'static str, &'static str)>,
     Option<&'static str>,
     bool,
-)> {
+);
+
+fn cases() -> Vec<Case> {
     let granted = r#"{"sync": true, "consent": {"decided": true, "granted": true, "via": "cli"}}"#;
     vec![
         (

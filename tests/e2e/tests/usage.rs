@@ -220,6 +220,10 @@ fn plain_json() {
     );
     let project = props["project"].as_str().unwrap();
     assert_ne!(project, "acme-secret-project");
+    assert!(
+        project.starts_with("<hash:") && project.len() == "<hash:>".len() + 16,
+        "{project}"
+    );
     assert_eq!(raw["metadata"]["app"], "fixture");
     assert_eq!(raw["metadata"]["app_version"], "1.2.3");
     assert_eq!(raw["metadata"]["ci"], "none");
