@@ -130,6 +130,9 @@ pub enum Command {
         /// A host name to remove wherever it appears (repeatable)
         #[arg(long = "hostname", value_name = "NAME")]
         hostnames: Vec<String>,
+        /// A rule pack (TOML, or JSON if the name ends in .json) to apply too (repeatable)
+        #[arg(long = "rules", value_name = "FILE")]
+        rules: Vec<PathBuf>,
     },
 }
 
@@ -168,12 +171,14 @@ pub fn run_with(
             keep_going,
             users,
             hostnames,
+            rules,
         } => {
             let options = ScrubOptions {
                 report: *report,
                 keep_going: *keep_going,
                 users: users.clone(),
                 hostnames: hostnames.clone(),
+                rules: rules.clone(),
             };
             return scrub_files(files, &options, Some(config), out, err);
         }
@@ -444,6 +449,7 @@ pub(crate) struct ScrubOptions {
     pub(crate) keep_going: bool,
     pub(crate) users: Vec<String>,
     pub(crate) hostnames: Vec<String>,
+    pub(crate) rules: Vec<PathBuf>,
 }
 
 /// `scrub`: every line of every input (stdin when there are no files) is one Sentry event.
@@ -464,35 +470,58 @@ pub(crate) fn scrub_files(
             return EXIT_USAGE;
         }
     };
-    let mut total = crate::scrub::Report::new();
-    let mut bad = 0usize;
     let mut inputs: Vec<(String, Box<dyn BufRead>)> = Vec::new();
     if files.is_empty() {
         inputs.push((
             "<stdin>".to_owned(),
             Box::new(std::io::BufReader::new(std::io::stdin())),
         ));
-    } else {
-        for f in files {
-            match std::fs::File::open(f) {
-                Ok(file) => inputs.push((
-                    f.display().to_string(),
-                    Box::new(std::io::BufReader::new(file)),
-                )),
-                Err(e) => {
-                    let _ = writeln!(err, "error: cannot read {}: {e}", f.display());
-                    return EXIT_FAILED;
-                }
+    }
+    for f in files {
+        match std::fs::File::open(f) {
+            Ok(file) => inputs.push((
+                f.display().to_string(),
+                Box::new(std::io::BufReader::new(file)),
+            )),
+            Err(e) => {
+                let _ = writeln!(err, "error: cannot read {}: {e}", f.display());
+                return EXIT_FAILED;
             }
         }
     }
+    let scrub = |event: &mut Value| scrubber.scrub_value(event).map_err(|e| e.to_string());
+    scrub_stream(inputs, &scrub, options, out, err)
+}
+
+/// The engine's side of `scrub`, given as a function so tests can make it fail.
+type ScrubFn<'a> = dyn Fn(&mut Value) -> Result<crate::scrub::Report, String> + 'a;
+
+/// Scrubs every line of every input; see [`scrub_files`].
+fn scrub_stream(
+    inputs: Vec<(String, Box<dyn BufRead>)>,
+    scrub: &ScrubFn<'_>,
+    options: &ScrubOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let mut total = crate::scrub::Report::new();
+    let mut bad = 0usize;
     'inputs: for (name, input) in inputs {
         for (i, line) in input.lines().enumerate() {
             let lineno = i + 1;
-            let line = match line {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = writeln!(err, "error: {name}: line {lineno}: {e}");
+            let parsed = match line {
+                Ok(line) if line.trim().is_empty() => continue,
+                Ok(line) => match serde_json::from_str::<Value>(&line) {
+                    Ok(event @ Value::Object(_)) => Ok(event),
+                    Ok(_) => Err("expected a JSON object (a Sentry event)".to_owned()),
+                    Err(e) => Err(format!("invalid JSON: {e}")),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            let mut event = match parsed {
+                Ok(event) => event,
+                Err(problem) => {
+                    let _ = writeln!(err, "error: {name}: line {lineno}: {problem}");
                     bad += 1;
                     if options.keep_going {
                         continue;
@@ -500,50 +529,23 @@ pub(crate) fn scrub_files(
                     break 'inputs;
                 }
             };
-            if line.trim().is_empty() {
-                continue;
-            }
-            let mut event: Value = match serde_json::from_str(&line) {
-                Ok(v @ Value::Object(_)) => v,
-                Ok(_) => {
-                    let _ = writeln!(
-                        err,
-                        "error: {name}: line {lineno}: expected a JSON object (a Sentry event)"
-                    );
-                    bad += 1;
-                    if options.keep_going {
-                        continue;
-                    }
-                    break 'inputs;
-                }
-                Err(e) => {
-                    let _ = writeln!(err, "error: {name}: line {lineno}: invalid JSON: {e}");
-                    bad += 1;
-                    if options.keep_going {
-                        continue;
-                    }
-                    break 'inputs;
-                }
-            };
-            let scrubbed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                scrubber.scrub_value(&mut event).map(|r| (r, event))
-            }));
-            let written = match scrubbed {
-                Ok(Ok((report, event))) => {
+            let scrubbed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scrub(&mut event)))
+                    .unwrap_or_else(|_| Err("internal error".to_owned()));
+            // Fail closed: an event that cannot be scrubbed is written as null, never raw.
+            let written = match scrubbed.and_then(|report| {
+                serde_json::to_string(&event)
+                    .map(|text| (report, text))
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok((report, text)) => {
                     total.merge(report);
-                    serde_json::to_string(&event).unwrap_or_else(|_| "null".to_owned())
+                    text
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     let _ = writeln!(
                         err,
                         "warning: {name}: line {lineno}: cannot scrub ({e}); wrote null"
-                    );
-                    "null".to_owned()
-                }
-                Err(_) => {
-                    let _ = writeln!(
-                        err,
-                        "warning: {name}: line {lineno}: internal error while scrubbing; wrote null"
                     );
                     "null".to_owned()
                 }
@@ -577,6 +579,22 @@ fn scrubber_for(
         .map(|s| s.data().salt.clone())
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     builder = builder.salt(salt.as_bytes());
+    for path in &options.rules {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let pack = if path.extension().is_some_and(|e| e == "json") {
+            crate::scrub::RulePack::from_json_str(&text)
+        } else {
+            crate::scrub::RulePack::from_toml_str(&text)
+        }
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        // Compile the pack on its own first, so an error names the file it came from.
+        crate::scrub::Scrubber::builder()
+            .rule_pack(pack.clone())
+            .build()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        builder = builder.rule_pack(pack);
+    }
     if let Some(c) = config {
         for rule in &c.scrub_rules {
             builder = builder.rule(rule.clone());
@@ -631,6 +649,7 @@ impl Standalone {
                 keep_going,
                 users,
                 hostnames,
+                rules,
             } = &self.command
             {
                 let options = ScrubOptions {
@@ -638,6 +657,7 @@ impl Standalone {
                     keep_going: *keep_going,
                     users: users.clone(),
                     hostnames: hostnames.clone(),
+                    rules: rules.clone(),
                 };
                 return scrub_files(files, &options, None, out, err);
             }
@@ -664,5 +684,63 @@ impl Standalone {
             return EXIT_USAGE;
         }
         run_with(&self.command, &config, out, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(text: &str) -> Vec<(String, Box<dyn BufRead>)> {
+        vec![(
+            "<test>".to_owned(),
+            Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
+        )]
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_scrubbed_is_written_as_null_in_its_place() {
+        let fail_on_boom = |event: &mut Value| {
+            if event.to_string().contains("boom") {
+                Err("the engine gave up".to_owned())
+            } else {
+                event["seen"] = Value::from(true);
+                Ok(crate::scrub::Report::new())
+            }
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = scrub_stream(
+            input("{\"n\":1}\n{\"boom\":2}\n{\"n\":3}\n"),
+            &fail_on_boom,
+            &ScrubOptions::default(),
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(code, EXIT_OK);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"n\":1,\"seen\":true}\nnull\n{\"n\":3,\"seen\":true}\n"
+        );
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.contains("line 2: cannot scrub (the engine gave up); wrote null"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_panicking_engine_also_gives_null() {
+        let panics =
+            |_: &mut Value| -> Result<crate::scrub::Report, String> { panic!("engine bug") };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = scrub_stream(
+            input("{}\n"),
+            &panics,
+            &ScrubOptions::default(),
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(code, EXIT_OK);
+        assert_eq!(String::from_utf8(out).unwrap(), "null\n");
     }
 }

@@ -323,7 +323,9 @@ impl Enrichment {
             ("install.source", f.install_source.as_str().to_owned()),
             ("container", f.container.to_string()),
             ("wsl", f.wsl.to_string()),
-            ("session", f.session_id.to_string()),
+            // The per-process session id. Not "session": that is a deny-listed key (cookies
+            // and login sessions), and the scrubber would redact it.
+            ("run.id", f.session_id.to_string()),
         ];
         if let Some(exe) = &f.exe_name {
             tags.push(("exe", exe.clone()));

@@ -97,11 +97,15 @@ fn error_chain_arrives_scrubbed_with_tags_and_no_identity() {
         "os.version",
         "rust.version",
         "install.source",
-        "session",
+        "run.id",
         "container",
         "wsl",
     ] {
         assert!(tags[tag].is_string(), "tag {tag} missing: {tags}");
+        assert!(
+            !tags[tag].as_str().unwrap().starts_with('<'),
+            "tag {tag} was scrubbed away: {tags}"
+        );
     }
     assert_eq!(error["release"], "fixture@1.2.3");
     assert_eq!(
