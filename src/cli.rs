@@ -50,13 +50,36 @@ use crate::control::{self, Scope};
 use crate::settings::{self, ConsentSource, Settings, SettingsError};
 
 /// Exit code: done.
+///
+/// ```
+/// assert_eq!(consentry::cli::EXIT_OK, 0);
+/// ```
 pub const EXIT_OK: u8 = 0;
 /// Exit code: failed (I/O, malformed `scrub` input).
+///
+/// ```
+/// assert_eq!(consentry::cli::EXIT_FAILED, 1);
+/// ```
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: bad input (unknown setting, bad value, bad argument).
+///
+/// ```
+/// assert_eq!(consentry::cli::EXIT_USAGE, 2);
+/// ```
 pub const EXIT_USAGE: u8 = 2;
 
 /// The `telemetry` subcommands.
+///
+/// ```
+/// use clap::Parser;
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[command(subcommand)]
+///     telemetry: consentry::cli::Command,
+/// }
+/// let cli = Cli::parse_from(["myapp", "settings", "sync=false"]);
+/// assert!(matches!(cli.telemetry, consentry::cli::Command::Settings { .. }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 #[non_exhaustive]
 pub enum Command {
@@ -137,6 +160,16 @@ pub enum Command {
 }
 
 /// Runs a command against stdout and stderr; returns the exit code.
+///
+/// ```no_run
+/// # use clap::Parser;
+/// # #[derive(Parser)]
+/// # struct Cli { #[command(subcommand)] telemetry: consentry::cli::Command }
+/// fn main() -> std::process::ExitCode {
+///     let cli = Cli::parse();
+///     consentry::cli::run(&cli.telemetry, &consentry::app_info!())
+/// }
+/// ```
 pub fn run(command: &Command, config: &Config) -> ExitCode {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
@@ -149,6 +182,15 @@ pub fn run(command: &Command, config: &Config) -> ExitCode {
 }
 
 /// Runs a command, writing to `out` and `err`; returns the exit code (see the module docs).
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
+/// let cmd = consentry::cli::Command::Settings { json: true, args: vec!["colour=blue".into()] };
+/// let (mut out, mut err) = (Vec::new(), Vec::new());
+/// assert_eq!(consentry::cli::run_with(&cmd, &config, &mut out, &mut err), consentry::cli::EXIT_USAGE);
+/// assert!(String::from_utf8(err).unwrap().contains("unknown setting 'colour'"));
+/// ```
 pub fn run_with(
     command: &Command,
     config: &Config,
@@ -607,6 +649,12 @@ fn scrubber_for(
 }
 
 /// The `consentry` binary's own arguments: which app, then a [`Command`].
+///
+/// ```
+/// use clap::Parser;
+/// let cli = consentry::cli::Standalone::parse_from(["consentry", "--app", "myapp", "status", "--json"]);
+/// assert_eq!(cli.app.as_deref(), Some("myapp"));
+/// ```
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "consentry",
@@ -634,6 +682,13 @@ pub struct Standalone {
 
 impl Standalone {
     /// Runs the `consentry` binary: builds a [`Config`] for `--app` and runs the command.
+    ///
+    /// ```no_run
+    /// use clap::Parser;
+    /// fn main() -> std::process::ExitCode {
+    ///     consentry::cli::Standalone::parse().run()
+    /// }
+    /// ```
     pub fn run(&self) -> ExitCode {
         let stdout = std::io::stdout();
         let stderr = std::io::stderr();
@@ -641,6 +696,13 @@ impl Standalone {
     }
 
     /// [`Standalone::run`] with explicit outputs; returns the exit code.
+    ///
+    /// ```
+    /// use clap::Parser;
+    /// let cli = consentry::cli::Standalone::parse_from(["consentry", "status"]);
+    /// let (mut out, mut err) = (Vec::new(), Vec::new());
+    /// assert_eq!(cli.run_with(&mut out, &mut err), consentry::cli::EXIT_USAGE); // no --app
+    /// ```
     pub fn run_with(&self, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         let Some(app) = &self.app else {
             if let Command::Scrub {

@@ -8,6 +8,12 @@ use std::time::Duration;
 use crate::usage::Sink;
 
 /// How an app asks its users for consent.
+///
+/// ```
+/// let config = consentry::Config::new("myapp", "1.0.0").policy(consentry::Policy::OptOut);
+/// assert_eq!(config.get_policy(), consentry::Policy::OptOut);
+/// assert_eq!(consentry::Policy::default(), consentry::Policy::OptIn);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Policy {
@@ -62,7 +68,13 @@ impl Ignore {
     }
 }
 
-/// The app's last look at an event, after scrubbing: return `None` to drop it.
+/// The app's last look at an event, after scrubbing: return `None` to drop it. Set it with
+/// [`Config::before_send`].
+///
+/// ```
+/// let hook: consentry::BeforeSend = std::sync::Arc::new(|event| Some(event));
+/// # let _ = hook;
+/// ```
 pub type BeforeSend = Arc<dyn Fn(serde_json::Value) -> Option<serde_json::Value> + Send + Sync>;
 
 /// Everything consentry needs to know about the host app.
@@ -545,6 +557,11 @@ impl Config {
 }
 
 /// What is wrong with a [`Config`].
+///
+/// ```
+/// let err = consentry::Config::new("Bad Name", "1").validate().unwrap_err();
+/// assert!(matches!(err.kind(), consentry::ConfigErrorKind::AppName(_)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}")]
 pub struct ConfigError {
@@ -553,12 +570,26 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// What kind of problem this is.
+    ///
+    /// ```
+    /// let err = consentry::Config::new("myapp", "1").dsn("nope").validate().unwrap_err();
+    /// assert!(matches!(err.kind(), consentry::ConfigErrorKind::Dsn(_)));
+    /// ```
     pub fn kind(&self) -> &ConfigErrorKind {
         &self.kind
     }
 }
 
 /// The kinds of [`ConfigError`].
+///
+/// ```
+/// use consentry::ConfigErrorKind;
+/// let err = consentry::Config::new("myapp", "1")
+///     .usage_sink(consentry::Sink::json("http://collect.example.com/"))
+///     .validate()
+///     .unwrap_err();
+/// assert!(matches!(err.kind(), ConfigErrorKind::Sink(why) if why.contains("only allowed to loopback")));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigErrorKind {

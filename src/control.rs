@@ -17,6 +17,10 @@ use crate::paths::Paths;
 use crate::settings::{Consent, ConsentSource, Settings, SettingsData, SettingsError};
 
 /// Which kind of reporting `enable` and `disable` act on.
+///
+/// ```
+/// assert_eq!(consentry::Scope::default(), consentry::Scope::All);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Scope {
@@ -30,6 +34,15 @@ pub enum Scope {
 }
 
 /// What `disable` did.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
+/// consentry::enable(&config, consentry::Scope::All).unwrap();
+/// let done = consentry::disable(&config, consentry::Scope::Usage).unwrap();
+/// // The id may have been sent, and no sink is configured here: the app owes a deletion request.
+/// assert!(done.id_rotated && done.deletion_pending && !done.deletion_sent);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Disabled {

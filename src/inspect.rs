@@ -16,7 +16,15 @@ use crate::runtime::Runtime;
 use crate::settings::Settings;
 use crate::usage::{Prop, Queued};
 
-/// Everything `telemetry status` shows.
+/// Everything `telemetry status` shows; see [`status_of`].
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
+/// let status = consentry::status_of(&config);
+/// println!("{status}");
+/// assert_eq!(status.to_json()["app"], "myapp");
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Status {
@@ -136,6 +144,13 @@ fn rfc3339(t: SystemTime) -> String {
 
 impl Status {
     /// The status as JSON, for scripts (`telemetry status --json`).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
+    /// let json = consentry::status_of(&config).to_json();
+    /// assert_eq!(json["crash"]["enabled"], false);
+    /// ```
     pub fn to_json(&self) -> Value {
         json!({
             "app": self.app,
@@ -290,7 +305,15 @@ pub fn privacy_statement(config: &Config) -> String {
     text
 }
 
-/// A crash report waiting in the outbox.
+/// A crash report waiting in the outbox; see [`pending_reports`].
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
+/// for report in consentry::pending_reports(&config) {
+///     println!("{}: {}", report.path.display(), report.event["exception"]);
+/// }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PendingReport {
@@ -325,8 +348,15 @@ pub fn pending_reports(config: &Config) -> Vec<PendingReport> {
         .collect()
 }
 
-/// What `telemetry preview` shows: a sample usage event and a sample crash report from this
+/// What `telemetry preview` shows (see [`preview`]): a sample usage event and a sample crash report from this
 /// machine, exactly as they would be sent, after scrubbing. Nothing is sent or stored.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
+/// let preview = consentry::preview(&config).unwrap();
+/// assert_eq!(preview.usage["events"][0]["props"]["model"], "custom");
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Preview {

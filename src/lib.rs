@@ -86,7 +86,6 @@ pub use crate::control::{Disabled, Scope, disable, enable};
 pub use crate::inspect::{
     PendingReport, Preview, Status, pending_reports, preview, privacy_statement, status_of,
 };
-pub use crate::paths::Paths;
 pub use crate::runtime::Guard;
 pub use crate::settings::{
     Consent, ConsentSource, Recovery, SCHEMA_VERSION, SETTABLE_KEYS, Settings, SettingsError,
@@ -97,6 +96,11 @@ pub use crate::usage::{
 pub use sentry::Level;
 
 /// The id of a captured event (a UUID, as Sentry's).
+///
+/// ```
+/// let id: Option<consentry::EventId> = consentry::capture_message("hello", consentry::Level::Info);
+/// # let _ = id;
+/// ```
 pub type EventId = uuid::Uuid;
 
 use crate::report::{BREADCRUMBS, Captured, Kind};

@@ -25,6 +25,18 @@ use crate::report::BREADCRUMBS;
 use crate::runtime::{ON, STATE};
 
 /// A `log::Log` that records breadcrumbs and forwards to another logger.
+///
+/// ```
+/// # struct Quiet;
+/// # impl log::Log for Quiet {
+/// #     fn enabled(&self, _: &log::Metadata<'_>) -> bool { false }
+/// #     fn log(&self, _: &log::Record<'_>) {}
+/// #     fn flush(&self) {}
+/// # }
+/// use log::Log;
+/// let logger = consentry::log::BreadcrumbLogger::new(Quiet);
+/// assert!(logger.enabled(&log::Metadata::builder().level(log::Level::Warn).build()));
+/// ```
 #[derive(Debug)]
 pub struct BreadcrumbLogger<L> {
     inner: L,

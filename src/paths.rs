@@ -2,14 +2,14 @@
 //!
 //! Nothing is ever written outside these two directories.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::env::EnvSnapshot;
 
 /// The resolved locations for one app.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Paths {
+pub(crate) struct Paths {
     config_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
 }
@@ -37,28 +37,18 @@ impl Paths {
         }
     }
 
-    /// The directory holding `settings.json`.
-    pub fn config_dir(&self) -> Option<&Path> {
-        self.config_dir.as_deref()
-    }
-
-    /// The directory holding the outbox and the audit log.
-    pub fn data_dir(&self) -> Option<&Path> {
-        self.data_dir.as_deref()
-    }
-
     /// `settings.json`.
-    pub fn settings_file(&self) -> Option<PathBuf> {
+    pub(crate) fn settings_file(&self) -> Option<PathBuf> {
         self.config_dir.as_ref().map(|d| d.join("settings.json"))
     }
 
     /// The outbox directory: one file per envelope waiting to be sent.
-    pub fn outbox_dir(&self) -> Option<PathBuf> {
+    pub(crate) fn outbox_dir(&self) -> Option<PathBuf> {
         self.data_dir.as_ref().map(|d| d.join("outbox"))
     }
 
     /// The audit log: every payload that left the machine, as sent.
-    pub fn audit_log(&self) -> Option<PathBuf> {
+    pub(crate) fn audit_log(&self) -> Option<PathBuf> {
         self.data_dir.as_ref().map(|d| d.join("sent.jsonl"))
     }
 

@@ -28,15 +28,32 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// The version of the settings layout this build writes.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let s = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+/// assert_eq!(s.get("schema_version"), Some(consentry::SCHEMA_VERSION.into()));
+/// ```
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The keys users may change with [`Settings::update`] and `telemetry settings key=value`.
+///
+/// ```
+/// assert_eq!(consentry::SETTABLE_KEYS, ["sync", "crash_reports", "usage"]);
+/// ```
 pub const SETTABLE_KEYS: &[&str] = &["sync", "crash_reports", "usage"];
 
 /// How long an update waits for another process holding the settings lock.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// How consent was given or refused.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let mut s = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+/// s.update([("sync", true)]).unwrap();
+/// assert_eq!(s.consent().via, Some(consentry::ConsentSource::Api));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -67,6 +84,14 @@ impl ConsentSource {
 }
 
 /// The recorded consent decision.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let mut s = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+/// assert!(!s.consent().decided);
+/// s.update([("sync", false)]).unwrap();
+/// assert!(s.consent().decided && !s.consent().granted);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Consent {
@@ -167,7 +192,15 @@ impl SettingsData {
     }
 }
 
-/// What happened when a corrupt settings file was found.
+/// What happened when a corrupt settings file was found; see [`Settings::recovered`].
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("settings.json");
+/// std::fs::write(&path, b"\xff\xfe").unwrap();
+/// let recovery = consentry::Settings::load_from(&path).unwrap().recovered().cloned().unwrap();
+/// assert!(recovery.problem.starts_with("not valid UTF-8"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovery {
@@ -178,6 +211,13 @@ pub struct Recovery {
 }
 
 /// An error reading or changing the settings.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let mut s = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+/// let err = s.update([("sync", "perhaps")]).unwrap_err();
+/// assert_eq!(err.to_string(), "invalid value \"perhaps\" for 'sync': expected a boolean (true/false, 1/0, yes/no, on/off)");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
@@ -350,6 +390,12 @@ impl Settings {
     }
 
     /// The path of the settings file.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let s = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+    /// assert!(s.path().ends_with("s.json"));
+    /// ```
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -386,31 +432,67 @@ impl Settings {
     }
 
     /// The master switch.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let s = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+    /// assert!(s.sync());
+    /// ```
     pub fn sync(&self) -> bool {
         self.data.sync
     }
 
     /// Whether crash and error reports are allowed.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let s = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+    /// assert!(s.crash_reports());
+    /// ```
     pub fn crash_reports(&self) -> bool {
         self.data.crash_reports
     }
 
     /// Whether usage pings are allowed.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let s = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+    /// assert!(s.usage());
+    /// ```
     pub fn usage(&self) -> bool {
         self.data.usage
     }
 
     /// The random anonymous id sent with reports.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let s = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+    /// assert_eq!(s.anonymous_id().get_version_num(), 4);
+    /// ```
     pub fn anonymous_id(&self) -> Uuid {
         self.data.anonymous_id
     }
 
     /// The recorded consent.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let s = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+    /// assert!(!s.consent().decided);
+    /// ```
     pub fn consent(&self) -> &Consent {
         &self.data.consent
     }
 
     /// When the opt-out notice was shown (RFC 3339), if it was.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let s = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+    /// assert_eq!(s.notice_shown_at(), None);
+    /// ```
     pub fn notice_shown_at(&self) -> Option<&str> {
         self.data.notice_shown_at.as_deref()
     }

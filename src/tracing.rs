@@ -25,6 +25,12 @@ use crate::report::BREADCRUMBS;
 use crate::runtime::{ON, STATE};
 
 /// A `tracing_subscriber::Layer` that records breadcrumbs.
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt;
+/// let subscriber = tracing_subscriber::registry().with(consentry::tracing::BreadcrumbLayer::default());
+/// # let _ = subscriber;
+/// ```
 #[derive(Debug, Clone)]
 pub struct BreadcrumbLayer {
     level: tracing::Level,

@@ -19,10 +19,22 @@ use crate::diag;
 use crate::runtime::Runtime;
 
 /// The longest event name or property key (Google Analytics' limit).
+///
+/// ```
+/// assert!(consentry::valid_name(&"a".repeat(consentry::MAX_NAME_LEN)));
+/// ```
 pub const MAX_NAME_LEN: usize = 40;
-/// The most properties one event carries.
+/// The most properties one event carries; an event with more is dropped.
+///
+/// ```
+/// assert_eq!(consentry::MAX_PROPS, 16);
+/// ```
 pub const MAX_PROPS: usize = 16;
-/// The longest string property value sent (longer ones are cut).
+/// The longest string property value sent, in characters (longer ones are cut).
+///
+/// ```
+/// assert_eq!(consentry::MAX_VALUE_LEN, 100);
+/// ```
 pub const MAX_VALUE_LEN: usize = 100;
 
 /// The value of a usage property.
@@ -165,6 +177,14 @@ pub const fn valid_name(name: &str) -> bool {
 /// An event of a typed catalog: the name is fixed at compile time.
 ///
 /// Implemented by [`event_catalog!`](crate::event_catalog); apps may implement it by hand.
+///
+/// ```
+/// struct Exported;
+/// impl consentry::UsageEvent for Exported {
+///     fn name(&self) -> &'static str { "exported" }
+/// }
+/// consentry::track_event(Exported, [("format", "onnx")]);
+/// ```
 pub trait UsageEvent {
     /// The event's name on the wire.
     fn name(&self) -> &'static str;
@@ -355,6 +375,11 @@ impl fmt::Debug for Sink {
 impl Sink {
     /// Google Analytics 4 Measurement Protocol (as Ultralytics and OpenVINO use it):
     /// `POST /mp/collect?measurement_id=..&api_secret=..` with `{client_id, events}`.
+    ///
+    /// ```
+    /// let sink = consentry::Sink::ga4("G-XXXXXXX", "api-secret");
+    /// assert!(consentry::Config::new("myapp", "1").usage_sink(sink).validate().is_ok());
+    /// ```
     pub fn ga4(measurement_id: impl Into<String>, api_secret: impl Into<String>) -> Sink {
         Sink {
             kind: SinkKind::Ga4 {
@@ -367,6 +392,11 @@ impl Sink {
 
     /// Segment's HTTP Tracking API (as ZenML uses it): `POST /v1/batch`, basic auth with the
     /// write key, `anonymousId`.
+    ///
+    /// ```
+    /// let sink = consentry::Sink::segment("write-key");
+    /// assert!(consentry::Config::new("myapp", "1").usage_sink(sink).validate().is_ok());
+    /// ```
     pub fn segment(write_key: impl Into<String>) -> Sink {
         Sink {
             kind: SinkKind::Segment {
@@ -378,6 +408,11 @@ impl Sink {
 
     /// PostHog's batch API: `POST /batch/` with `api_key` and `distinct_id`; person profiles
     /// are turned off.
+    ///
+    /// ```
+    /// let sink = consentry::Sink::posthog("phc_key");
+    /// assert!(consentry::Config::new("myapp", "1").usage_sink(sink).validate().is_ok());
+    /// ```
     pub fn posthog(api_key: impl Into<String>) -> Sink {
         Sink {
             kind: SinkKind::PostHog {
@@ -390,6 +425,11 @@ impl Sink {
     /// Plain JSON to any URL, for self-hosted collectors: `POST <url>` with
     /// `{client_id, sent_at, metadata, events: [{name, props, time}]}`. It also takes the
     /// deletion request `{type: "deletion-request", client_id}` sent on `disable`.
+    ///
+    /// ```
+    /// let sink = consentry::Sink::json("https://collect.example.com/v1");
+    /// assert!(consentry::Config::new("myapp", "1").usage_sink(sink).validate().is_ok());
+    /// ```
     pub fn json(url: impl Into<String>) -> Sink {
         Sink {
             kind: SinkKind::Json,
