@@ -424,6 +424,19 @@ fn preview_shows_both_payloads_and_sends_nothing() {
 }
 
 #[test]
+fn privacy_prints_the_statement_filled_in_for_the_app() {
+    let env = Env::new();
+    let r = env.run(&["privacy"]);
+    assert_eq!(r.code(), 0);
+    let out = r.stdout();
+    assert!(out.starts_with("# myapp: what is collected, and how to say no"), "{out}");
+    assert!(out.contains("`MYAPP_TELEMETRY=0`"), "{out}");
+    assert!(out.contains("`consentry --app myapp disable`"), "{out}");
+    assert!(out.contains(&env.settings_path().display().to_string()), "{out}");
+    assert!(!out.contains("{{"), "every placeholder filled: {out}");
+}
+
+#[test]
 fn the_app_is_required_and_checked() {
     let r = Run {
         out: Command::new(env!("CARGO_BIN_EXE_consentry"))

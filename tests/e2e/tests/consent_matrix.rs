@@ -89,7 +89,7 @@ fn cases() -> Vec<Case> {
 fn every_no_sends_zero_bytes_and_stores_nothing() {
     let server = CaptureServer::start(Plan::Status(200));
     for (case, env, settings, optout) in cases() {
-        for scenario in ["errors", "panic", "track"] {
+        for scenario in ["errors", "panic", "track", "threads"] {
             let dirs = Dirs::new();
             if let Some(settings) = settings {
                 std::fs::create_dir_all(dirs.config()).unwrap();
@@ -129,6 +129,10 @@ fn every_no_sends_zero_bytes_and_stores_nothing() {
                 dirs.audit_log().is_empty(),
                 "{case}/{scenario}: audit log written"
             );
+            #[cfg(target_os = "linux")]
+            if scenario == "threads" {
+                assert_eq!(stdout(&out).trim(), "threads=1", "{case}: init started a thread");
+            }
             if case == "opt-out first run" {
                 assert!(
                     err.contains("Nothing was sent during this run"),

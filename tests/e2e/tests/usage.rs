@@ -264,6 +264,27 @@ fn many_events_make_one_request_per_interval() {
 }
 
 #[test]
+fn a_failed_batch_is_sent_again_later_and_nothing_is_lost() {
+    let server = CaptureServer::start(Plan::Status(200));
+    server.push([Plan::Status(500)]);
+    let dirs = Dirs::new();
+    let mut cmd = usage_run(&dirs, &server, "json", "track-spread");
+    cmd.args(["10", "50"]).env("FIXTURE_USAGE_INTERVAL_MS", "100");
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success());
+    let requests = server.requests();
+    assert!(requests.len() >= 2, "{} requests", requests.len());
+    let numbers = |r: &Recorded| -> Vec<i64> {
+        r.json()["events"].as_array().unwrap().iter().map(|e| e["props"]["n"].as_i64().unwrap()).collect()
+    };
+    let failed = numbers(&requests[0]);
+    let mut delivered: Vec<i64> = requests[1..].iter().flat_map(numbers).collect();
+    delivered.sort();
+    assert_eq!(delivered, (0..10).collect::<Vec<i64>>(), "every event arrives once after the 500");
+    assert!(failed.iter().all(|n| delivered.contains(n)), "the failed batch was sent again");
+}
+
+#[test]
 fn the_queue_is_capped() {
     let server = CaptureServer::start(Plan::Status(200));
     let dirs = Dirs::new();

@@ -268,8 +268,8 @@ fn main() {
         }
         // Usage and errors spread over time: `track-spread N MS`.
         "track-spread" => {
-            for _ in 0..count(2, 10) {
-                consentry::track("tick", [("n", 1)]);
+            for i in 0..count(2, 10) {
+                consentry::track("tick", [("n", i)]);
                 std::thread::sleep(Duration::from_millis(count(3, 50) as u64));
             }
         }
@@ -339,6 +339,11 @@ fn main() {
         // A typed catalog event.
         "catalog" => {
             consentry::track_event(FixtureEvent::ModelExported, [("format", "onnx")]);
+        }
+        // How many threads the process has after init (Linux): 1 means consentry started none.
+        "threads" => {
+            let n = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
+            println!("threads={n}");
         }
         // Print the decision.
         "status" => println!("{}", consentry::status()),
