@@ -429,10 +429,16 @@ fn privacy_prints_the_statement_filled_in_for_the_app() {
     let r = env.run(&["privacy"]);
     assert_eq!(r.code(), 0);
     let out = r.stdout();
-    assert!(out.starts_with("# myapp: what is collected, and how to say no"), "{out}");
+    assert!(
+        out.starts_with("# myapp: what is collected, and how to say no"),
+        "{out}"
+    );
     assert!(out.contains("`MYAPP_TELEMETRY=0`"), "{out}");
     assert!(out.contains("`consentry --app myapp disable`"), "{out}");
-    assert!(out.contains(&env.settings_path().display().to_string()), "{out}");
+    assert!(
+        out.contains(&env.settings_path().display().to_string()),
+        "{out}"
+    );
     assert!(!out.contains("{{"), "every placeholder filled: {out}");
 }
 

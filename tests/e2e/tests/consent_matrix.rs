@@ -131,7 +131,11 @@ fn every_no_sends_zero_bytes_and_stores_nothing() {
             );
             #[cfg(target_os = "linux")]
             if scenario == "threads" {
-                assert_eq!(stdout(&out).trim(), "threads=1", "{case}: init started a thread");
+                assert_eq!(
+                    stdout(&out).trim(),
+                    "threads=1",
+                    "{case}: init started a thread"
+                );
             }
             if case == "opt-out first run" {
                 assert!(

@@ -269,19 +269,32 @@ fn a_failed_batch_is_sent_again_later_and_nothing_is_lost() {
     server.push([Plan::Status(500)]);
     let dirs = Dirs::new();
     let mut cmd = usage_run(&dirs, &server, "json", "track-spread");
-    cmd.args(["10", "50"]).env("FIXTURE_USAGE_INTERVAL_MS", "100");
+    cmd.args(["10", "50"])
+        .env("FIXTURE_USAGE_INTERVAL_MS", "100");
     let (out, _) = run(cmd, LIMIT);
     assert!(out.status.success());
     let requests = server.requests();
     assert!(requests.len() >= 2, "{} requests", requests.len());
     let numbers = |r: &Recorded| -> Vec<i64> {
-        r.json()["events"].as_array().unwrap().iter().map(|e| e["props"]["n"].as_i64().unwrap()).collect()
+        r.json()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["props"]["n"].as_i64().unwrap())
+            .collect()
     };
     let failed = numbers(&requests[0]);
     let mut delivered: Vec<i64> = requests[1..].iter().flat_map(numbers).collect();
     delivered.sort();
-    assert_eq!(delivered, (0..10).collect::<Vec<i64>>(), "every event arrives once after the 500");
-    assert!(failed.iter().all(|n| delivered.contains(n)), "the failed batch was sent again");
+    assert_eq!(
+        delivered,
+        (0..10).collect::<Vec<i64>>(),
+        "every event arrives once after the 500"
+    );
+    assert!(
+        failed.iter().all(|n| delivered.contains(n)),
+        "the failed batch was sent again"
+    );
 }
 
 #[test]

@@ -342,7 +342,9 @@ fn main() {
         }
         // How many threads the process has after init (Linux): 1 means consentry started none.
         "threads" => {
-            let n = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
+            let n = std::fs::read_dir("/proc/self/task")
+                .map(|d| d.count())
+                .unwrap_or(0);
             println!("threads={n}");
         }
         // Print the decision.
