@@ -352,16 +352,8 @@ fn settings_cmd(
     args: &[String],
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let env = crate::env::EnvSnapshot::from_process(&config.env_prefix());
-    let paths = crate::paths::Paths::resolve(config, &env);
-    let path = paths.settings_file().ok_or_else(|| Failure {
-        code: EXIT_FAILED,
-        message: format!(
-            "no config directory (set {}_CONFIG_DIR)",
-            config.env_prefix()
-        ),
-    })?;
-    let mut settings = Settings::load_from(&path)?;
+    let mut settings = Settings::load(config)?;
+    let path = settings.path().to_owned();
     if let Some(r) = settings.recovered() {
         writeln!(
             out,
@@ -452,9 +444,7 @@ fn log(
         }
         return Ok(());
     }
-    let env = crate::env::EnvSnapshot::from_process(&config.env_prefix());
-    let paths = crate::paths::Paths::resolve(config, &env);
-    let Some(path) = paths.audit_log() else {
+    let Some(path) = crate::paths::Paths::of(config).audit_log() else {
         writeln!(out, "no data directory: nothing was recorded")?;
         return Ok(());
     };

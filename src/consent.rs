@@ -325,6 +325,24 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
     }
 }
 
+/// [`decide`] for `config`'s app.
+pub(crate) fn decide_for(
+    config: &Config,
+    env: &EnvSnapshot,
+    settings: Result<&SettingsData, &str>,
+    interactive: bool,
+) -> Decision {
+    decide(&Inputs {
+        prefix: &config.env_prefix(),
+        command: &config.command(),
+        env,
+        settings,
+        policy: config.policy,
+        allow_ci: config.allow_ci,
+        interactive,
+    })
+}
+
 /// Records a "no" for both kinds.
 fn both_no(reason: String, crash_no: &mut Vec<String>, usage_no: &mut Vec<String>) {
     crash_no.push(reason.clone());

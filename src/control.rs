@@ -12,7 +12,6 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::env::EnvSnapshot;
 use crate::paths::Paths;
 use crate::settings::{Consent, ConsentSource, Settings, SettingsData, SettingsError};
 
@@ -137,20 +136,6 @@ fn disable_settings(
     Ok(retired)
 }
 
-fn paths_for(config: &Config) -> Paths {
-    let env = EnvSnapshot::from_process(&config.env_prefix());
-    Paths::resolve(config, &env)
-}
-
-fn settings_for(config: &Config, paths: &Paths) -> Result<Settings, SettingsError> {
-    let path = paths
-        .settings_file()
-        .ok_or_else(|| SettingsError::NoConfigDir {
-            env_var: format!("{}_CONFIG_DIR", config.env_prefix()),
-        })?;
-    Settings::load_from(path)
-}
-
 /// Gives consent for `scope` (what `telemetry enable` does), recorded as given by the app.
 /// It takes effect at the app's next start.
 ///
@@ -171,8 +156,8 @@ pub(crate) fn enable_with(
     scope: Scope,
     via: ConsentSource,
 ) -> Result<(), SettingsError> {
-    let paths = paths_for(config);
-    let mut settings = settings_for(config, &paths)?;
+    let paths = Paths::of(config);
+    let mut settings = Settings::load_for(config, &paths)?;
     enable_settings(&mut settings, scope, via)
 }
 
@@ -197,8 +182,8 @@ pub(crate) fn disable_with(
     scope: Scope,
     via: ConsentSource,
 ) -> Result<Disabled, SettingsError> {
-    let paths = paths_for(config);
-    let mut settings = settings_for(config, &paths)?;
+    let paths = Paths::of(config);
+    let mut settings = Settings::load_for(config, &paths)?;
     let retired = disable_settings(&mut settings, scope, via)?;
     let mut done = Disabled {
         id_rotated: scope != Scope::Crash,

@@ -108,42 +108,42 @@ static BUFFER: Mutex<Buffer> = Mutex::new(Buffer {
 /// Keeps an error for `init`. Returns its event id, or `None` when the buffer is full (the
 /// caller then switches captures to the one-atomic-load path) or busy.
 pub(crate) fn capture_error<E: Error + ?Sized>(err: &E) -> Capture {
-    let Ok(mut buffer) = BUFFER.try_lock() else {
-        return Capture::Dropped;
-    };
-    let used = buffer.used;
-    let Some(slot) = buffer.slots.get_mut(used) else {
-        return Capture::Full;
-    };
-    slot.id = Uuid::new_v4();
-    slot.level = Level::Error;
-    slot.is_message = false;
-    // Only the first word of Debug is the type; a full Debug may be long, and the fixed
-    // buffer stops the formatting when it is full.
-    let first = &mut slot.links[0];
-    first.ty.clear();
-    first.value.clear();
-    let _ = write!(first.ty, "{err:?}");
-    let _ = write!(first.value, "{err}");
-    slot.n_links = 1;
-    let mut link = err.source();
-    while let Some(e) = link
-        && let Some(l) = slot.links.get_mut(slot.n_links)
-    {
-        l.ty.clear();
-        l.value.clear();
-        let _ = write!(l.ty, "{e:?}");
-        let _ = write!(l.value, "{e}");
-        slot.n_links += 1;
-        link = e.source();
-    }
-    let id = slot.id;
-    buffer.used += 1;
-    Capture::Kept(id, buffer.used == SLOTS)
+    keep(Level::Error, false, |links| {
+        // Only the first word of Debug is the type; a full Debug may be long, and the fixed
+        // buffer stops the formatting when it is full.
+        let mut n = 0;
+        if let Some(first) = links.first_mut() {
+            let _ = write!(first.ty, "{err:?}");
+            let _ = write!(first.value, "{err}");
+            n = 1;
+        }
+        let mut link = err.source();
+        while let Some(e) = link
+            && let Some(l) = links.get_mut(n)
+        {
+            let _ = write!(l.ty, "{e:?}");
+            let _ = write!(l.value, "{e}");
+            n += 1;
+            link = e.source();
+        }
+        n
+    })
 }
 
 /// Keeps a message for `init`.
 pub(crate) fn capture_message(message: &str, level: Level) -> Capture {
+    keep(level, true, |links| match links.first_mut() {
+        Some(first) => {
+            let _ = first.value.write_str(message);
+            1
+        }
+        None => 0,
+    })
+}
+
+/// Fills the next free slot: `fill` writes the links (cleared beforehand) and returns how
+/// many it wrote.
+fn keep(level: Level, is_message: bool, fill: impl FnOnce(&mut [Link; LINKS]) -> usize) -> Capture {
     let Ok(mut buffer) = BUFFER.try_lock() else {
         return Capture::Dropped;
     };
@@ -151,14 +151,14 @@ pub(crate) fn capture_message(message: &str, level: Level) -> Capture {
     let Some(slot) = buffer.slots.get_mut(used) else {
         return Capture::Full;
     };
+    for link in &mut slot.links {
+        link.ty.clear();
+        link.value.clear();
+    }
     slot.id = Uuid::new_v4();
     slot.level = level;
-    slot.is_message = true;
-    slot.n_links = 1;
-    let link = &mut slot.links[0];
-    link.ty.clear();
-    link.value.clear();
-    let _ = link.value.write_str(message);
+    slot.is_message = is_message;
+    slot.n_links = fill(&mut slot.links);
     let id = slot.id;
     buffer.used += 1;
     Capture::Kept(id, buffer.used == SLOTS)

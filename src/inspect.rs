@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::consent::{self, Decision, Inputs};
+use crate::consent::{self, Decision};
 use crate::env::EnvSnapshot;
 use crate::paths::Paths;
 use crate::report::{self, Captured, Kind};
@@ -72,25 +72,16 @@ pub fn status_of(config: &Config) -> Status {
     let env = EnvSnapshot::from_process(&config.env_prefix());
     let paths = Paths::resolve(config, &env);
     let settings_file = paths.settings_file();
-    let settings = match &settings_file {
-        Some(p) => Settings::load_from(p).map_err(|e| e.to_string()),
-        None => Err(format!(
-            "no config directory (set {}_CONFIG_DIR)",
-            config.env_prefix()
-        )),
-    };
-    let decision = consent::decide(&Inputs {
-        prefix: &config.env_prefix(),
-        command: &config.command(),
-        env: &env,
-        settings: settings
+    let settings = Settings::load_for(config, &paths).map_err(|e| e.to_string());
+    let decision = consent::decide_for(
+        config,
+        &env,
+        settings
             .as_ref()
             .map(Settings::data)
             .map_err(String::as_str),
-        policy: config.policy,
-        allow_ci: config.allow_ci,
-        interactive: false,
-    });
+        false,
+    );
     let outbox_dir = paths.outbox_dir();
     let (outbox_reports, outbox_bytes) = outbox_dir
         .clone()
@@ -250,8 +241,7 @@ impl fmt::Display for Status {
 /// ```
 pub fn privacy_statement(config: &Config) -> String {
     const TEMPLATE: &str = include_str!("../PRIVACY.md");
-    let env = EnvSnapshot::from_process(&config.env_prefix());
-    let paths = Paths::resolve(config, &env);
+    let paths = Paths::of(config);
     let crash = match config.parsed_dsn() {
         Some(dsn) => format!("a Sentry server at `{}`", dsn.host()),
         None => "nowhere: no server is configured, reports stay on your machine".to_owned(),
@@ -331,8 +321,7 @@ pub struct PendingReport {
 /// assert!(consentry::pending_reports(&config).is_empty());
 /// ```
 pub fn pending_reports(config: &Config) -> Vec<PendingReport> {
-    let env = EnvSnapshot::from_process(&config.env_prefix());
-    let Some(dir) = Paths::resolve(config, &env).outbox_dir() else {
+    let Some(dir) = Paths::of(config).outbox_dir() else {
         return Vec::new();
     };
     crate::outbox::Outbox::new(dir, usize::MAX, u64::MAX)
@@ -384,9 +373,8 @@ pub fn preview(config: &Config) -> Result<Preview, String> {
     config.validate().map_err(|e| e.to_string())?;
     let env = EnvSnapshot::from_process(&config.env_prefix());
     let paths = Paths::resolve(config, &env);
-    let ids = paths
-        .settings_file()
-        .and_then(|p| Settings::load_from(p).ok())
+    let ids = Settings::load_for(config, &paths)
+        .ok()
         .map(|s| (s.anonymous_id(), s.data().salt.clone()))
         .unwrap_or_else(|| (uuid::Uuid::nil(), String::new()));
     let mut quiet = config.clone();

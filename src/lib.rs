@@ -103,7 +103,7 @@ pub use sentry::Level;
 /// ```
 pub type EventId = uuid::Uuid;
 
-use crate::report::{BREADCRUMBS, Captured, Kind};
+use crate::report::{BREADCRUMBS, Kind};
 use crate::runtime::{ON, STATE, UNINIT, UNINIT_FULL, USAGE_ON};
 
 /// Sets consentry up for this process and returns the guard that flushes when dropped.
@@ -190,17 +190,7 @@ pub fn capture_error<E: Error + ?Sized>(err: &E) -> Option<EventId> {
 fn capture_error_on<E: Error + ?Sized>(err: &E) -> Option<EventId> {
     catch_unwind(AssertUnwindSafe(|| {
         let rt = runtime::current()?;
-        let event = report::event_from_error(err);
-        let backtrace = rt
-            .config
-            .attach_backtrace
-            .then(backtrace::Backtrace::new_unresolved);
-        rt.capture(Captured {
-            event,
-            backtrace,
-            breadcrumb_seq: BREADCRUMBS.current(),
-            kind: Kind::Error,
-        })
+        rt.submit(report::event_from_error(err), Kind::Error, true)
     }))
     .ok()
     .flatten()
@@ -249,12 +239,11 @@ pub fn capture_message(message: &str, level: Level) -> Option<EventId> {
     match STATE.load(Ordering::Relaxed) {
         ON => catch_unwind(AssertUnwindSafe(|| {
             let rt = runtime::current()?;
-            rt.capture(Captured {
-                event: report::event_from_message(message, level),
-                backtrace: None,
-                breadcrumb_seq: BREADCRUMBS.current(),
-                kind: Kind::Message,
-            })
+            rt.submit(
+                report::event_from_message(message, level),
+                Kind::Message,
+                false,
+            )
         }))
         .ok()
         .flatten(),
@@ -379,14 +368,7 @@ pub fn capture_anyhow(err: &anyhow::Error) -> Option<EventId> {
             {
                 top.stacktrace = Some(st);
             }
-            let backtrace = (!captured_bt && rt.config.attach_backtrace)
-                .then(backtrace::Backtrace::new_unresolved);
-            rt.capture(Captured {
-                event,
-                backtrace,
-                breadcrumb_seq: BREADCRUMBS.current(),
-                kind: Kind::Error,
-            })
+            rt.submit(event, Kind::Error, !captured_bt)
         }))
         .ok()
         .flatten(),

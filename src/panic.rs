@@ -94,7 +94,7 @@ fn report(info: &PanicHookInfo<'_>) {
         .spawn(move || {
             mark_internal_thread();
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-                let path = helper_rt.process(captured)?;
+                let path = helper_rt.process(captured, true)?;
                 let delivery = helper_rt.upload_one(&path, deadline);
                 Some((path, delivery))
             }));

@@ -37,6 +37,11 @@ impl Paths {
         }
     }
 
+    /// [`Paths::resolve`] with this process's environment.
+    pub(crate) fn of(config: &Config) -> Paths {
+        Paths::resolve(config, &EnvSnapshot::from_process(&config.env_prefix()))
+    }
+
     /// `settings.json`.
     pub(crate) fn settings_file(&self) -> Option<PathBuf> {
         self.config_dir.as_ref().map(|d| d.join("settings.json"))

@@ -17,7 +17,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::config::{Config, Ignore};
-use crate::consent::{self, Decision, Inputs, NextStep};
+use crate::consent::{self, Decision, NextStep};
 use crate::diag;
 use crate::env::EnvSnapshot;
 use crate::facts::Facts;
@@ -189,18 +189,15 @@ pub(crate) fn init(config: Config) -> Guard {
     let paths = Paths::resolve(&config, &env);
     let settings = load_settings(&config, &paths);
     let settings_error = settings.as_ref().err().cloned();
-    let decision = consent::decide(&Inputs {
-        prefix: &config.env_prefix(),
-        command: &config.command(),
-        env: &env,
-        settings: settings
+    let decision = consent::decide_for(
+        &config,
+        &env,
+        settings
             .as_ref()
             .map(Settings::data)
             .map_err(String::as_str),
-        policy: config.policy,
-        allow_ci: config.allow_ci,
-        interactive: consent::interactive(),
-    });
+        consent::interactive(),
+    );
     if let Some(e) = settings_error {
         diag::warn_once("settings-unusable", || format!("{e}; nothing will be sent"));
     }
@@ -249,18 +246,12 @@ pub(crate) fn init(config: Config) -> Guard {
 /// Loads the settings, reporting a recovered corrupt file once. `Err` says why they cannot
 /// be used (then nothing is sent).
 fn load_settings(config: &Config, paths: &Paths) -> Result<Settings, String> {
-    let path = paths.settings_file().ok_or_else(|| {
-        format!(
-            "no config directory (set {}_CONFIG_DIR)",
-            config.env_prefix()
-        )
-    })?;
-    let settings = Settings::load_from(&path).map_err(|e| e.to_string())?;
+    let settings = Settings::load_for(config, paths).map_err(|e| e.to_string())?;
     if let Some(r) = settings.recovered() {
         diag::warn_once("settings-corrupt", || {
             format!(
                 "the settings file {} was unreadable ({}); it was moved to {} and defaults are used",
-                path.display(),
+                settings.path().display(),
                 r.problem,
                 r.moved_to.display()
             )
@@ -412,6 +403,24 @@ impl Runtime {
         self.wake.notify_one();
     }
 
+    /// Hands an event built on the caller's thread to the worker, with a raw backtrace of
+    /// this thread if `backtrace` and the config want one (symbolicated on the worker).
+    pub(crate) fn submit(
+        &self,
+        event: sentry::protocol::Event<'static>,
+        kind: Kind,
+        backtrace: bool,
+    ) -> Option<Uuid> {
+        let backtrace =
+            (backtrace && self.config.attach_backtrace).then(backtrace::Backtrace::new_unresolved);
+        self.capture(Captured {
+            event,
+            backtrace,
+            breadcrumb_seq: BREADCRUMBS.current(),
+            kind,
+        })
+    }
+
     /// Hands a capture to the worker; the caller's thread does nothing more.
     pub(crate) fn capture(&self, captured: Captured) -> Option<Uuid> {
         let id = captured.event.event_id;
@@ -430,7 +439,7 @@ impl Runtime {
         }));
         while !self.stop.load(Ordering::Acquire) {
             let step = catch_unwind(AssertUnwindSafe(|| {
-                self.run_jobs();
+                self.run_jobs(None);
                 if STATE.load(Ordering::Acquire) == ON {
                     self.expire_dedup(false);
                     self.upload_pending(None);
@@ -469,14 +478,18 @@ impl Runtime {
         wait.max(Duration::from_millis(5))
     }
 
-    fn run_jobs(&self) {
+    /// Runs queued jobs. Past `deadline` (a flush's), events are still stored, but with
+    /// bare addresses instead of a symbolicated stack trace: symbolication can take seconds,
+    /// and a flush must not wait longer than its deadline.
+    fn run_jobs(&self, deadline: Option<Instant>) {
         loop {
             let _turn = self.pipeline.lock();
             let Some(job) = self.pop() else { break };
             match job {
                 Job::Capture(captured) => {
                     if STATE.load(Ordering::Acquire) == ON {
-                        self.process(*captured);
+                        let symbolicate = deadline.is_none_or(|d| Instant::now() < d);
+                        self.process(*captured, symbolicate);
                     }
                 }
                 Job::Deletion(id) => self.send_deletion(id),
@@ -524,7 +537,7 @@ impl Runtime {
 
     /// The pipeline: backtrace, breadcrumbs, ignore rules, deduplication, enrichment,
     /// scrubbing, the app's hook, and then the outbox. Returns the stored file, if any.
-    pub(crate) fn process(&self, captured: Captured) -> Option<PathBuf> {
+    pub(crate) fn process(&self, captured: Captured, symbolicate: bool) -> Option<PathBuf> {
         let Captured {
             mut event,
             backtrace,
@@ -536,7 +549,12 @@ impl Runtime {
             return self.process_panic(event, backtrace);
         }
         if let Some(mut bt) = backtrace {
-            attach_stacktrace(&mut event, report::stacktrace_from(&mut bt));
+            let st = if symbolicate {
+                report::stacktrace_from(&mut bt)
+            } else {
+                report::stacktrace_unresolved(&bt)
+            };
+            attach_stacktrace(&mut event, st);
         }
         if self.ignored(&event) {
             return None;
@@ -820,18 +838,15 @@ impl Runtime {
         }
         let settings = Settings::load_from(&path).map_err(|e| e.to_string());
         self.remember_settings_version();
-        let decision = consent::decide(&Inputs {
-            prefix: &self.config.env_prefix(),
-            command: &self.config.command(),
-            env: &self.env,
-            settings: settings
+        let decision = consent::decide_for(
+            &self.config,
+            &self.env,
+            settings
                 .as_ref()
                 .map(Settings::data)
                 .map_err(String::as_str),
-            policy: self.config.policy,
-            allow_ci: self.config.allow_ci,
-            interactive: false,
-        });
+            false,
+        );
         if let Ok(s) = &settings
             && let Ok(mut ids) = self.ids.lock()
         {
@@ -1026,21 +1041,32 @@ impl Runtime {
     /// Processes what is queued and sends what is waiting, for at most the given times.
     pub(crate) fn flush(&self, crash_timeout: Duration, usage_timeout: Duration) -> bool {
         let start = Instant::now();
+        self.flush_until(start + crash_timeout, start + usage_timeout, false)
+    }
+
+    /// [`Runtime::flush`] with deadlines; `all_repeats` also reports repeat counts whose
+    /// window has not ended (at shutdown).
+    fn flush_until(
+        &self,
+        crash_deadline: Instant,
+        usage_deadline: Instant,
+        all_repeats: bool,
+    ) -> bool {
         // A panic on another thread may still be writing its report (the app goes on
         // after a thread panics): wait for it, within the deadline.
-        while self.panics_in_progress.load(Ordering::Acquire) > 0 && start.elapsed() < crash_timeout
+        while self.panics_in_progress.load(Ordering::Acquire) > 0 && Instant::now() < crash_deadline
         {
             std::thread::sleep(Duration::from_millis(5));
         }
-        self.run_jobs();
+        self.run_jobs(Some(crash_deadline));
         if STATE.load(Ordering::Acquire) == ON {
-            self.expire_dedup(false);
+            self.expire_dedup(all_repeats);
         }
         if USAGE_ON.load(Ordering::Acquire) {
-            self.usage_tick(Some(start + usage_timeout));
+            self.usage_tick(Some(usage_deadline));
         }
         if STATE.load(Ordering::Acquire) == ON {
-            self.upload_pending(Some(start + crash_timeout));
+            self.upload_pending(Some(crash_deadline));
         }
         let outbox_empty =
             self.target.is_none() || self.outbox.as_ref().is_none_or(|o| o.list().is_empty());
@@ -1050,11 +1076,12 @@ impl Runtime {
     /// The guard was dropped: report pending repeat counts, flush with the configured
     /// deadlines, stop the worker and turn everything off.
     fn shutdown(&self) {
-        self.run_jobs();
-        if STATE.load(Ordering::Acquire) == ON {
-            self.expire_dedup(true);
-        }
-        self.flush(self.config.flush_timeout, self.config.usage_flush_timeout);
+        let start = Instant::now();
+        self.flush_until(
+            start + self.config.flush_timeout,
+            start + self.config.usage_flush_timeout,
+            true,
+        );
         let dropped = self.dropped.load(Ordering::Relaxed) + self.usage.dropped();
         if dropped > 0 && self.debug {
             diag::eprint_line(&format!(
@@ -1193,15 +1220,7 @@ pub(crate) fn ask() -> Decision {
     });
     match recorded {
         Ok(settings) => {
-            let new = consent::decide(&Inputs {
-                prefix: &config.env_prefix(),
-                command: &config.command(),
-                env: &rt.env,
-                settings: Ok(settings.data()),
-                policy: config.policy,
-                allow_ci: config.allow_ci,
-                interactive: false,
-            });
+            let new = consent::decide_for(config, &rt.env, Ok(settings.data()), false);
             rt.remember_settings_version();
             let msg = if granted {
                 format!(

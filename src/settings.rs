@@ -319,8 +319,14 @@ impl Settings {
     /// assert!(settings.path().ends_with("settings.json"));
     /// ```
     pub fn load(config: &crate::Config) -> Result<Settings, SettingsError> {
-        let env = crate::env::EnvSnapshot::from_process(&config.env_prefix());
-        let paths = crate::paths::Paths::resolve(config, &env);
+        Settings::load_for(config, &crate::paths::Paths::of(config))
+    }
+
+    /// [`Settings::load`] with the paths already resolved.
+    pub(crate) fn load_for(
+        config: &crate::Config,
+        paths: &crate::paths::Paths,
+    ) -> Result<Settings, SettingsError> {
         let path = paths
             .settings_file()
             .ok_or_else(|| SettingsError::NoConfigDir {

@@ -223,7 +223,10 @@ fn a_4xx_drops_the_report() {
 fn a_closed_connection_keeps_the_report() {
     let closing = ClosingServer::start();
     let dirs = Dirs::new();
-    let (out, elapsed) = run(errors_run(&dirs, &closing.dsn(), "errors"), LIMIT);
+    // Time enough to try even on a loaded machine; a closed connection fails at once.
+    let mut cmd = errors_run(&dirs, &closing.dsn(), "errors");
+    cmd.env("FIXTURE_FLUSH_MS", "10000");
+    let (out, elapsed) = run(cmd, LIMIT);
     assert!(out.status.success());
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     assert!(*closing.accepted.lock().unwrap() >= 1);

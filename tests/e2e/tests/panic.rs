@@ -19,11 +19,23 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 fn panic_run(bin: &std::path::Path, dirs: &Dirs, dsn: &str, scenario: &str) -> Command {
     let mut cmd = fixture(bin, dirs, scenario);
-    cmd.env("FIXTURE_TELEMETRY", "1").env("FIXTURE_DSN", dsn);
+    // A generous deadline: symbolication of the debug fixture can take seconds on a loaded
+    // machine, and these tests check the symbolicated report. (The test with a hanging
+    // server sets its own.)
+    cmd.env("FIXTURE_TELEMETRY", "1")
+        .env("FIXTURE_DSN", dsn)
+        .env("FIXTURE_FLUSH_MS", "15000");
     cmd
 }
 
+/// Checks a panic report. The symbolicated one has its frames checked too; the copy stored
+/// before symbolication (bare addresses) is what a next run sends when the process ended
+/// first, which a slow machine can make happen within a short flush deadline.
 fn check_panic_event(event: &Value, thread: &str) {
+    check_panic_event_frames(event, thread, true);
+}
+
+fn check_panic_event_frames(event: &Value, thread: &str, symbolicated: bool) {
     let ex = &event["exception"]["values"][0];
     assert_eq!(ex["type"], "panic");
     assert_eq!(ex["mechanism"]["type"], "panic");
@@ -35,6 +47,13 @@ fn check_panic_event(event: &Value, thread: &str) {
     let frames = ex["stacktrace"]["frames"]
         .as_array()
         .expect("a stack trace");
+    if !symbolicated && frames.iter().all(|f| f["function"] == "<unresolved>") {
+        assert!(
+            frames.iter().all(|f| f["instruction_addr"].is_string()),
+            "bare addresses"
+        );
+        return;
+    }
     let last = frames.last().unwrap()["function"].as_str().unwrap_or("");
     assert!(
         !last.starts_with("std::panicking") && !last.starts_with("consentry::"),
@@ -121,7 +140,7 @@ fn a_panic_with_a_server_that_never_answers_waits_at_most_the_flush_deadline() {
     assert!(out.status.success());
     let got = ok.wait_for(1, Duration::from_secs(5));
     assert_eq!(got.len(), 1);
-    check_panic_event(&got[0].envelope_event(), "main");
+    check_panic_event_frames(&got[0].envelope_event(), "main", false);
 }
 
 #[test]
