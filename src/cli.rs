@@ -159,6 +159,29 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The options of `scrub` (the defaults for any other command).
+    fn scrub_options(&self) -> ScrubOptions {
+        match self {
+            Command::Scrub {
+                report,
+                keep_going,
+                users,
+                hostnames,
+                rules,
+                ..
+            } => ScrubOptions {
+                report: *report,
+                keep_going: *keep_going,
+                users: users.clone(),
+                hostnames: hostnames.clone(),
+                rules: rules.clone(),
+            },
+            _ => ScrubOptions::default(),
+        }
+    }
+}
+
 /// Runs a command against stdout and stderr; returns the exit code.
 ///
 /// ```no_run
@@ -207,22 +230,8 @@ pub fn run_with(
             write!(out, "{}", crate::inspect::privacy_statement(config)).map_err(Failure::from)
         }
         Command::Log { last, json, outbox } => log(config, *last, *json, *outbox, out),
-        Command::Scrub {
-            files,
-            report,
-            keep_going,
-            users,
-            hostnames,
-            rules,
-        } => {
-            let options = ScrubOptions {
-                report: *report,
-                keep_going: *keep_going,
-                users: users.clone(),
-                hostnames: hostnames.clone(),
-                rules: rules.clone(),
-            };
-            return scrub_files(files, &options, Some(config), out, err);
+        Command::Scrub { files, .. } => {
+            return scrub_files(files, &command.scrub_options(), Some(config), out, err);
         }
     };
     match result {
@@ -695,23 +704,8 @@ impl Standalone {
     /// ```
     pub fn run_with(&self, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         let Some(app) = &self.app else {
-            if let Command::Scrub {
-                files,
-                report,
-                keep_going,
-                users,
-                hostnames,
-                rules,
-            } = &self.command
-            {
-                let options = ScrubOptions {
-                    report: *report,
-                    keep_going: *keep_going,
-                    users: users.clone(),
-                    hostnames: hostnames.clone(),
-                    rules: rules.clone(),
-                };
-                return scrub_files(files, &options, None, out, err);
+            if let Command::Scrub { files, .. } = &self.command {
+                return scrub_files(files, &self.command.scrub_options(), None, out, err);
             }
             let _ = writeln!(err, "error: --app NAME is required for this command");
             return EXIT_USAGE;
