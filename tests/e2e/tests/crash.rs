@@ -471,3 +471,29 @@ fn disabling_deletes_waiting_reports() {
     assert_eq!(done.outbox_deleted, 2);
     assert!(dirs.outbox_files().is_empty());
 }
+
+#[test]
+fn the_apps_own_scrubbing_rules_apply_and_builtin_ones_can_be_turned_off() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let mut cmd = errors_run(&dirs, &server.dsn(), "custom-rules");
+    cmd.env("FIXTURE_CUSTOM_RULES", "1");
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let event = server.wait_for(1, Duration::from_secs(5))[0].envelope_event();
+    // The app's regex rule replaced the ticket; the builtin phone rule, turned off, kept the number.
+    assert_eq!(
+        event["message"],
+        "ticket <ticket> from the hotline +44 20 7946 0958"
+    );
+
+    // Without the app's configuration, the builtin rule removes the number.
+    let server = CaptureServer::start(Plan::Status(200));
+    let (out, _) = run(
+        errors_run(&Dirs::new(), &server.dsn(), "custom-rules"),
+        LIMIT,
+    );
+    assert!(out.status.success());
+    let event = server.wait_for(1, Duration::from_secs(5))[0].envelope_event();
+    assert_eq!(event["message"], "ticket PRJ-4711 from the hotline <phone>");
+}

@@ -147,6 +147,18 @@ fn config() -> Config {
     if let Ok(needle) = std::env::var("FIXTURE_IGNORE") {
         c = c.ignore(consentry::Ignore::message_contains(needle));
     }
+    if std::env::var("FIXTURE_CUSTOM_RULES").as_deref() == Ok("1") {
+        use consentry::scrub::{Redaction, RuleConfig};
+        c = c
+            .scrub_rule(
+                RuleConfig::regex("ticket", "PRJ-[0-9]+")
+                    .with_redaction(Redaction::Placeholder("<ticket>".into())),
+            )
+            .scrub_rule(
+                RuleConfig::key("customer-field", ["customer"]).with_redaction(Redaction::Remove),
+            )
+            .disable_scrub_rule("phone");
+    }
     if let Ok(n) = std::env::var("FIXTURE_OUTBOX_MAX") {
         c = c.outbox_limits(n.parse().unwrap(), 10 << 20);
     }
@@ -335,6 +347,13 @@ fn main() {
             });
             consentry::add_breadcrumb("app", "about to fail", consentry::Level::Info);
             consentry::capture_error(&ChainError::new(1));
+        }
+        // A message for the app's own scrubbing rules.
+        "custom-rules" => {
+            consentry::capture_message(
+                "ticket PRJ-4711 from the hotline +44 20 7946 0958",
+                consentry::Level::Info,
+            );
         }
         // A typed catalog event.
         "catalog" => {
