@@ -154,9 +154,6 @@ fn config() -> Config {
                 RuleConfig::regex("ticket", "PRJ-[0-9]+")
                     .with_redaction(Redaction::Placeholder("<ticket>".into())),
             )
-            .scrub_rule(
-                RuleConfig::key("customer-field", ["customer"]).with_redaction(Redaction::Remove),
-            )
             .disable_scrub_rule("phone");
     }
     if let Ok(n) = std::env::var("FIXTURE_OUTBOX_MAX") {
