@@ -213,6 +213,12 @@ pub(crate) fn stacktrace_from(bt: &mut backtrace::Backtrace) -> Option<Stacktrac
         }
         st.frames.truncate(start);
     }
+    mark_in_app(&mut st);
+    (!st.frames.is_empty()).then_some(st)
+}
+
+/// Marks the app's own frames: not the standard library, registry crates, consentry, or C.
+fn mark_in_app(st: &mut Stacktrace) {
     for frame in &mut st.frames {
         let func = frame.function.as_deref().unwrap_or("");
         let path = frame.abs_path.as_deref().unwrap_or("");
@@ -220,11 +226,12 @@ pub(crate) fn stacktrace_from(bt: &mut backtrace::Backtrace) -> Option<Stacktrac
             || path.contains("\\.cargo\\registry\\")
             || path.starts_with("/rustc/")
             || path.contains("/rustlib/");
-        // `main` alone is the C entry point the compiler generates, not the app's `main`.
+        // C frames (the C entry point `main`, libc's thread start) are not the app's: their
+        // names have no Rust path, and glibc's sources have build-relative paths.
+        let c_frame = !func.contains("::") || path.starts_with("./");
         frame.in_app =
-            Some(!third_party && func != "main" && !NOT_IN_APP.iter().any(|m| func.starts_with(m)));
+            Some(!third_party && !c_frame && !NOT_IN_APP.iter().any(|m| func.starts_with(m)));
     }
-    (!st.frames.is_empty()).then_some(st)
 }
 
 /// A stack trace of bare instruction addresses, without symbolication: fast, for the copy
@@ -525,6 +532,42 @@ mod tests {
             event.exception.last().unwrap().value.as_deref(),
             Some("plain")
         );
+    }
+
+    #[test]
+    fn only_the_apps_own_frames_are_in_app() {
+        let frame = |function: &str, abs_path: Option<&str>| Frame {
+            function: Some(function.into()),
+            abs_path: abs_path.map(Into::into),
+            ..Default::default()
+        };
+        let mut st = Stacktrace {
+            frames: vec![
+                frame(
+                    "clone3",
+                    Some("./misc/../sysdeps/unix/sysv/linux/x86_64/clone3.S"),
+                ),
+                frame("start_thread", Some("./nptl/pthread_create.c")),
+                frame("main", None),
+                frame(
+                    "std::rt::lang_start",
+                    Some("/rustc/abc/library/std/src/rt.rs"),
+                ),
+                frame(
+                    "serde_json::de::from_str",
+                    Some("/home/u/.cargo/registry/src/x/serde_json-1.0.1/src/de.rs"),
+                ),
+                frame(
+                    "myapp::config::load",
+                    Some("/home/u/src/myapp/src/config.rs"),
+                ),
+                frame("<myapp::Loader as core::ops::Drop>::drop", None),
+            ],
+            ..Default::default()
+        };
+        mark_in_app(&mut st);
+        let marks: Vec<bool> = st.frames.iter().map(|f| f.in_app == Some(true)).collect();
+        assert_eq!(marks, [false, false, false, false, false, true, true]);
     }
 
     #[test]
