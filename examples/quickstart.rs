@@ -19,12 +19,12 @@ use std::fmt;
 
 use consentry::{Config, Scope};
 
-/// An error with a three-link `source()` chain, as real apps produce them.
+/// An error with a three-link `source()` chain, as real apps produce them: training failed,
+/// because the dataset could not be loaded, because of an I/O error.
 #[derive(Debug)]
 enum AppError {
     Train(Box<AppError>),
-    LoadDataset(String, Box<AppError>),
-    Io(std::io::Error),
+    LoadDataset(String, std::io::Error),
 }
 
 impl fmt::Display for AppError {
@@ -32,7 +32,6 @@ impl fmt::Display for AppError {
         match self {
             AppError::Train(_) => write!(f, "training failed"),
             AppError::LoadDataset(path, _) => write!(f, "cannot load the dataset {path}"),
-            AppError::Io(e) => write!(f, "{e}"),
         }
     }
 }
@@ -40,8 +39,8 @@ impl fmt::Display for AppError {
 impl std::error::Error for AppError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            AppError::Train(e) | AppError::LoadDataset(_, e) => Some(e.as_ref()),
-            AppError::Io(e) => Some(e),
+            AppError::Train(e) => Some(e.as_ref()),
+            AppError::LoadDataset(_, e) => Some(e),
         }
     }
 }
@@ -51,10 +50,7 @@ fn load(home: &str) -> Result<Vec<u8>, AppError> {
     let path = format!("{home}/datasets/cats/labels.csv");
     std::fs::read(&path).map_err(|e| {
         let io = std::io::Error::new(e.kind(), format!("{e}: {path}"));
-        AppError::Train(Box::new(AppError::LoadDataset(
-            path,
-            Box::new(AppError::Io(io)),
-        )))
+        AppError::Train(Box::new(AppError::LoadDataset(path, io)))
     })
 }
 

@@ -45,7 +45,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::{Config, Policy};
 use crate::control::{self, Scope};
 use crate::settings::{self, ConsentSource, Settings, SettingsError};
 
@@ -224,7 +224,7 @@ pub fn run_with(
         Command::Status { json } => status(config, *json, out),
         Command::Enable { crash, usage } => enable(config, scope(*crash, *usage), out),
         Command::Disable { crash, usage } => disable(config, scope(*crash, *usage), out),
-        Command::Settings { json, args } => settings_cmd(config, *json, args, out),
+        Command::Settings { json, args } => settings_cmd(config, *json, args, out, err),
         Command::Preview { json } => preview(config, *json, out),
         Command::Privacy => {
             write!(out, "{}", crate::inspect::privacy_statement(config)).map_err(Failure::from)
@@ -360,29 +360,38 @@ fn settings_cmd(
     json: bool,
     args: &[String],
     out: &mut dyn Write,
+    err: &mut dyn Write,
 ) -> Result<(), Failure> {
+    let reset = matches!(args, [only] if only == "reset");
+    // Check every pair before touching any file (loading may repair a corrupt one).
+    let changes = if reset {
+        Vec::new()
+    } else {
+        let changes = args
+            .iter()
+            .map(|a| settings::parse_assignment(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (key, value) in &changes {
+            settings::validate_change(key, value)?;
+        }
+        changes
+    };
     let mut settings = Settings::load(config)?;
     let path = settings.path().to_owned();
     if let Some(r) = settings.recovered() {
+        // stderr: stdout stays parseable with --json.
         writeln!(
-            out,
+            err,
             "note: {} was unreadable ({}); moved to {}; defaults are used",
             path.display(),
             r.problem,
             r.moved_to.display()
         )?;
     }
-    match args {
-        [] => {}
-        [reset] if reset == "reset" => settings.reset()?,
-        _ => {
-            // Check every pair before touching the file.
-            let changes = args
-                .iter()
-                .map(|a| settings::parse_assignment(a))
-                .collect::<Result<Vec<_>, _>>()?;
-            settings.update_via(changes, ConsentSource::Cli)?;
-        }
+    if reset {
+        settings.reset()?;
+    } else if !changes.is_empty() {
+        settings.update_via(changes, ConsentSource::Cli)?;
     }
     if json {
         writeln!(out, "{}", pretty(&settings.to_json()))?;
@@ -674,6 +683,13 @@ pub struct Standalone {
     /// The app's Sentry DSN, to show where reports go (optional)
     #[arg(long, global = true, value_name = "DSN")]
     pub dsn: Option<String>,
+    /// The app's consent policy (default: opt-out if the app has shown its first-run notice,
+    /// which only opt-out apps do; else opt-in)
+    #[arg(long, global = true, value_name = "POLICY")]
+    pub policy: Option<PolicyArg>,
+    /// The app allows reporting in CI (`Config::allow_ci`)
+    #[arg(long, global = true)]
+    pub allow_ci: bool,
     /// The command
     #[command(subcommand)]
     pub command: Command,
@@ -725,12 +741,40 @@ impl Standalone {
             let _ = writeln!(err, "error: {e}");
             return EXIT_USAGE;
         }
+        let policy = match self.policy {
+            Some(PolicyArg::OptIn) => Policy::OptIn,
+            Some(PolicyArg::OptOut) => Policy::OptOut,
+            None if notice_was_shown(&config) => Policy::OptOut,
+            None => Policy::OptIn,
+        };
+        config = config.policy(policy).allow_ci(self.allow_ci);
         if let Err(e) = config.validate() {
             let _ = writeln!(err, "error: {e}");
             return EXIT_USAGE;
         }
         run_with(&self.command, &config, out, err)
     }
+}
+
+/// `--policy` of the `consentry` binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyArg {
+    /// [`Policy::OptIn`].
+    OptIn,
+    /// [`Policy::OptOut`].
+    OptOut,
+}
+
+/// Whether the app's settings file records a first-run notice (only opt-out apps show one).
+/// Read without creating or repairing anything.
+fn notice_was_shown(config: &Config) -> bool {
+    let Some(path) = crate::paths::Paths::of(config).settings_file() else {
+        return false;
+    };
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .is_some_and(|v| v.get("notice_shown_at").is_some_and(|t| !t.is_null()))
 }
 
 #[cfg(test)]

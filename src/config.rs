@@ -7,6 +7,18 @@ use std::time::Duration;
 
 use crate::usage::Sink;
 
+/// The longest any configured wait or window may be (one day): deadlines are computed as
+/// `now + duration`, and a larger value (`Duration::MAX`) would overflow.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The most usage events the in-memory queue may hold.
+const MAX_USAGE_QUEUE: usize = 10_000;
+
+/// `duration`, at most [`MAX_WAIT`].
+pub(crate) fn clamp_wait(duration: Duration) -> Duration {
+    duration.min(MAX_WAIT)
+}
+
 /// How an app asks its users for consent.
 ///
 /// ```
@@ -278,7 +290,7 @@ impl Config {
     /// # let _ = config;
     /// ```
     pub fn flush_timeout(mut self, timeout: Duration) -> Self {
-        self.flush_timeout = timeout;
+        self.flush_timeout = clamp_wait(timeout);
         self
     }
 
@@ -290,7 +302,7 @@ impl Config {
     /// # let _ = config;
     /// ```
     pub fn usage_flush_timeout(mut self, timeout: Duration) -> Self {
-        self.usage_flush_timeout = timeout;
+        self.usage_flush_timeout = clamp_wait(timeout);
         self
     }
 
@@ -302,19 +314,19 @@ impl Config {
     /// # let _ = config;
     /// ```
     pub fn usage_interval(mut self, interval: Duration) -> Self {
-        self.usage_interval = interval;
+        self.usage_interval = clamp_wait(interval);
         self
     }
 
     /// How many usage events wait in memory at most; newer ones are counted and dropped.
-    /// Default 25 (as Ultralytics).
+    /// Default 25 (as Ultralytics); at most 10,000.
     ///
     /// ```
     /// let config = consentry::Config::new("myapp", "1.0.0").usage_queue_capacity(50);
     /// # let _ = config;
     /// ```
     pub fn usage_queue_capacity(mut self, capacity: usize) -> Self {
-        self.usage_queue_capacity = capacity.max(1);
+        self.usage_queue_capacity = capacity.clamp(1, MAX_USAGE_QUEUE);
         self
     }
 
@@ -352,7 +364,7 @@ impl Config {
     /// # let _ = config;
     /// ```
     pub fn dedup_window(mut self, window: Duration) -> Self {
-        self.dedup_window = window;
+        self.dedup_window = clamp_wait(window);
         self
     }
 
@@ -364,7 +376,7 @@ impl Config {
     /// # let _ = config;
     /// ```
     pub fn prompt_timeout(mut self, timeout: Duration) -> Self {
-        self.prompt_timeout = timeout;
+        self.prompt_timeout = clamp_wait(timeout);
         self
     }
 
@@ -624,12 +636,18 @@ pub(crate) fn validate_app_name(name: &str) -> Result<(), ConfigError> {
 }
 
 /// Parses a DSN without panicking (sentry's `ClientOptions::dsn` panics on bad input).
+/// Reports leave only over HTTPS, or plain HTTP to a loopback address (a local relay, tests).
 pub(crate) fn parse_dsn(dsn: &str) -> Result<sentry::types::Dsn, ConfigError> {
-    dsn.trim()
+    let parsed = dsn
+        .trim()
         .parse::<sentry::types::Dsn>()
         .map_err(|e| ConfigError {
             kind: ConfigErrorKind::Dsn(format!("{e} (expected https://<key>@<host>/<project>)")),
-        })
+        })?;
+    crate::http::check_url(parsed.envelope_api_url().as_str()).map_err(|why| ConfigError {
+        kind: ConfigErrorKind::Dsn(why),
+    })?;
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -659,6 +677,14 @@ mod tests {
     #[test]
     fn env_prefix_upper_cases_and_replaces_dashes() {
         assert_eq!(Config::new("my-app_2", "1").env_prefix(), "MY_APP_2");
+    }
+
+    #[test]
+    fn a_dsn_over_plain_http_must_be_loopback() {
+        assert!(parse_dsn("https://key@o0.ingest.sentry.io/0").is_ok());
+        assert!(parse_dsn("http://key@127.0.0.1:9000/1").is_ok());
+        let err = parse_dsn("http://key@sentry.example.com/1").unwrap_err();
+        assert!(err.to_string().contains("plain http"), "{err}");
     }
 
     #[test]

@@ -200,7 +200,16 @@ pub(crate) fn disable_with(
     if let Some(old) = retired {
         match &config.usage_sink {
             Some(sink) if sink.supports_deletion() => {
-                if crate::usage::send_deletion(sink, old, Duration::from_secs(5)) {
+                let prefix = config.env_prefix();
+                let debug = crate::env::EnvSnapshot::from_process(&prefix).debug(&prefix);
+                let log = paths.audit_log();
+                if crate::usage::send_deletion(
+                    sink,
+                    old,
+                    Duration::from_secs(5),
+                    log.as_deref(),
+                    debug,
+                ) {
                     settings.modify(|d| d.pending_deletion.retain(|id| *id != old))?;
                     done.deletion_sent = true;
                 } else {

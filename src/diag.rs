@@ -9,10 +9,17 @@ use std::sync::Mutex;
 
 static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
+/// Keys remembered at most (some embed an app's string, such as a bad event name); past
+/// this, further new warnings are not printed, so memory stays bounded.
+const MAX_KEYS: usize = 256;
+
 /// Prints `consentry: warning: <message>` once per `key` for the life of the process.
 pub(crate) fn warn_once(key: &str, message: impl FnOnce() -> String) {
     let first = match SEEN.lock() {
-        Ok(mut seen) => seen.get_or_insert_with(HashSet::new).insert(key.to_owned()),
+        Ok(mut seen) => {
+            let seen = seen.get_or_insert_with(HashSet::new);
+            !seen.contains(key) && seen.len() < MAX_KEYS && seen.insert(key.to_owned())
+        }
         // A poisoned lock only means another thread panicked while printing: still print.
         Err(_) => true,
     };

@@ -8,6 +8,7 @@
 use std::error::Error;
 use std::fmt::{self, Write};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use sentry::protocol::{Event, Exception, Level, Mechanism};
 use uuid::Uuid;
@@ -81,6 +82,8 @@ struct Slot {
     id: Uuid,
     level: Level,
     is_message: bool,
+    /// When it was captured (the event's timestamp; `init` may come much later).
+    time: SystemTime,
     links: [Link; LINKS],
     n_links: usize,
 }
@@ -90,6 +93,7 @@ impl Slot {
         id: Uuid::nil(),
         level: Level::Error,
         is_message: false,
+        time: SystemTime::UNIX_EPOCH,
         links: [Link::EMPTY; LINKS],
         n_links: 0,
     };
@@ -158,6 +162,7 @@ fn keep(level: Level, is_message: bool, fill: impl FnOnce(&mut [Link; LINKS]) ->
     slot.id = Uuid::new_v4();
     slot.level = level;
     slot.is_message = is_message;
+    slot.time = SystemTime::now();
     slot.n_links = fill(&mut slot.links);
     let id = slot.id;
     buffer.used += 1;
@@ -189,6 +194,7 @@ pub(crate) fn drain() -> Vec<Event<'static>> {
             let mut event = Event {
                 event_id: slot.id,
                 level: slot.level,
+                timestamp: slot.time,
                 ..Default::default()
             };
             let links = slot.links.iter().take(slot.n_links);

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::consent::{self, Decision};
+use crate::consent::Decision;
 use crate::env::EnvSnapshot;
 use crate::paths::Paths;
 use crate::report::{self, Captured, Kind};
@@ -73,15 +73,7 @@ pub fn status_of(config: &Config) -> Status {
     let paths = Paths::resolve(config, &env);
     let settings_file = paths.settings_file();
     let settings = Settings::load_for(config, &paths).map_err(|e| e.to_string());
-    let decision = consent::decide_for(
-        config,
-        &env,
-        settings
-            .as_ref()
-            .map(Settings::data)
-            .map_err(String::as_str),
-        false,
-    );
+    let (settings, decision) = crate::runtime::decide_on_disk(config, &env, settings, false);
     let outbox_dir = paths.outbox_dir();
     let (outbox_reports, outbox_bytes) = outbox_dir
         .clone()

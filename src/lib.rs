@@ -257,8 +257,8 @@ pub fn capture_message(message: &str, level: Level) -> Option<EventId> {
 /// Queues an anonymous usage event. Never blocks; costs one atomic load when usage pings
 /// are off; when on, validates the name and queues (the worker serialises and sends).
 ///
-/// Names and keys are 1 to 40 of `[a-z0-9_]`; a bad one drops the event (logged once in
-/// debug mode). See [`Prop`] for values.
+/// Names and keys are 1 to 40 of `[a-z0-9_]`: a bad name drops the event, a bad key drops
+/// that property (each logged once in debug mode). See [`Prop`] for values.
 ///
 /// ```
 /// consentry::track("train", [("task", "detect")]);
@@ -337,8 +337,8 @@ pub fn flush(timeout: Duration) -> bool {
 /// ```
 pub fn exit(code: i32) -> ! {
     if let Some(rt) = runtime::current() {
-        let (crash, usage) = (rt.config.flush_timeout, rt.config.usage_flush_timeout);
-        let _ = catch_unwind(AssertUnwindSafe(|| rt.flush(crash, usage)));
+        // What dropping the guard does: pending repeat counts too, with the same deadlines.
+        let _ = catch_unwind(AssertUnwindSafe(|| rt.shutdown()));
     }
     std::process::exit(code)
 }

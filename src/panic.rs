@@ -108,7 +108,7 @@ fn report(info: &PanicHookInfo<'_>) {
     let wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(50);
     let line = match rx.recv_timeout(wait) {
         Ok(Some((path, delivery))) => match delivery {
-            Some(Delivery::Accepted(_)) => format!("crash report {id} was sent"),
+            Some(Delivery::Accepted { .. }) => format!("crash report {id} was sent"),
             _ if rt.config.dsn.is_none() => format!(
                 "crash report {id} was kept on this machine (no server configured): {}",
                 path.display()

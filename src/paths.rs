@@ -25,12 +25,17 @@ impl Paths {
                 .filter(|v| !v.trim().is_empty())
                 .map(PathBuf::from)
         };
+        // The app name becomes a path component only once it is known to be one word
+        // (`../x` would leave the OS directory).
+        let name_ok = crate::config::validate_app_name(&config.app_name).is_ok();
+        let default =
+            |base: Option<PathBuf>| base.filter(|_| name_ok).map(|d| d.join(&config.app_name));
         let config_dir = from_env("CONFIG_DIR")
             .or_else(|| config.config_dir.clone())
-            .or_else(|| dirs::config_dir().map(|d| d.join(&config.app_name)));
+            .or_else(|| default(dirs::config_dir()));
         let data_dir = from_env("DATA_DIR")
             .or_else(|| config.data_dir.clone())
-            .or_else(|| dirs::data_local_dir().map(|d| d.join(&config.app_name)));
+            .or_else(|| default(dirs::data_local_dir()));
         Paths {
             config_dir,
             data_dir,

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::config::{Config, Ignore};
+use crate::config::{Config, Ignore, clamp_wait};
 use crate::consent::{self, Decision, NextStep};
 use crate::diag;
 use crate::env::EnvSnapshot;
@@ -53,6 +53,12 @@ const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retry backoff bounds after a failed upload.
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// After a request got no answer, flushes within this time do not try again (the worker
+/// still retries with its backoff).
+const UNANSWERED_PAUSE: Duration = Duration::from_secs(30);
+/// The worker sends the first occurrence of an error this long after it happened, with the
+/// count of the repeats seen meanwhile.
+const REPEAT_HOLD: Duration = Duration::from_secs(1);
 /// The most error kinds tracked for deduplication.
 const DEDUP_KEYS: usize = 64;
 
@@ -74,6 +80,8 @@ struct Backoff {
     delay: Duration,
     next: Option<Instant>,
     rate_limited_until: Option<SystemTime>,
+    /// When a request last got no answer at all (timeout, refused connection).
+    unanswered_at: Option<Instant>,
 }
 
 /// One kind of error seen recently.
@@ -155,16 +163,17 @@ impl Guard {
     /// assert!(guard.flush(std::time::Duration::from_millis(100)));
     /// ```
     pub fn flush(&self, timeout: Duration) -> bool {
-        self.runtime
-            .as_ref()
-            .is_none_or(|rt| rt.flush(timeout, timeout))
+        self.runtime.as_ref().is_none_or(|rt| {
+            catch_unwind(AssertUnwindSafe(|| rt.flush(timeout, timeout))).unwrap_or(false)
+        })
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
-            rt.shutdown();
+            // Never unwind into the app, which may itself be unwinding.
+            let _ = catch_unwind(AssertUnwindSafe(|| rt.shutdown()));
         }
     }
 }
@@ -187,17 +196,13 @@ pub(crate) fn init(config: Config) -> Guard {
     }
     let env = EnvSnapshot::from_process(&config.env_prefix());
     let paths = Paths::resolve(&config, &env);
-    let settings = load_settings(&config, &paths);
-    let settings_error = settings.as_ref().err().cloned();
-    let decision = consent::decide_for(
+    let (settings, decision) = decide_on_disk(
         &config,
         &env,
-        settings
-            .as_ref()
-            .map(Settings::data)
-            .map_err(String::as_str),
+        load_settings(&config, &paths),
         consent::interactive(),
     );
+    let settings_error = settings.as_ref().err().cloned();
     if let Some(e) = settings_error {
         diag::warn_once("settings-unusable", || format!("{e}; nothing will be sent"));
     }
@@ -245,6 +250,38 @@ pub(crate) fn init(config: Config) -> Guard {
 
 /// Loads the settings, reporting a recovered corrupt file once. `Err` says why they cannot
 /// be used (then nothing is sent).
+/// [`consent::decide_for`] on loaded settings, plus one check only a real file needs: when
+/// the decision would send or prompt, the settings directory must be writable. A file that
+/// says yes in a directory that cannot be written would keep sending after a "no" that
+/// cannot be recorded, so such settings count as unusable (nothing is sent).
+pub(crate) fn decide_on_disk(
+    config: &Config,
+    env: &EnvSnapshot,
+    mut settings: Result<Settings, String>,
+    interactive: bool,
+) -> (Result<Settings, String>, Decision) {
+    let decide = |settings: &Result<Settings, String>| {
+        consent::decide_for(
+            config,
+            env,
+            settings
+                .as_ref()
+                .map(Settings::data)
+                .map_err(String::as_str),
+            interactive,
+        )
+    };
+    let mut decision = decide(&settings);
+    if (!decision.is_off() || decision.next != NextStep::None)
+        && let Ok(s) = &settings
+        && let Err(e) = s.check_writable()
+    {
+        settings = Err(e.to_string());
+        decision = decide(&settings);
+    }
+    (settings, decision)
+}
+
 fn load_settings(config: &Config, paths: &Paths) -> Result<Settings, String> {
     let settings = Settings::load_for(config, paths).map_err(|e| e.to_string())?;
     if let Some(r) = settings.recovered() {
@@ -295,6 +332,7 @@ impl Runtime {
                 delay: MIN_BACKOFF,
                 next: None,
                 rate_limited_until: None,
+                unanswered_at: None,
             }),
             dropped: AtomicU64::new(0),
             panics_in_progress: std::sync::atomic::AtomicUsize::new(0),
@@ -475,6 +513,9 @@ impl Runtime {
         if let Some(d) = self.usage.time_until_due(&self.config) {
             wait = wait.min(d);
         }
+        if let Some(d) = self.next_hold_end() {
+            wait = wait.min(d);
+        }
         wait.max(Duration::from_millis(5))
     }
 
@@ -482,9 +523,23 @@ impl Runtime {
     /// bare addresses instead of a symbolicated stack trace: symbolication can take seconds,
     /// and a flush must not wait longer than its deadline.
     fn run_jobs(&self, deadline: Option<Instant>) {
+        let mut rechecked = false;
         loop {
-            let _turn = self.pipeline.lock();
+            // A flush waits for the worker's current job only until its deadline.
+            let _turn = match deadline {
+                Some(d) => match lock_until(&self.pipeline, d) {
+                    Some(turn) => turn,
+                    None => break,
+                },
+                None => self.pipeline.lock().unwrap_or_else(|p| p.into_inner()),
+            };
             let Some(job) = self.pop() else { break };
+            if !rechecked {
+                // `disable` in another process stops new reports too, not only uploads
+                // (with no DSN, storing them is all that happens).
+                self.recheck_consent();
+                rechecked = true;
+            }
             match job {
                 Job::Capture(captured) => {
                     if STATE.load(Ordering::Acquire) == ON {
@@ -705,8 +760,16 @@ impl Runtime {
             let mut event = seen.template;
             let id = Uuid::new_v4();
             event["event_id"] = Value::from(id.simple().to_string());
-            event["extra"]["consentry.occurrences"] = Value::from(seen.repeats);
-            event["extra"]["consentry.repeat_of_earlier_report"] = Value::from(true);
+            set_extra(
+                &mut event,
+                "consentry.occurrences",
+                Value::from(seen.repeats),
+            );
+            set_extra(
+                &mut event,
+                "consentry.repeat_of_earlier_report",
+                Value::from(true),
+            );
             self.store(id, &event);
         }
     }
@@ -723,7 +786,11 @@ impl Runtime {
         let before = event["extra"]["consentry.occurrences"]
             .as_u64()
             .unwrap_or(1);
-        event["extra"]["consentry.occurrences"] = Value::from(before + repeats);
+        set_extra(
+            &mut event,
+            "consentry.occurrences",
+            Value::from(before + repeats),
+        );
         let Some(id) = crate::outbox::event_id_of(path) else {
             return false;
         };
@@ -752,7 +819,8 @@ impl Runtime {
             match &self.config.before_send {
                 None => Ok(Some(v)),
                 Some(hook) => match hook(v) {
-                    Some(v) => scrub(v).map(Some),
+                    Some(v) if v.is_object() => scrub(v).map(Some),
+                    Some(_) => Err("the app's before_send hook returned a non-object".to_owned()),
                     None => Ok(None),
                 },
             }
@@ -838,15 +906,7 @@ impl Runtime {
         }
         let settings = Settings::load_from(&path).map_err(|e| e.to_string());
         self.remember_settings_version();
-        let decision = consent::decide_for(
-            &self.config,
-            &self.env,
-            settings
-                .as_ref()
-                .map(Settings::data)
-                .map_err(String::as_str),
-            false,
-        );
+        let (settings, decision) = decide_on_disk(&self.config, &self.env, settings, false);
         if let Ok(s) = &settings
             && let Ok(mut ids) = self.ids.lock()
         {
@@ -917,11 +977,17 @@ impl Runtime {
         if self.rate_limited() {
             return None;
         }
-        if deadline.is_none()
-            && let Ok(b) = self.backoff.lock()
-            && b.next.is_some_and(|next| Instant::now() < next)
-        {
-            return None;
+        if let Ok(b) = self.backoff.lock() {
+            // The worker respects the backoff. A flush tries at once, unless the server just
+            // gave no answer at all: a panic's attempt that timed out is not repeated by the
+            // guard's flush right after, which would double the time the process waits.
+            let backing_off = b.next.is_some_and(|next| Instant::now() < next);
+            let unanswered = b
+                .unanswered_at
+                .is_some_and(|t| t.elapsed() < UNANSWERED_PAUSE);
+            if backing_off && (deadline.is_none() || unanswered) {
+                return None;
+            }
         }
         let entries = match only {
             Some(path) => vec![path.to_owned()],
@@ -945,7 +1011,7 @@ impl Runtime {
             let Some(_claim) = claim else {
                 continue;
             };
-            if !path.exists() {
+            if !path.exists() || (deadline.is_none() && self.held_for_repeats(&path).is_some()) {
                 continue;
             }
             self.apply_repeats(&path);
@@ -953,17 +1019,30 @@ impl Runtime {
                 continue;
             };
             let delivery = transport::send(target, &bytes, timeout);
+            // What reached a server is in the audit log, whatever it answered.
+            let answered = match &delivery {
+                Delivery::Accepted { status, .. } | Delivery::Rejected(status) => Some(*status),
+                Delivery::Retry { status, .. } => *status,
+                Delivery::RateLimited(_) => None,
+            };
+            if let Some(status) = answered
+                && let Some(log) = self.paths.audit_log()
+            {
+                let payload = report::event_of_envelope(&bytes).unwrap_or(Value::Null);
+                crate::audit::append(&log, "crash", target.url(), Some(status), payload);
+            }
             match &delivery {
-                Delivery::Accepted(status) => {
+                Delivery::Accepted { limit, .. } => {
                     outbox.remove(&path);
                     self.forget_sent(&path);
-                    if let Some(log) = self.paths.audit_log() {
-                        let payload = report::event_of_envelope(&bytes).unwrap_or(Value::Null);
-                        crate::audit::append(&log, "crash", target.url(), Some(*status), payload);
-                    }
                     if let Ok(mut b) = self.backoff.lock() {
                         b.delay = MIN_BACKOFF;
                         b.next = None;
+                        b.unanswered_at = None;
+                    }
+                    if let Some(until) = *limit {
+                        self.pause_until(until);
+                        return Some(delivery);
                     }
                 }
                 Delivery::Rejected(status) => {
@@ -974,18 +1053,21 @@ impl Runtime {
                     });
                 }
                 Delivery::RateLimited(until) => {
-                    if let Ok(mut b) = self.backoff.lock() {
-                        b.rate_limited_until = Some(*until);
-                    }
-                    if let Some(file) = self.paths.rate_limit_file() {
-                        RateLimitFile::store(&file, *until);
-                    }
+                    self.pause_until(*until);
                     return Some(delivery);
                 }
-                Delivery::Retry(_) => {
+                Delivery::Retry { status, why } => {
                     if let Ok(mut b) = self.backoff.lock() {
                         b.next = Some(Instant::now() + b.delay);
                         b.delay = (b.delay * 2).min(MAX_BACKOFF);
+                        if status.is_none() {
+                            b.unanswered_at = Some(Instant::now());
+                        }
+                    }
+                    if status.is_some() {
+                        diag::warn_once("retry-status", || {
+                            format!("crash reports are kept for later: {why}")
+                        });
                     }
                     return Some(delivery);
                 }
@@ -993,6 +1075,39 @@ impl Runtime {
             last = Some(delivery);
         }
         last
+    }
+
+    /// How much longer the worker keeps the first occurrence of an error unsent, so that a
+    /// burst of the same error goes out as one event with its count ([`REPEAT_HOLD`]). A
+    /// flush sends at once (with the count so far).
+    fn held_for_repeats(&self, path: &Path) -> Option<Duration> {
+        let dedup = self.dedup.lock().ok()?;
+        dedup
+            .values()
+            .filter(|s| s.path.as_deref() == Some(path))
+            .map(|s| REPEAT_HOLD.saturating_sub(s.first.elapsed()))
+            .find(|left| !left.is_zero())
+    }
+
+    /// The soonest end of a [`REPEAT_HOLD`], if any file is held.
+    fn next_hold_end(&self) -> Option<Duration> {
+        let dedup = self.dedup.lock().ok()?;
+        dedup
+            .values()
+            .filter(|s| s.path.is_some())
+            .map(|s| REPEAT_HOLD.saturating_sub(s.first.elapsed()))
+            .filter(|left| !left.is_zero())
+            .min()
+    }
+
+    /// Records a server-imposed pause, here and on disk (it outlives the process).
+    fn pause_until(&self, until: std::time::SystemTime) {
+        if let Ok(mut b) = self.backoff.lock() {
+            b.rate_limited_until = Some(until);
+        }
+        if let Some(file) = self.paths.rate_limit_file() {
+            RateLimitFile::store(&file, until);
+        }
     }
 
     /// Before the first occurrence of an error is sent, adds the repeats counted so far to
@@ -1041,7 +1156,11 @@ impl Runtime {
     /// Processes what is queued and sends what is waiting, for at most the given times.
     pub(crate) fn flush(&self, crash_timeout: Duration, usage_timeout: Duration) -> bool {
         let start = Instant::now();
-        self.flush_until(start + crash_timeout, start + usage_timeout, false)
+        self.flush_until(
+            start + clamp_wait(crash_timeout),
+            start + clamp_wait(usage_timeout),
+            false,
+        )
     }
 
     /// [`Runtime::flush`] with deadlines; `all_repeats` also reports repeat counts whose
@@ -1075,13 +1194,16 @@ impl Runtime {
 
     /// The guard was dropped: report pending repeat counts, flush with the configured
     /// deadlines, stop the worker and turn everything off.
-    fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         let start = Instant::now();
-        self.flush_until(
-            start + self.config.flush_timeout,
-            start + self.config.usage_flush_timeout,
-            true,
-        );
+        // Whatever happens in the flush, the worker stops and everything turns off below.
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            self.flush_until(
+                start + self.config.flush_timeout,
+                start + self.config.usage_flush_timeout,
+                true,
+            )
+        }));
         let dropped = self.dropped.load(Ordering::Relaxed) + self.usage.dropped();
         if dropped > 0 && self.debug {
             diag::eprint_line(&format!(
@@ -1110,6 +1232,23 @@ impl Runtime {
             d.crash &= !crash;
             d.usage &= !usage;
         }
+    }
+}
+
+/// Sets `event.extra[key]`. The app's hook may have left `extra` (or the event) something
+/// other than an object; indexing would panic, so such an `extra` is replaced.
+fn set_extra(event: &mut Value, key: &str, value: Value) {
+    let Some(event) = event.as_object_mut() else {
+        return;
+    };
+    let extra = event
+        .entry("extra")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !extra.is_object() {
+        *extra = Value::Object(Map::new());
+    }
+    if let Some(extra) = extra.as_object_mut() {
+        extra.insert(key.to_owned(), value);
     }
 }
 

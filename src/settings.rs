@@ -270,6 +270,9 @@ pub enum SettingsError {
         /// What would have been accepted.
         expected: &'static str,
     },
+    /// The app's [`Config`] is not valid (e.g. its name is not a plain lower-case word).
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
     /// An argument that is not `key=value`.
     #[error("invalid argument '{arg}': expected key=value (e.g. sync=false)")]
     NotAnAssignment {
@@ -327,6 +330,7 @@ impl Settings {
         config: &crate::Config,
         paths: &crate::paths::Paths,
     ) -> Result<Settings, SettingsError> {
+        crate::config::validate_app_name(&config.app_name)?;
         let path = paths
             .settings_file()
             .ok_or_else(|| SettingsError::NoConfigDir {
@@ -404,6 +408,19 @@ impl Settings {
     /// ```
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether a change to the file could be written: a temp file can be created beside it.
+    /// A directory that cannot be written means a later "no" could not be recorded, so
+    /// `init` treats it as unusable settings (nothing is sent).
+    pub(crate) fn check_writable(&self) -> Result<(), SettingsError> {
+        let dir = parent_dir(&self.path);
+        tempfile::Builder::new()
+            .prefix(".settings.json.")
+            .suffix(".probe")
+            .tempfile_in(dir)
+            .map(drop)
+            .map_err(io_err("write to", dir))
     }
 
     /// Set when the file was corrupt and was replaced by defaults while loading.
@@ -628,7 +645,10 @@ fn test_delay() {
 
 /// Checks one change: the key is settable and the value is a boolean (or a string that
 /// spells one, as on the command line: `true`, `False`, `1`, `off`, ...).
-fn validate_change(key: &str, value: &Value) -> Result<(&'static str, bool), SettingsError> {
+pub(crate) fn validate_change(
+    key: &str,
+    value: &Value,
+) -> Result<(&'static str, bool), SettingsError> {
     let Some(key) = SETTABLE_KEYS.iter().copied().find(|k| *k == key) else {
         return Err(match key {
             "anonymous_id" | "salt" => SettingsError::ReadOnlyKey {

@@ -41,10 +41,15 @@ impl SentryTarget {
 /// What happened to one envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Delivery {
-    /// 2xx: the server has it; remove it from the outbox.
-    Accepted(u16),
-    /// No answer, a timeout or a 5xx: keep it and try again later.
-    Retry(String),
+    /// 2xx: the server has it; remove it from the outbox. `limit`: the server also asked,
+    /// with `X-Sentry-Rate-Limits`, to pause until then.
+    Accepted {
+        status: u16,
+        limit: Option<SystemTime>,
+    },
+    /// No answer (`status` is `None`), a timeout, a 5xx or anything else unexpected (a
+    /// redirect, which is not followed): keep it and try again later.
+    Retry { status: Option<u16>, why: String },
     /// 429 or an active rate limit: keep it and wait until the limit ends.
     RateLimited(SystemTime),
     /// Any other 4xx: the server will never take it; drop it.
@@ -57,29 +62,37 @@ pub(crate) fn send(target: &SentryTarget, bytes: &[u8], timeout: Duration) -> De
         ("X-Sentry-Auth", target.auth.clone()),
         ("Content-Type", "application/x-sentry-envelope".to_owned()),
     ];
-    match http::post(&target.url, &headers, bytes, timeout) {
-        Err(e) => Delivery::Retry(e),
-        Ok(answer) if answer.is_success() => Delivery::Accepted(answer.status),
-        Ok(answer) => {
-            let mut limiter = RateLimiter::new();
-            if let Some(h) = &answer.sentry_rate_limits {
-                limiter.update_from_sentry_header(h);
-            } else if let Some(h) = &answer.retry_after {
-                limiter.update_from_retry_after(h);
-            } else if answer.status == 429 {
-                limiter.update_from_429();
-            }
-            match limiter.is_disabled(RateLimitingCategory::Error) {
-                Some(left) => Delivery::RateLimited(SystemTime::now() + left),
-                None if answer.status == 429 => {
-                    Delivery::RateLimited(SystemTime::now() + Duration::from_secs(60))
-                }
-                None if answer.status >= 500 => {
-                    Delivery::Retry(format!("server answered {}", answer.status))
-                }
-                None => Delivery::Rejected(answer.status),
-            }
+    let answer = match http::post(&target.url, &headers, bytes, timeout) {
+        Ok(answer) => answer,
+        Err(why) => return Delivery::Retry { status: None, why },
+    };
+    let status = answer.status;
+    // Sentry may send `X-Sentry-Rate-Limits` with any answer, a 200 included;
+    // `Retry-After` matters on a refusal.
+    let mut limiter = RateLimiter::new();
+    if let Some(h) = &answer.sentry_rate_limits {
+        limiter.update_from_sentry_header(h);
+    } else if !answer.is_success() {
+        if let Some(h) = &answer.retry_after {
+            limiter.update_from_retry_after(h);
+        } else if status == 429 {
+            limiter.update_from_429();
         }
+    }
+    let limit = limiter
+        .is_disabled(RateLimitingCategory::Error)
+        .map(|left| SystemTime::now() + left);
+    if answer.is_success() {
+        return Delivery::Accepted { status, limit };
+    }
+    match limit {
+        Some(until) => Delivery::RateLimited(until),
+        None if status == 429 => Delivery::RateLimited(SystemTime::now() + Duration::from_secs(60)),
+        None if (400..500).contains(&status) => Delivery::Rejected(status),
+        None => Delivery::Retry {
+            status: Some(status),
+            why: format!("server answered {status}"),
+        },
     }
 }
 

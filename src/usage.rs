@@ -24,7 +24,8 @@ use crate::runtime::Runtime;
 /// assert!(consentry::valid_name(&"a".repeat(consentry::MAX_NAME_LEN)));
 /// ```
 pub const MAX_NAME_LEN: usize = 40;
-/// The most properties one event carries; an event with more is dropped.
+/// The most properties one event carries; the ones past it (and any with an invalid key)
+/// are dropped, the event is kept.
 ///
 /// ```
 /// assert_eq!(consentry::MAX_PROPS, 16);
@@ -258,7 +259,8 @@ struct SendState {
 impl UsageQueue {
     pub(crate) fn new(capacity: usize) -> UsageQueue {
         UsageQueue {
-            events: Mutex::new(VecDeque::with_capacity(capacity)),
+            // Grows as events come: an app whose usage is off allocates nothing.
+            events: Mutex::new(VecDeque::new()),
             capacity,
             dropped: AtomicU64::new(0),
             state: Mutex::new(SendState::default()),
@@ -521,14 +523,22 @@ impl Sink {
                 let events: Vec<Value> = events
                     .iter()
                     .map(|e| {
-                        // GA4 takes 25 parameters per event: metadata first, then the props.
-                        let mut params = metadata.clone();
+                        // GA4 keeps 25 parameters per event. Kept first: the engagement time
+                        // (GA4 needs it to count the event as activity), then the app's own
+                        // props, then the metadata, in the order `usage_metadata` lists them.
+                        let mut params = Map::new();
                         params.insert("engagement_time_msec".into(), Value::from(1));
-                        for (k, v) in &e.props {
+                        for (k, v) in e.props.iter().chain(metadata.iter()) {
+                            if params.len() == GA4_MAX_PARAMS {
+                                break;
+                            }
                             params.entry(k.clone()).or_insert_with(|| v.clone());
                         }
-                        let params: Map<String, Value> = params.into_iter().take(25).collect();
-                        json!({"name": e.name, "params": params})
+                        json!({
+                            "name": e.name,
+                            "timestamp_micros": e.micros,
+                            "params": params,
+                        })
                     })
                     .collect();
                 json!({"client_id": client_id, "events": events})
@@ -591,6 +601,15 @@ impl Sink {
         }
     }
 
+    /// The most events one request may carry (GA4's Measurement Protocol takes 25; the
+    /// others are kept well under their request size limits).
+    pub(crate) fn max_events_per_request(&self) -> usize {
+        match self.kind {
+            SinkKind::Ga4 { .. } => 25,
+            _ => 100,
+        }
+    }
+
     /// The deletion request for a retired anonymous id, if the sink takes one.
     fn deletion_body(&self, client_id: Uuid, now: &str) -> Option<Value> {
         self.supports_deletion().then(|| {
@@ -598,6 +617,9 @@ impl Sink {
         })
     }
 }
+
+/// The most parameters GA4 keeps per event.
+const GA4_MAX_PARAMS: usize = 25;
 
 /// Percent-encodes a query value.
 fn encode_query(value: &str) -> String {
@@ -618,7 +640,9 @@ pub(crate) struct Ready {
     pub(crate) id: Uuid,
     pub(crate) name: String,
     pub(crate) props: Map<String, Value>,
+    /// When `track` was called: RFC 3339, and microseconds since the Unix epoch (GA4).
     pub(crate) time: String,
+    pub(crate) micros: u64,
 }
 
 /// Queues a usage event; see [`crate::track`].
@@ -638,14 +662,15 @@ pub(crate) fn track<'a, V: Into<Prop>>(
     let mut list = Vec::new();
     for (key, value) in props.into_iter().take(MAX_PROPS + 1) {
         if !valid_name(key) || list.len() >= MAX_PROPS {
+            // Only the property is dropped; the event still counts.
             if rt.debug {
                 diag::warn_once(&format!("bad-prop-{name}-{key}"), || {
                     format!(
-                        "usage property {key:?} of {name:?} is invalid or one too many; the event was dropped"
+                        "usage property {key:?} of {name:?} is invalid (use 1-40 of [a-z0-9_]) or past the {MAX_PROPS}th; it was dropped"
                     )
                 });
             }
-            return;
+            continue;
         }
         list.push((key.to_owned(), value.into()));
     }
@@ -710,11 +735,16 @@ impl Runtime {
         let time = time::OffsetDateTime::from(event.time)
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
+        let micros = event
+            .time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         Some(Ready {
             id: Uuid::new_v4(),
             name: event.name,
             props,
             time,
+            micros,
         })
     }
 
@@ -741,34 +771,57 @@ impl Runtime {
             self.print_usage_batch(Some(&sink));
             return;
         }
-        let batch = self.usage.take();
-        if batch.is_empty() {
-            return;
+        let mut rest = self.usage.take();
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(sink.max_events_per_request()));
+            let chunk = std::mem::replace(&mut rest, tail);
+            if let Err(unsent) = self.send_usage(&sink, chunk, deadline) {
+                // Kept for a retry, in order: the failed request's events, then the rest.
+                self.usage
+                    .put_back(unsent.into_iter().chain(rest).collect());
+                return;
+            }
         }
+    }
+
+    /// Sends one request of usage events. `Err` gives back the events to retry.
+    fn send_usage(
+        &self,
+        sink: &Sink,
+        batch: Vec<Queued>,
+        deadline: Option<Instant>,
+    ) -> Result<(), Vec<Queued>> {
         let ready: Vec<Ready> = batch
             .iter()
             .cloned()
             .filter_map(|e| self.ready(e))
             .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
         let now = crate::settings::now_rfc3339();
         let body = sink.body(self.ids().0, &ready, &self.usage_metadata(), &now);
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let timeout = deadline.map_or(Duration::from_secs(10), |d| {
             d.saturating_duration_since(Instant::now())
         });
+        if timeout.is_zero() {
+            return Err(batch);
+        }
         let answer = crate::http::post(&sink.url(), &sink.headers(), &bytes, timeout);
+        // What reached a server is in the audit log, whatever it answered.
+        if let (Ok(a), Some(log)) = (&answer, self.paths.audit_log()) {
+            crate::audit::append(&log, "usage", &sink.display_url(), Some(a.status), body);
+        }
         let Ok(mut state) = self.usage.state.lock() else {
-            return;
+            return Err(batch);
         };
         match answer {
             Ok(a) if a.is_success() => {
                 state.last_sent = Some(Instant::now());
                 state.retry_at = None;
                 state.backoff = None;
-                drop(state);
-                if let Some(log) = self.paths.audit_log() {
-                    crate::audit::append(&log, "usage", &sink.display_url(), Some(a.status), body);
-                }
+                Ok(())
             }
             Ok(a) if (400..500).contains(&a.status) && a.status != 429 && a.status != 408 => {
                 // The sink will never take this batch.
@@ -780,6 +833,7 @@ impl Runtime {
                         a.status
                     )
                 });
+                Ok(())
             }
             _ => {
                 let delay = state.backoff.map_or(Duration::from_secs(1), |d| {
@@ -787,8 +841,7 @@ impl Runtime {
                 });
                 state.backoff = Some(delay);
                 state.retry_at = Some(Instant::now() + delay);
-                drop(state);
-                self.usage.put_back(batch);
+                Err(batch)
             }
         }
     }
@@ -824,7 +877,8 @@ impl Runtime {
         let Some(sink) = &self.config.usage_sink else {
             return;
         };
-        if send_deletion(sink, id, Duration::from_secs(5))
+        let log = self.paths.audit_log();
+        if send_deletion(sink, id, Duration::from_secs(5), log.as_deref(), self.debug)
             && let Some(path) = self.paths.settings_file()
             && let Ok(mut s) = crate::settings::Settings::load_from(&path)
         {
@@ -833,13 +887,37 @@ impl Runtime {
     }
 }
 
-/// Sends one deletion request carrying only `id`. Returns whether the sink accepted it.
-pub(crate) fn send_deletion(sink: &Sink, id: Uuid, timeout: Duration) -> bool {
+/// Sends one deletion request carrying only `id`, and records it in the audit log when a
+/// server answered. Returns whether the sink accepted it. Nothing is sent to a sink that
+/// fails validation (plain HTTP to a remote host), nor in debug mode, which prints the
+/// request instead (it stays owed, for a later run).
+pub(crate) fn send_deletion(
+    sink: &Sink,
+    id: Uuid,
+    timeout: Duration,
+    audit_log: Option<&std::path::Path>,
+    debug: bool,
+) -> bool {
     let Some(body) = sink.deletion_body(id, &crate::settings::now_rfc3339()) else {
         return false;
     };
+    if sink.validate().is_err() {
+        return false;
+    }
+    if debug {
+        diag::eprint_line(&format!(
+            "[consentry debug] deletion request for {} (debug mode: not sent):\n{}",
+            sink.display_url(),
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        ));
+        return false;
+    }
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    crate::http::post(&sink.url(), &sink.headers(), &bytes, timeout).is_ok_and(|a| a.is_success())
+    let answer = crate::http::post(&sink.url(), &sink.headers(), &bytes, timeout);
+    if let (Ok(a), Some(log)) = (&answer, audit_log) {
+        crate::audit::append(log, "deletion", &sink.display_url(), Some(a.status), body);
+    }
+    answer.is_ok_and(|a| a.is_success())
 }
 
 fn cut(mut s: String) -> String {

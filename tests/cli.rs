@@ -333,6 +333,117 @@ fn a_corrupt_settings_file_is_kept_aside_and_reported() {
 }
 
 #[test]
+fn settings_json_stays_parseable_on_a_corrupt_file_and_a_bad_value_touches_nothing() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.config()).unwrap();
+    std::fs::write(env.settings_path(), "{\"sync\": tru").unwrap();
+    let corrupt_copies = || {
+        std::fs::read_dir(env.config())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().contains("corrupt-")
+            })
+            .count()
+    };
+    // A bad value is refused before the file is even read: the corrupt file stays as it is.
+    let r = env.run(&["settings", "colour=blue"]);
+    assert_eq!(r.code(), 2);
+    assert_eq!(corrupt_copies(), 0);
+    assert_eq!(
+        std::fs::read_to_string(env.settings_path()).unwrap(),
+        "{\"sync\": tru"
+    );
+    // --json: stdout is the JSON alone; the note about the repair is on stderr.
+    let r = env.run(&["settings", "--json"]);
+    assert_eq!(r.code(), 0);
+    let parsed: Value = serde_json::from_str(&r.stdout()).expect("stdout is JSON");
+    assert_eq!(parsed["sync"], true);
+    assert!(r.stderr().contains("was unreadable"), "{}", r.stderr());
+    assert_eq!(corrupt_copies(), 1);
+}
+
+#[test]
+fn the_standalone_status_knows_an_opt_out_app_from_its_notice() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.config()).unwrap();
+    // What an opt-out app leaves after its first run: the notice shown, consent by default.
+    std::fs::write(
+        env.settings_path(),
+        r#"{"schema_version": 1, "sync": true, "notice_shown_at": "2026-11-20T10:00:00Z",
+            "consent": {"decided": true, "granted": true, "at": "2026-11-20T10:00:00Z", "via": "default"}}"#,
+    )
+    .unwrap();
+    let r = env.run(&["status", "--json"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let status: Value = serde_json::from_str(&r.stdout()).unwrap();
+    assert_eq!(status["crash"]["enabled"], true, "{status}");
+    // Told it is opt-in, the same file is no consent at all.
+    let r = env.run(&["--policy", "opt-in", "status", "--json"]);
+    let status: Value = serde_json::from_str(&r.stdout()).unwrap();
+    assert_eq!(status["crash"]["enabled"], false, "{status}");
+}
+
+/// Makes a directory unwritable for as long as it lives: `chmod 0500`, which root ignores,
+/// so also `chattr +i` (immutable, which binds root too) when that is allowed here.
+#[cfg(target_os = "linux")]
+struct ReadOnlyDir(PathBuf, bool);
+
+#[cfg(target_os = "linux")]
+impl ReadOnlyDir {
+    fn new(dir: &std::path::Path) -> ReadOnlyDir {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o500)).unwrap();
+        let immutable = Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ReadOnlyDir(dir.to_owned(), immutable)
+    }
+    fn is_unwritable(&self) -> bool {
+        tempfile::tempfile_in(&self.0).is_err()
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for ReadOnlyDir {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.1 {
+            let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+        }
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o700));
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_yes_in_a_read_only_directory_sends_nothing() {
+    let env = Env::new();
+    assert_eq!(env.run(&["enable"]).code(), 0);
+    let r = env.run(&["status", "--json"]);
+    let status: Value = serde_json::from_str(&r.stdout()).unwrap();
+    assert_eq!(status["crash"]["enabled"], true);
+
+    let read_only = ReadOnlyDir::new(&env.config());
+    if !read_only.is_unwritable() {
+        // Root without CAP_LINUX_IMMUTABLE: nothing here can make a directory unwritable.
+        eprintln!("skipped: cannot make a directory read-only on this machine");
+        return;
+    }
+    // A "no" could not be recorded any more, so the "yes" no longer counts.
+    let r = env.run(&["status"]);
+    assert_eq!(r.code(), 0);
+    let out = r.stdout();
+    assert!(
+        out.contains("crash reports: off  disabled: consent cannot be recorded (cannot write to"),
+        "{out}"
+    );
+    assert!(out.contains("usage pings:   off"), "{out}");
+}
+
+#[test]
 fn an_unusable_config_directory_means_nothing_is_sent() {
     let env = Env::new();
     // A regular file where the config directory's parent should be: not even root can

@@ -31,6 +31,9 @@ pub enum Plan {
     RetryAfter(String),
     /// Answer 429 with this `X-Sentry-Rate-Limits`.
     SentryRateLimits(String),
+    /// Answer 200 (accepted) with this `X-Sentry-Rate-Limits`: Sentry may ask for a pause
+    /// in any answer.
+    AcceptedWithRateLimits(String),
     /// Never answer (the connection stays open until the server stops).
     Hang,
 }
@@ -152,6 +155,12 @@ impl CaptureServer {
                     Plan::SentryRateLimits(v) => {
                         let r = tiny_http::Response::from_string("")
                             .with_status_code(429)
+                            .with_header(header("X-Sentry-Rate-Limits", &v));
+                        let _ = request.respond(r);
+                    }
+                    Plan::AcceptedWithRateLimits(v) => {
+                        let r = tiny_http::Response::from_string("{}")
+                            .with_status_code(200)
                             .with_header(header("X-Sentry-Rate-Limits", &v));
                         let _ = request.respond(r);
                     }

@@ -220,6 +220,34 @@ fn a_4xx_drops_the_report() {
 }
 
 #[test]
+fn a_redirect_keeps_the_report() {
+    // Redirects are not followed (the auth header must not go elsewhere), and a 3xx is no
+    // "never": the report stays for a later run.
+    let server = CaptureServer::start(Plan::Status(301));
+    let dirs = Dirs::new();
+    let (out, _) = run(errors_run(&dirs, &server.dsn(), "errors"), LIMIT);
+    assert!(out.status.success());
+    assert!(!server.requests().is_empty(), "it was tried");
+    assert_eq!(dirs.outbox_files().len(), 2, "both kept");
+}
+
+#[test]
+fn a_rate_limit_sent_with_an_accepted_report_is_honoured() {
+    let server = CaptureServer::start(Plan::Status(200));
+    server.push([Plan::AcceptedWithRateLimits("60:error:project".into())]);
+    let dirs = Dirs::new();
+    let (out, _) = run(errors_run(&dirs, &server.dsn(), "errors"), LIMIT);
+    assert!(out.status.success());
+    assert_eq!(server.requests().len(), 1, "nothing more after the limit");
+    assert_eq!(
+        dirs.outbox_files().len(),
+        1,
+        "the accepted one is gone, one waits"
+    );
+    assert!(dirs.data().join("rate-limits.json").exists());
+}
+
+#[test]
 fn a_closed_connection_keeps_the_report() {
     let closing = ClosingServer::start();
     let dirs = Dirs::new();
@@ -312,10 +340,10 @@ fn a_burst_of_the_same_error_is_sent_once_with_a_count() {
         .iter()
         .map(Recorded::envelope_event)
         .collect();
-    assert!(
-        !events.is_empty() && events.len() <= 2,
-        "{} events",
-        events.len()
+    assert_eq!(
+        events.len(),
+        1,
+        "the first occurrence waits a moment for its repeats"
     );
     let total: u64 = events
         .iter()
@@ -325,6 +353,52 @@ fn a_burst_of_the_same_error_is_sent_once_with_a_count() {
     if let [_, second] = events.as_slice() {
         assert_eq!(second["extra"]["consentry.repeat_of_earlier_report"], true);
     }
+}
+
+#[test]
+fn a_hook_that_breaks_the_event_and_a_huge_flush_timeout_do_not_break_the_app() {
+    let server = CaptureServer::start(Plan::Status(200));
+    // `extra` left a string, then a repeat count to add to it at exit.
+    let dirs = Dirs::new();
+    let mut cmd = errors_run(&dirs, &server.dsn(), "repeat");
+    cmd.arg("5")
+        .env("FIXTURE_HOOK", "extra-string")
+        .env("FIXTURE_FLUSH_MS", "max");
+    let (out, _) = run(cmd, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = server
+        .requests()
+        .iter()
+        .map(Recorded::envelope_event)
+        .collect();
+    let total: u64 = events
+        .iter()
+        .map(|e| e["extra"]["consentry.occurrences"].as_u64().unwrap_or(1))
+        .sum();
+    assert_eq!(total, 5, "{events:?}");
+
+    // A hook that returns something else than an event: dropped, the app goes on.
+    let dirs = Dirs::new();
+    let mut cmd = errors_run(&dirs, &server.dsn(), "errors");
+    cmd.env("FIXTURE_HOOK", "not-an-event");
+    let before = server.requests().len();
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success());
+    assert_eq!(server.requests().len(), before, "nothing sent");
+    assert!(dirs.outbox_files().is_empty());
+
+    // A panic with a flush timeout of Duration::MAX is reported, and the process exits
+    // with the panic's code (an overflow in the hook would abort it).
+    let dirs = Dirs::new();
+    let mut cmd = errors_run(&dirs, &server.dsn(), "panic");
+    cmd.env("FIXTURE_FLUSH_MS", "max");
+    let (out, _) = run(cmd, LIMIT);
+    assert_eq!(out.status.code(), Some(101));
+    assert!(server.requests().len() > before);
 }
 
 #[test]
@@ -438,6 +512,22 @@ fn errors_captured_before_init_are_reported_by_init() {
     assert_eq!(
         early["exception"]["values"][0]["value"],
         "cannot read ~/.config/fixture/token.txt on <hostname>"
+    );
+    // It keeps the time it was captured, a second before init and the later capture.
+    let later = events
+        .iter()
+        .find(|e| {
+            e["exception"]["values"]
+                .as_array()
+                .is_some_and(|v| v.len() == 3)
+        })
+        .expect("the error captured after init");
+    let time = |e: &Value| e["timestamp"].as_f64().expect("a numeric timestamp");
+    assert!(
+        time(later) - time(early) >= 0.9,
+        "early {} later {}",
+        early["timestamp"],
+        later["timestamp"]
     );
 }
 

@@ -9,7 +9,7 @@
 )]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use consentry_e2e::*;
 use serde_json::{Value, json};
@@ -47,6 +47,7 @@ fn normalize(value: &mut Value, anonymous_id: &str) {
         "time",
         "messageId",
         "uuid",
+        "timestamp_micros",
         "session_id",
         "os",
         "os_version",
@@ -323,6 +324,56 @@ fn the_queue_is_capped() {
         sizes.iter().sum::<usize>() < 200,
         "newer events were dropped when full: {sizes:?}"
     );
+    let epochs: Vec<i64> = requests
+        .iter()
+        .flat_map(|r| r.json()["events"].as_array().unwrap().clone())
+        .map(|e| e["props"]["epoch"].as_i64().unwrap())
+        .collect();
+    assert!(
+        epochs.contains(&0) && !epochs.contains(&199),
+        "the older events are kept, the newer dropped: {epochs:?}"
+    );
+}
+
+#[test]
+fn ga4_requests_carry_at_most_25_events_each_with_its_time() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let mut cmd = usage_run(&dirs, &server, "ga4", "track");
+    cmd.arg("60")
+        .env("FIXTURE_USAGE_QUEUE", "100")
+        .env("FIXTURE_USAGE_INTERVAL_MS", "60000");
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success());
+    let requests = server.requests();
+    let events: Vec<Value> = requests
+        .iter()
+        .flat_map(|r| r.json()["events"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(events.len(), 60, "none lost");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.json()["events"].as_array().unwrap().len() <= 25),
+        "GA4 takes 25 events per request"
+    );
+    for e in &events {
+        let micros = e["timestamp_micros"].as_u64().expect("timestamp_micros");
+        assert!(
+            micros >= started && micros < started + 60_000_000,
+            "{micros}"
+        );
+        let params = e["params"].as_object().unwrap();
+        assert!(params.len() <= 25);
+        assert!(
+            params.contains_key("epoch"),
+            "the app's props are kept first"
+        );
+    }
 }
 
 #[test]
@@ -340,18 +391,19 @@ fn the_flush_at_exit_is_bounded_when_the_server_hangs() {
 }
 
 #[test]
-fn bad_names_are_dropped_and_good_ones_sent() {
+fn a_bad_name_drops_the_event_and_a_bad_key_only_its_property() {
     let server = CaptureServer::start(Plan::Status(200));
     let dirs = Dirs::new();
     let (out, _) = run(usage_run(&dirs, &server, "json", "track-bad"), LIMIT);
     assert!(out.status.success());
-    let names: Vec<String> = server
+    let events: Vec<Value> = server
         .requests()
         .iter()
         .flat_map(|r| r.json()["events"].as_array().unwrap().clone())
-        .map(|e| e["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["good"]);
+    let names: Vec<&str> = events.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ok_name", "good"]);
+    assert_eq!(events[0]["props"], json!({"kept_key": "y"}));
 }
 
 #[test]

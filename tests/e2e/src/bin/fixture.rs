@@ -126,11 +126,16 @@ fn config() -> Config {
     if std::env::var("FIXTURE_POLICY").as_deref() == Ok("optout") {
         c = c.policy(Policy::OptOut);
     }
-    if let Some(d) = env_ms("FIXTURE_FLUSH_MS") {
+    if std::env::var("FIXTURE_FLUSH_MS").as_deref() == Ok("max") {
+        c = c.flush_timeout(Duration::MAX);
+    } else if let Some(d) = env_ms("FIXTURE_FLUSH_MS") {
         c = c.flush_timeout(d);
     }
     if let Some(d) = env_ms("FIXTURE_USAGE_INTERVAL_MS") {
         c = c.usage_interval(d);
+    }
+    if let Ok(n) = std::env::var("FIXTURE_USAGE_QUEUE") {
+        c = c.usage_queue_capacity(n.parse().unwrap());
     }
     if let Some(d) = env_ms("FIXTURE_USAGE_FLUSH_MS") {
         c = c.usage_flush_timeout(d);
@@ -174,6 +179,15 @@ fn config() -> Config {
                 Some(e)
             })
         }
+        // The app's hook leaves `extra` a string (consentry adds its counts there).
+        Ok("extra-string") => {
+            c = c.before_send(|mut e| {
+                e["extra"] = "not an object".into();
+                Some(e)
+            })
+        }
+        // The app's hook returns something that is not an event: dropped.
+        Ok("not-an-event") => c = c.before_send(|_| Some(serde_json::Value::from(7))),
         // The app's hook drops every event.
         Ok("drop") => c = c.before_send(|_| None),
         // The app's hook panics: the event is dropped, the app goes on.
@@ -194,8 +208,10 @@ fn count(n: usize, default: usize) -> usize {
 fn main() {
     let scenario = arg(1).unwrap_or_default();
     if scenario == "early" {
-        // Captured before init: kept, then reported by init.
+        // Captured before init: kept, then reported by init (a second later: the event
+        // keeps the time it was captured).
         consentry::capture_error(&ChainError::new(2));
+        std::thread::sleep(Duration::from_secs(1));
     }
     let guard = consentry::init(config());
     match scenario.as_str() {
@@ -231,10 +247,10 @@ fn main() {
             let _ = t.join();
             println!("main goes on");
         }
-        // Capture, then leave through consentry::exit.
+        // Capture, then leave through consentry::exit with the guard still alive (its drop
+        // never runs: process::exit skips destructors).
         "exit" => {
             consentry::capture_error(&ChainError::new(3));
-            drop(guard);
             consentry::exit(3);
         }
         // Capture, flush, then sleep: the test kills the process.
@@ -272,7 +288,7 @@ fn main() {
         // Usage events with bad names: dropped.
         "track-bad" => {
             consentry::track("Bad Name", [("task", "x")]);
-            consentry::track("ok_name", [("Bad-Key", "x")]);
+            consentry::track("ok_name", [("Bad-Key", "x"), ("kept_key", "y")]);
             consentry::track("good", [("task", "kept")]);
         }
         // Usage and errors spread over time: `track-spread N MS`.
