@@ -286,6 +286,16 @@ pub fn assert_no_pii(text: &str) {
             "planted value {planted:?} leaked into:\n{text}"
         );
     }
+    // The home of whoever built and runs the tests: build paths in stack frames carry it.
+    if let Some(home) = std::env::var_os("HOME").and_then(|h| h.into_string().ok())
+        && home.len() > 1
+    {
+        let home = format!("{}/", home.trim_end_matches('/'));
+        assert!(
+            !text.contains(&home),
+            "this machine's home {home:?} leaked into:\n{text}"
+        );
+    }
     if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         let host = host.trim();
         if host.len() >= 4 {

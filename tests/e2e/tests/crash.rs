@@ -220,6 +220,96 @@ fn a_4xx_drops_the_report() {
 }
 
 #[test]
+fn in_ci_reports_are_sent_only_when_the_app_allows_it_and_then_name_the_vendor() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let mut cmd = errors_run(&dirs, &server.dsn(), "errors");
+    cmd.env("GITHUB_ACTIONS", "true");
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success());
+    assert!(server.requests().is_empty(), "CI says no by default");
+
+    let mut cmd = errors_run(&dirs, &server.dsn(), "errors");
+    cmd.env("GITHUB_ACTIONS", "true")
+        .env("FIXTURE_ALLOW_CI", "1");
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success());
+    let events: Vec<Value> = server
+        .wait_for(2, Duration::from_secs(5))
+        .iter()
+        .map(Recorded::envelope_event)
+        .collect();
+    assert_eq!(events.len(), 2);
+    for e in &events {
+        assert_eq!(e["tags"]["ci"], "GitHub Actions", "{}", e["tags"]);
+    }
+}
+
+/// Runs `capture-spread 40 50` with consent recorded in the settings file, withdraws crash
+/// consent from this process once `started` says the app is reporting, and returns when
+/// it was withdrawn and the app's output.
+fn withdraw_while_reporting(
+    dirs: &Dirs,
+    dsn: Option<&str>,
+    started: impl Fn() -> bool,
+) -> (std::time::Instant, std::process::Output) {
+    std::fs::create_dir_all(dirs.config()).unwrap();
+    std::fs::write(
+        dirs.settings(),
+        r#"{"consent": {"decided": true, "granted": true, "via": "cli"}}"#,
+    )
+    .unwrap();
+    let mut cmd = fixture(&fixture_bin!(), dirs, "capture-spread");
+    cmd.args(["40", "50"]);
+    if let Some(dsn) = dsn {
+        cmd.env("FIXTURE_DSN", dsn);
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !started() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(started(), "the app was reporting");
+    let config = consentry::Config::new("fixture", "1.2.3")
+        .config_dir(dirs.config())
+        .data_dir(dirs.data());
+    consentry::disable(&config, consentry::Scope::Crash).unwrap();
+    let at = std::time::Instant::now();
+    (at, child.wait_with_output().unwrap())
+}
+
+#[test]
+fn crash_consent_withdrawn_in_another_process_stops_sending() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let (disabled_at, out) =
+        withdraw_while_reporting(&dirs, Some(&server.dsn()), || !server.requests().is_empty());
+    assert!(out.status.success());
+    let late = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.at > disabled_at + Duration::from_millis(300))
+        .count();
+    assert_eq!(late, 0, "reports sent after consent was withdrawn");
+    assert!(dirs.outbox_files().is_empty(), "and none kept");
+}
+
+#[test]
+fn crash_consent_withdrawn_stops_storing_too_when_there_is_no_dsn() {
+    let dirs = Dirs::new();
+    let (_, out) = withdraw_while_reporting(&dirs, None, || !dirs.outbox_files().is_empty());
+    assert!(out.status.success());
+    assert!(
+        dirs.outbox_files().is_empty(),
+        "nothing stored after consent was withdrawn"
+    );
+}
+
+#[test]
 fn a_redirect_keeps_the_report() {
     // Redirects are not followed (the auth header must not go elsewhere), and a 3xx is no
     // "never": the report stays for a later run.

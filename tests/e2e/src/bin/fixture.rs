@@ -291,6 +291,13 @@ fn main() {
             consentry::track("ok_name", [("Bad-Key", "x"), ("kept_key", "y")]);
             consentry::track("good", [("task", "kept")]);
         }
+        // Distinct messages spread over time: `capture-spread N MS`.
+        "capture-spread" => {
+            for i in 0..count(2, 10) {
+                consentry::capture_message(&format!("tick {i}"), consentry::Level::Info);
+                std::thread::sleep(Duration::from_millis(count(3, 50) as u64));
+            }
+        }
         // Usage and errors spread over time: `track-spread N MS`.
         "track-spread" => {
             for i in 0..count(2, 10) {
