@@ -87,6 +87,7 @@ fn report(info: &PanicHookInfo<'_>) {
         kind: Kind::Panic,
     };
     let (tx, rx) = std::sync::mpsc::channel();
+    let (stored_tx, stored_rx) = std::sync::mpsc::channel();
     let helper_rt = rt.clone();
     rt.panics_in_progress.fetch_add(1, Ordering::AcqRel);
     let spawned = std::thread::Builder::new()
@@ -94,7 +95,7 @@ fn report(info: &PanicHookInfo<'_>) {
         .spawn(move || {
             mark_internal_thread();
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-                let path = helper_rt.process(captured, true)?;
+                let path = helper_rt.process_with(captured, true, Some(&stored_tx))?;
                 let delivery = helper_rt.upload_one(&path, deadline);
                 Some((path, delivery))
             }));
@@ -105,8 +106,37 @@ fn report(info: &PanicHookInfo<'_>) {
         rt.panics_in_progress.fetch_sub(1, Ordering::AcqRel);
         return;
     }
-    let wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(50);
-    let line = match rx.recv_timeout(wait) {
+    // Half the deadline for the symbolicated report; if symbolication is still going on
+    // then, the first copy (bare addresses) is sent from here, so a slow symbolication
+    // (a large debug binary) does not keep the report from leaving before the process ends.
+    let half = start + (deadline - start) / 2;
+    let outcome = match rx.recv_timeout(half.saturating_duration_since(Instant::now())) {
+        Ok(outcome) => Ok(outcome),
+        Err(_) => {
+            // On another helper thread too: a panic in this hook would abort the process.
+            let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+            let sender_rt = rt.clone();
+            let quick_sent = stored_rx.try_recv().ok().and_then(|quick| {
+                std::thread::Builder::new()
+                    .name("consentry-panic-send".into())
+                    .spawn(move || {
+                        mark_internal_thread();
+                        let delivery = catch_unwind(AssertUnwindSafe(|| {
+                            sender_rt.upload_one(&quick, deadline)
+                        }));
+                        let _ = sent_tx.send(Some((quick, delivery.ok().flatten())));
+                    })
+                    .ok()
+            });
+            let wait =
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(50);
+            match quick_sent {
+                Some(_) => sent_rx.recv_timeout(wait),
+                None => rx.recv_timeout(wait),
+            }
+        }
+    };
+    let line = match outcome {
         Ok(Some((path, delivery))) => match delivery {
             Some(Delivery::Accepted { .. }) => format!("crash report {id} was sent"),
             _ if rt.config.dsn.is_none() => format!(

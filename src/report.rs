@@ -17,6 +17,18 @@ use uuid::Uuid;
 
 use crate::facts::Facts;
 
+/// A test hook: symbolication of a large debug binary can take seconds; tests make it slow
+/// on purpose to check that nothing waits for it. Compiled into debug builds only.
+fn test_delay() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("CONSENTRY_TEST_SYMBOLICATION_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 /// What the caller's thread hands to the worker: the event as built, and the raw material
 /// that is costly to finish (symbolication happens on the worker).
 #[derive(Debug)]
@@ -180,6 +192,7 @@ const NOT_IN_APP: &[&str] = &[
 /// Resolves a backtrace into a Sentry stack trace: symbols, trimming of the capture
 /// machinery, and `in_app` marks (standard library and registry crates are not in-app).
 pub(crate) fn stacktrace_from(bt: &mut backtrace::Backtrace) -> Option<Stacktrace> {
+    test_delay();
     bt.resolve();
     let mut st = sentry::integrations::backtrace::backtrace_to_stacktrace(bt)?;
     // Frames are outermost first; the capture machinery sits at the end. Everything from

@@ -593,6 +593,18 @@ impl Runtime {
     /// The pipeline: backtrace, breadcrumbs, ignore rules, deduplication, enrichment,
     /// scrubbing, the app's hook, and then the outbox. Returns the stored file, if any.
     pub(crate) fn process(&self, captured: Captured, symbolicate: bool) -> Option<PathBuf> {
+        self.process_with(captured, symbolicate, None)
+    }
+
+    /// [`Runtime::process`]; for a panic, `stored` learns the outbox file as soon as the
+    /// first (unsymbolicated) copy is durable, so the panic hook can send it while
+    /// symbolication goes on.
+    pub(crate) fn process_with(
+        &self,
+        captured: Captured,
+        symbolicate: bool,
+        stored: Option<&std::sync::mpsc::Sender<PathBuf>>,
+    ) -> Option<PathBuf> {
         let Captured {
             mut event,
             backtrace,
@@ -601,7 +613,7 @@ impl Runtime {
         } = captured;
         event.breadcrumbs = report::BREADCRUMBS.up_to(breadcrumb_seq).into();
         if kind == Kind::Panic {
-            return self.process_panic(event, backtrace);
+            return self.process_panic(event, backtrace, stored);
         }
         if let Some(mut bt) = backtrace {
             let st = if symbolicate {
@@ -652,6 +664,7 @@ impl Runtime {
         &self,
         mut event: sentry::protocol::Event<'static>,
         backtrace: Option<backtrace::Backtrace>,
+        stored: Option<&std::sync::mpsc::Sender<PathBuf>>,
     ) -> Option<PathBuf> {
         if self.ignored(&event) {
             return None;
@@ -669,7 +682,11 @@ impl Runtime {
         let path = match quick {
             Some(quick) => {
                 let value = self.scrub_and_hook(serde_json::to_value(&quick).ok()?)?;
-                Some(self.write_outbox(event_id, &value)?)
+                let path = self.write_outbox(event_id, &value)?;
+                if let Some(tx) = stored {
+                    let _ = tx.send(path.clone());
+                }
+                Some(path)
             }
             None => None,
         };

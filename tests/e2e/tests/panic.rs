@@ -234,3 +234,58 @@ fn a_panic_is_reported_with_panic_abort() {
     );
     check_panic_event(&requests[0].envelope_event(), "main");
 }
+
+#[test]
+fn a_slow_symbolication_does_not_keep_a_panic_from_leaving_before_the_abort() {
+    let bin = abort_fixture();
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let mut cmd = panic_run(&bin, &dirs, &server.dsn(), "panic");
+    cmd.env("FIXTURE_FLUSH_MS", "2000")
+        .env("CONSENTRY_TEST_SYMBOLICATION_DELAY_MS", "30000");
+    let (out, elapsed) = run(cmd, LIMIT);
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    let err = stderr(&out);
+    assert!(err.contains("was sent"), "{err}");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "sent before the abort: {err}");
+    check_panic_event_frames(&requests[0].envelope_event(), "main", false);
+}
+
+#[test]
+fn a_panic_report_survives_sigkill_right_after_it_was_stored() {
+    let hanging = CaptureServer::start(Plan::Hang);
+    let dirs = Dirs::new();
+    let mut child = panic_run(
+        &fixture_bin!(),
+        &dirs,
+        &hanging.dsn(),
+        "thread-panic-and-wait",
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let start = Instant::now();
+    while dirs.outbox_files().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no outbox file appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL, maybe while the report is being symbolicated
+    assert!(!child.wait().unwrap().success());
+    assert_eq!(dirs.outbox_files().len(), 1);
+
+    let server = CaptureServer::start(Plan::Status(200));
+    let (out, _) = run(
+        panic_run(&fixture_bin!(), &dirs, &server.dsn(), "noop"),
+        LIMIT,
+    );
+    assert!(out.status.success());
+    let got = server.wait_for(1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1, "the next run delivers it");
+    // Killed before or after symbolication: either copy is a whole report.
+    check_panic_event_frames(&got[0].envelope_event(), "worker-7", false);
+}

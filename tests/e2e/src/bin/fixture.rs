@@ -247,6 +247,15 @@ fn main() {
             let _ = t.join();
             println!("main goes on");
         }
+        // A panic on a named thread, then wait: the test kills the process.
+        "thread-panic-and-wait" => {
+            let t = std::thread::Builder::new()
+                .name("worker-7".into())
+                .spawn(|| panic!("worker failed on planthost-box"))
+                .unwrap();
+            let _ = t.join();
+            std::thread::sleep(Duration::from_secs(60));
+        }
         // Capture, then leave through consentry::exit with the guard still alive (its drop
         // never runs: process::exit skips destructors).
         "exit" => {
