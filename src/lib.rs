@@ -345,6 +345,11 @@ pub fn exit(code: i32) -> ! {
 
 /// Reports an `anyhow::Error`: its whole chain, and its backtrace when it captured one.
 ///
+/// Unlike [`capture_error`], this resolves the error's backtrace on the caller's thread when
+/// there is one (`RUST_BACKTRACE`/`RUST_LIB_BACKTRACE` set): std's `Backtrace` can only be
+/// read through its text, and the error is borrowed. Without one, a raw backtrace of the
+/// capture site is taken and symbolicated on the worker, as for `capture_error`.
+///
 /// ```
 /// let err = anyhow::anyhow!("disk full").context("saving the model");
 /// consentry::capture_anyhow(&err);

@@ -188,3 +188,62 @@ fn the_opt_out_notice_is_shown_once_and_the_second_run_sends() {
     );
     assert_eq!(server.wait_for(2, Duration::from_secs(5)).len(), 2);
 }
+
+#[test]
+fn saying_no_to_one_kind_keeps_the_other() {
+    // `(case, environment, settings, crash expected, usage expected)`
+    let cases: [(&str, Vec<(&str, &str)>, &str, bool, bool); 3] = [
+        (
+            "usage=false",
+            vec![],
+            r#"{"usage": false, "consent": {"decided": true, "granted": true, "via": "cli"}}"#,
+            true,
+            false,
+        ),
+        (
+            "crash_reports=false",
+            vec![],
+            r#"{"crash_reports": false, "consent": {"decided": true, "granted": true, "via": "cli"}}"#,
+            false,
+            true,
+        ),
+        (
+            "FIXTURE_TELEMETRY=crash",
+            vec![("FIXTURE_TELEMETRY", "crash")],
+            r#"{"consent": {"decided": true, "granted": true, "via": "cli"}}"#,
+            true,
+            false,
+        ),
+    ];
+    for (case, env, settings, crash, usage) in cases {
+        let server = CaptureServer::start(Plan::Status(200));
+        let dirs = Dirs::new();
+        std::fs::create_dir_all(dirs.config()).unwrap();
+        std::fs::write(dirs.settings(), settings).unwrap();
+        // `panic` tracks a usage event, then panics.
+        let mut cmd = fixture(&fixture_bin!(), &dirs, "panic");
+        cmd.env("FIXTURE_DSN", server.dsn())
+            .env("FIXTURE_SINK", "json")
+            .env("FIXTURE_SINK_URL", format!("{}/usage", server.url()));
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let (out, _) = run(cmd, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(101), "{case}");
+        std::thread::sleep(Duration::from_millis(200));
+        let requests = server.requests();
+        let crashes = requests
+            .iter()
+            .filter(|r| r.url.contains("/envelope"))
+            .count();
+        let pings = requests
+            .iter()
+            .filter(|r| r.url.starts_with("/usage"))
+            .count();
+        assert_eq!(crashes > 0, crash, "{case}: crash reports sent: {crashes}");
+        assert_eq!(pings > 0, usage, "{case}: usage pings sent: {pings}");
+        if !crash {
+            assert!(dirs.outbox_files().is_empty(), "{case}: nothing stored");
+        }
+    }
+}
