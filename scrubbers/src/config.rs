@@ -87,6 +87,7 @@ pub(crate) enum Validator {
     Phone,
     Email,
     TokenLike,
+    AuthCredential,
     SecretParam,
     SecretAssignment,
     EnvName,

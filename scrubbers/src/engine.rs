@@ -15,7 +15,7 @@ use crate::env::{self, EnvMatcher};
 use crate::error::{BuildError, ScrubError};
 use crate::hash::{self, hash_with_salt};
 use crate::identity::{self, IdKind, IdentityMatcher, IdentitySet, Learned};
-use crate::paths::{self, HomeLiterals, Shape};
+use crate::paths::{self, HomeLiterals};
 use crate::report::Report;
 use crate::validate;
 use crate::walk;
@@ -630,6 +630,14 @@ impl Inner {
         identity::learn_from_str_quick(text, &self.running_users, learned);
     }
 
+    /// The hostname rule, if enabled.
+    pub(crate) fn hostname_rule(&self) -> Option<usize> {
+        self.id_rules
+            .get(id_kind_slot(IdKind::Host))
+            .copied()
+            .flatten()
+    }
+
     /// The first enabled key rule matching `key`.
     pub(crate) fn key_rule_for(&self, key: &str) -> Option<usize> {
         self.key_rules.iter().copied().find(|&i| {
@@ -829,7 +837,7 @@ impl Inner {
             };
             let user = paths::decode(user).to_lowercase();
             let running = self.running_users.contains(&user);
-            if running && hit.shape != Shape::Mounted {
+            if running && hit.shape.may_be_own() {
                 edits.push(Edit {
                     range: hit.home,
                     rule: i,

@@ -13,14 +13,22 @@ const MIN_LEN: usize = 6;
 /// Values shorter than this only match as whole tokens.
 const SUBSTRING_LEN: usize = 12;
 
+/// Name parts that leave no doubt the value is a secret, even a plain word
+/// (`DB_PASSWORD=sunshine`).
+const STRONG_ENV_PARTS: &[&str] = &["PASSWORD", "PASSWD", "SECRET", "TOKEN"];
+
 /// Whether a value of a secret-named variable is worth chasing through events. Plain words
-/// and small numbers (`XDG_SESSION_ID=2`, `FOO_AUTH_MODE=kerberos`) are settings, not secrets.
-fn worth_chasing(value: &str) -> bool {
+/// and small numbers (`XDG_SESSION_ID=2`, `FOO_AUTH_MODE=kerberos`) are settings, not secrets,
+/// unless the name says password, secret or token.
+fn worth_chasing(name: &str, value: &str) -> bool {
     let value = value.trim();
     if value.chars().count() < MIN_LEN {
         return false;
     }
-    let plain_word = value.chars().all(char::is_alphabetic) && value.chars().count() <= 12;
+    let upper = name.to_ascii_uppercase();
+    let strong = STRONG_ENV_PARTS.iter().any(|p| upper.contains(p));
+    let plain_word =
+        !strong && value.chars().all(char::is_alphabetic) && value.chars().count() <= 12;
     let small_number = value.bytes().all(|b| b.is_ascii_digit()) && value.len() < 8;
     let boolean = matches!(
         value.to_ascii_lowercase().as_str(),
@@ -41,20 +49,20 @@ fn url_password(value: &str) -> Option<&str> {
 /// The secret values among the environment's pairs.
 pub(crate) fn secret_values(pairs: &[(String, String)]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let mut push = |value: &str| {
+    let mut push = |name: &str, value: &str| {
         let value = value.trim();
-        if worth_chasing(value) && !out.iter().any(|v| v == value) {
+        if worth_chasing(name, value) && !out.iter().any(|v| v == value) {
             out.push(value.to_owned());
         }
     };
     for (name, value) in pairs {
         if is_secret_env_name(name) {
-            push(value);
+            push(name, value);
         }
         // `DATABASE_URL=postgres://app:hunter2@db/app`: the whole URL and its password.
         if let Some(password) = url_password(value) {
-            push(value);
-            push(password);
+            push("", value);
+            push("", password);
         }
     }
     out

@@ -246,16 +246,21 @@ impl IdentitySet {
             ac: Some(ac),
             kinds,
             patterns,
+            learned: !prebuilt,
         })
     }
 }
 
-/// Finds identities as whole tokens: not preceded or followed by a letter or digit.
+/// Finds identities as whole tokens: not preceded or followed by a letter or digit, and not
+/// part of a Rust path (`core::cmp::max`). Identities learned from an event are guesses (a
+/// user `max` from `/home/max/x`), so they must also not touch an `_` (`max_by`) nor be a
+/// file's name (`src/max.rs`).
 #[derive(Debug, Default)]
 pub(crate) struct IdentityMatcher {
     ac: Option<AhoCorasick>,
     kinds: Vec<IdKind>,
     patterns: Vec<String>,
+    learned: bool,
 }
 
 impl IdentityMatcher {
@@ -280,6 +285,9 @@ impl IdentityMatcher {
             if let Some(kind) = self.kinds.get(m.pattern().as_usize())
                 && !range.is_empty()
                 && is_token_boundary(text, &range)
+                && !in_rust_path(text, &range)
+                && !(self.learned
+                    && (touches_underscore(text, &range) || is_file_stem(text, &range)))
             {
                 out.push((0, range, *kind));
             }
@@ -308,6 +316,36 @@ fn is_token_boundary(text: &str, range: &Range<usize>) -> bool {
     let prev = text.get(..range.start).and_then(|s| s.chars().next_back());
     let next = text.get(range.end..).and_then(|s| s.chars().next());
     !prev.is_some_and(char::is_alphanumeric) && !next.is_some_and(char::is_alphanumeric)
+}
+
+/// Whether a match is a segment of a Rust path: `::` right before or after it.
+fn in_rust_path(text: &str, range: &Range<usize>) -> bool {
+    text.get(..range.start).is_some_and(|s| s.ends_with("::"))
+        || text.get(range.end..).is_some_and(|s| s.starts_with("::"))
+}
+
+fn touches_underscore(text: &str, range: &Range<usize>) -> bool {
+    text.get(..range.start).is_some_and(|s| s.ends_with('_'))
+        || text.get(range.end..).is_some_and(|s| s.starts_with('_'))
+}
+
+/// File extensions after which a match is a file's name (`src/max.rs`), not a person's.
+const FILE_EXTENSIONS: &[&str] = &[
+    "rs", "toml", "json", "txt", "md", "log", "lock", "py", "js", "ts", "c", "h", "cc", "cpp",
+    "hpp", "go", "java", "kt", "swift", "rb", "sh", "yml", "yaml", "html", "css", "xml", "csv",
+    "so", "dll", "dylib", "exe", "a", "o", "png", "jpg", "svg", "wasm",
+];
+
+/// Whether a match is followed by `.` and a file extension: `max.rs`.
+fn is_file_stem(text: &str, range: &Range<usize>) -> bool {
+    let Some(rest) = text.get(range.end..).and_then(|s| s.strip_prefix('.')) else {
+        return false;
+    };
+    let len = rest
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
+    rest.get(..len)
+        .is_some_and(|ext| FILE_EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e)))
 }
 
 /// The leftmost-longest non-overlapping matches of a `MatchKind::Standard` automaton among
@@ -519,8 +557,19 @@ fn learn_from_str_with(text: &str, homes: &[paths::HomeHit], learned: &mut Learn
         return;
     };
     for hit in homes {
-        if let Some(user) = text.get(hit.user.clone()) {
-            push_unique(&mut learned.users, &paths::decode(user));
+        if let Some(user) = text.get(hit.user.clone())
+            && teaches(text, hit)
+        {
+            let user = paths::decode(user);
+            push_unique(&mut learned.users, &user);
+            // A domain profile folder `bob.CORP` is the home of `bob`.
+            if matches!(
+                hit.shape,
+                paths::Shape::Windows | paths::Shape::Unc | paths::Shape::Mounted
+            ) && let Some((name, _)) = user.split_once('.')
+            {
+                push_unique(&mut learned.users, name);
+            }
         }
     }
     for range in unc_hosts(text) {
@@ -544,6 +593,24 @@ fn learn_from_str_with(text: &str, homes: &[paths::HomeHit], learned: &mut Learn
     }
 }
 
+/// Whether a home path names a user for sure. `/home/x` and `/Users/x` also make web routes
+/// (`GET /home/dashboard`), so they only teach a user when a path segment follows the user,
+/// when they are the whole string or quoted, or when they are a value (`HOME=/home/bob`).
+fn teaches(text: &str, hit: &paths::HomeHit) -> bool {
+    if !matches!(hit.shape, paths::Shape::Unix | paths::Shape::PercentEncoded)
+        || hit.continues(text)
+    {
+        return true;
+    }
+    let before = text.get(..hit.home.start).unwrap_or("");
+    let after = text.get(hit.user.end..).unwrap_or("");
+    let whole = before.trim().is_empty() && after.trim().is_empty();
+    let quoted = ['"', '\'']
+        .iter()
+        .any(|q| before.ends_with(*q) && after.starts_with(*q));
+    whole || quoted || before.ends_with('=')
+}
+
 /// The hosts of UNC paths (`\\\\host\\share`, `\\\\?\\UNC\\host\\share`, JSON-escaped or
 /// not) in `text`, except those that name no machine (`wsl$`, `localhost`).
 pub(crate) fn unc_hosts(text: &str) -> Vec<Range<usize>> {
@@ -563,7 +630,11 @@ pub(crate) fn unc_hosts(text: &str) -> Vec<Range<usize>> {
             .and_then(|s| s.chars().next_back());
         // `C:\\Users` in JSON-escaped text is no UNC path: the `\\` must start a path.
         let starts_path = prev.is_none_or(|c| {
-            c.is_whitespace() || matches!(c, '"' | '\'' | '=' | '(' | '[' | '{' | ',' | ';' | '`')
+            c.is_whitespace()
+                || matches!(
+                    c,
+                    '"' | '\'' | '=' | '(' | '[' | '{' | ',' | ';' | '`' | '<'
+                )
         });
         if starts_path
             && !NOT_HOSTS
@@ -627,6 +698,33 @@ mod tests {
             ["build-box-7"]
         );
         assert_eq!(learn("HOSTNAME=build-box-7 USER=erin").users, ["erin"]);
+        assert_eq!(learn(r"\\fs\Users\dave\x").users, ["dave"]);
+        assert_eq!(learn(r"C:\Users\bob.CORP\x").users, ["bob.CORP", "bob"]);
+        assert_eq!(learn("file:///home/j%C3%B6rg/x").users, ["j\u{f6}rg"]);
+        assert!(
+            learn("GET /home/dashboard and /Users/profile")
+                .users
+                .is_empty()
+        );
+        assert_eq!(learn("HOME=/home/bob").users, ["bob"]);
+        assert_eq!(learn("/home/bob").users, ["bob"]);
+    }
+
+    #[test]
+    fn learned_names_spare_code_and_files() {
+        let mut set = IdentitySet::default();
+        set.add(IdKind::User, "max");
+        let learned = set.compile(|_| true, false).unwrap();
+        let given = set.compile(|_| true, true).unwrap();
+        let text = "core::cmp::max_by max src/max.rs max::f";
+        let found = |m: &IdentityMatcher| {
+            m.find(None, text)
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(found(&learned), vec![18..21]);
+        assert_eq!(found(&given), [18..21, 26..29]);
     }
 
     #[test]

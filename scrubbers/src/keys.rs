@@ -67,7 +67,17 @@ const STRONG_SECRET_NAMES: &[&str] = &[
 
 /// Query parameters that carry credentials beyond [`SECRET_NAMES`]: signed URLs, OAuth codes,
 /// `?key=` API keys.
-const SECRET_PARAM_EXTRA: &[&str] = &["key", "sig", "signature", "code", "pwd", "accesskey"];
+const SECRET_PARAM_EXTRA: &[&str] = &[
+    "key",
+    "sig",
+    "signature",
+    "code",
+    "pwd",
+    "pass",
+    "jwt",
+    "bearer",
+    "accesskey",
+];
 
 /// Splits a key into lower-case words at separators and case changes: `X-Api-Key` ->
 /// `x api key`, `sessionID` -> `session id`, `PHPSESSID` -> `phpsessid`.

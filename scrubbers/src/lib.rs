@@ -63,7 +63,7 @@
 //!
 //! | name | matches | placeholder |
 //! |---|---|---|
-//! | `pem-private-key` | PEM private key blocks, also cut off ones | `<secret:private-key>` |
+//! | `pem-private-key` | PEM and PGP private key blocks, also cut off ones | `<secret:private-key>` |
 //! | `jwt` | JSON Web Tokens (`eyJ...`) | `<jwt>` |
 //! | `github-token` | GitHub tokens (`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_`) | `<secret:github>` |
 //! | `gitlab-token` | GitLab tokens (`glpat-`, `gldt-`, `glrt-`, ...) | `<secret:gitlab>` |
@@ -73,25 +73,25 @@
 //! | `google-api-key` | Google API keys (`AIza...`) | `<secret:google>` |
 //! | `aws-access-key` | AWS access key ids (`AKIA...`, `ASIA...`) | `<secret:aws>` |
 //! | `aws-secret-key` | AWS secret access keys next to a name saying so | `<secret:aws>` |
-//! | `auth-header` | the value after `Bearer` / `Basic` | `<redacted>` |
-//! | `url-credentials` | `user:pass` in `scheme://user:pass@host` | `<redacted>` |
-//! | `secret-query-param` | values of secret-looking query parameters (`?token=`, `&api_key=`, `&password=`, `&sig=`) | `<redacted>` |
-//! | `secret-key-value` | the value in `name=value` / `name: value` text when the name is a secret's | `<redacted>` |
-//! | `env-secret` | values of the given environment whose name looks secret (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*KEY*`, `*AUTH*`, `*SESSION*`, `*COOKIE*`, ...) or that hold URL credentials, anywhere | `<redacted>` |
-//! | `env-assignment` | the value in `NAME=value` environment dumps when the name looks secret | `<redacted>` |
+//! | `auth-header` | the credential of `Authorization:` / `Proxy-Authorization:` headers (after the scheme, whatever it looks like), `Cookie:` / `Set-Cookie:` header values, and the value after `Bearer` / `Basic` elsewhere when it has letters and digits or 16 characters or more | `<redacted>` |
+//! | `url-credentials` | `user:pass` in `scheme://user:pass@host`, also `scheme://:pass@host` and JSON-escaped `scheme:\/\/...` | `<redacted>` |
+//! | `secret-query-param` | values of secret-looking query parameters (`?token=`, `&api_key=`, `&password=`, `&pwd=`, `&jwt=`, `&sig=`) | `<redacted>` |
+//! | `secret-key-value` | the value in `name=value` / `name: value` text when the name is a secret's, a quoted value up to its closing quote; after `name:` in prose a few plain words stay (`unexpected token: identifier`) | `<redacted>` |
+//! | `env-secret` | values of the given environment whose name looks secret (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*KEY*`, `*AUTH*`, `*SESSION*`, `*COOKIE*`, ...) or that hold URL credentials, anywhere; plain words only under `*PASSWORD*`, `*PASSWD*`, `*SECRET*`, `*TOKEN*` names, as whole words | `<redacted>` |
+//! | `env-assignment` | the value in `NAME=value` environment dumps when the name looks secret (a quoted value whole) | `<redacted>` |
 //! | `email` | email addresses (not `git@host` remotes, not `icon@2x.png`) | `<email>` |
-//! | `ipv4` | IPv4 addresses except loopback, `0.0.0.0`, `255.255.255.255` | `<ip>` |
+//! | `ipv4` | IPv4 addresses except loopback, `0.0.0.0`, `255.255.255.255` and versions (`v1.2.3.4`, `version 1.2.3.4`) | `<ip>` |
 //! | `mac-address` | MAC addresses | `<mac>` |
 //! | `ipv6` | IPv6 addresses except `::1` and `::` (Rust paths stay) | `<ip>` |
 //! | `credit-card` | card numbers in a card network's range, Luhn-checked | `<card>` |
 //! | `iban` | IBANs, length and mod-97 checked | `<iban>` |
 //! | `us-ssn` | US social security numbers in valid ranges | `<ssn>` |
 //! | `phone` | phone numbers in international format (`+44 20 7946 0958`) | `<phone>` |
-//! | `home-path` | home directories: `/home/u`, `/Users/u`, `C:\Users\u` (any separator, JSON-escaped, `\\?\`, any drive), WSL `/mnt/c/Users/u` and `\\wsl$\distro\home\u`, `file://` and percent-encoded forms | the running user's home becomes `~`; in others the user becomes `<user>` |
-//! | `user-name` | user names, given or learned from the event's home paths and `USER=` pairs, as whole words in any case | `<user>` |
+//! | `home-path` | home directories: `/home/u`, `/Users/u`, `C:\Users\u` (any separator, JSON-escaped, `\\?\`, any drive; names with spaces or apostrophes), user folders on shares (`\\host\Users\u`, `\\host\c$\Users\u`, `\\host\home\u`, `//host/Users/u`), WSL `/mnt/c/Users/u` and `\\wsl$\distro\home\u`, `file://` and percent-encoded forms (any `%XX` in the name) | the running user's home becomes `~`; in others the user becomes `<user>` |
+//! | `user-name` | user names, given or learned from the event's home paths (`/home/u` and `/Users/u` only when a path follows; `u` also from `u.DOMAIN` profile folders) and `USER=` pairs, as whole words in any case, not in Rust paths (`a::u`); learned ones also not next to `_` nor as a file's name (`u.rs`) | `<user>` |
 //! | `full-name` | the user's full name, also as `alice.smith`, `alice_smith`, ... | `<user>` |
-//! | `hostname` | hostnames and their short form, given or learned from `server_name`, `contexts.device.name`, `HOSTNAME=` / `COMPUTERNAME=` and UNC paths `\\host\share` | `<hostname>` |
-//! | `deny-key` | the whole value under a secret-looking map key (`password`, `secret`, `token`, `api_key`, `authorization`, `cookie`, `session`, `csrf`, `private_key`, `credentials`, `username`, ...; compared by words, so `X-Api-Key` and `apiKey` match) | `<redacted>` (numbers become `0`) |
+//! | `hostname` | hostnames and their short form, given or learned from `server_name`, `contexts.device.name`, `HOSTNAME=` / `COMPUTERNAME=` and UNC paths `\\host\share`; `server_name` and `contexts.device.name` are replaced whole, however short the name | `<hostname>` |
+//! | `deny-key` | the whole value under a secret-looking map key (`password`, `pass`, `pwd`, `secret`, `token`, `jwt`, `bearer`, `api_key`, `authorization`, `cookie`, `session`, `csrf`, `private_key`, `credentials`, `username`, ...; compared by words, so `X-Api-Key` and `apiKey` match) | `<redacted>` (numbers become `0`) |
 //!
 //! Short or common names (`root`, `admin`, `user`, `test`, names under 3 characters) are
 //! never chased through free text, but their home paths are still scrubbed.

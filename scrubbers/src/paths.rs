@@ -15,46 +15,65 @@ use regex::Regex;
 
 use crate::error::BuildError;
 
-/// A path separator as it appears in paths, JSON-escaped text and percent-encoded URLs.
-const SEP: &str = r"(?:/|\\{1,4}|%2[Ff]|%5[Cc])";
-/// A user segment without spaces (`%20` is allowed: file URLs encode spaces).
-const USER: &str = r#"(?:[^/\\\s<>:"'|?*%(){}\[\],;=&#@`]|%20)+"#;
-/// A Windows user segment, which may contain spaces; only accepted when a separator follows,
-/// so that `C:\Users\bob is here` does not take the rest of the sentence.
-const USER_SPACED: &str = r#"(?:[^/\\\r\n\t<>:"'|?*%(){}\[\],;=&#@`]|%20)+"#;
+/// A path separator as it appears in paths, JSON-escaped text (`\\`, `\/`) and
+/// percent-encoded URLs.
+const SEP: &str = r"(?:\\/|/|\\{1,4}|%2[Ff]|%5[Cc])";
+/// A percent-encoded byte other than a separator (`%2F`, `%5C`): `j%C3%B6rg`, `O%27Brien`,
+/// `bob%20smith`.
+const PCT: &str = r"%(?:[01346-9A-Fa-f][0-9A-Fa-f]|2[0-9A-Ea-e]|5[0-9ABD-Fabd-f])";
+/// A user segment without spaces. An apostrophe counts when a letter or digit follows it
+/// (`O'Brien`), so that a closing quote (`'/home/bob'`) does not.
+static USER: LazyLock<String> =
+    LazyLock::new(|| format!(r#"(?:[^/\\\s<>:"'|?*%(){{}}\[\],;=&#@`]|{PCT}|'[\p{{L}}\p{{N}}])+"#));
+/// A Windows user segment, which may contain spaces. When no separator follows it,
+/// [`home_hits`] decides how many of its words are the name (`C:\Users\Alice Smith"`) and
+/// where prose starts (`C:\Users\bob is here`).
+static USER_SPACED: LazyLock<String> = LazyLock::new(|| {
+    format!(r#"(?:[^/\\\r\n\t<>:"'|?*%(){{}}\[\],;=&#@`]|{PCT}|'[\p{{L}}\p{{N}}])+"#)
+});
 
 /// The home-path regex and the indices of its groups, looked up once.
 struct HomeRegex {
     re: Regex,
-    groups: [usize; 11],
+    groups: [usize; 14],
 }
 
-const GROUP_NAMES: [&str; 11] = [
-    "wsl", "u_wsl", "mnt", "u_mnt1", "u_mnt2", "win", "u_win1", "u_win2", "unix", "u_unix", "u_pct",
+const GROUP_NAMES: [&str; 14] = [
+    "wsl", "u_wsl", "mnt", "u_mnt1", "u_mnt2", "win", "u_win1", "u_win2", "unc", "u_unc1",
+    "u_unc2", "unix", "u_unix", "u_pct",
 ];
 
 static HOME_RE: LazyLock<Result<HomeRegex, regex::Error>> = LazyLock::new(|| {
+    let user = USER.as_str();
+    let spaced = USER_SPACED.as_str();
     let pattern = [
         // \\wsl$\Ubuntu\home\bob and \\wsl.localhost\Ubuntu\home\bob
         format!(
-            r"(?P<wsl>\\{{2,4}}(?i:wsl\$|wsl\.localhost)\\{{1,2}}[^\\/\s]+\\{{1,2}}home\\{{1,2}})(?P<u_wsl>{USER})"
+            r"(?P<wsl>\\{{2,4}}(?i:wsl\$|wsl\.localhost)\\{{1,2}}[^\\/\s]+\\{{1,2}}home\\{{1,2}})(?P<u_wsl>{user})"
         ),
         // /mnt/c/Users/bob (WSL), /cygdrive/c/Users/bob (Cygwin), /c/Users/bob (MSYS)
         format!(
-            r"(?P<mnt>(?:/mnt|/cygdrive)?/[A-Za-z]/(?i:users)/)(?:(?P<u_mnt1>{USER_SPACED})/|(?P<u_mnt2>{USER}))"
+            r"(?P<mnt>(?:/mnt|/cygdrive)?/[A-Za-z]/(?i:users)/)(?:(?P<u_mnt1>{spaced})/|(?P<u_mnt2>{user}))"
         ),
         // C:\Users\bob, c:/users/bob, C:\\Users\\bob, \\?\C:\Users\bob, C%3A%5CUsers%5Cbob
         format!(
-            r"(?P<win>(?:\\{{2,4}}[?.]\\{{1,2}})?[A-Za-z](?::|%3[Aa]){SEP}(?i:users|documents and settings){SEP})(?:(?P<u_win1>{USER_SPACED}){SEP}|(?P<u_win2>{USER}))"
+            r"(?P<win>(?:\\{{2,4}}[?.]\\{{1,2}})?[A-Za-z](?::|%3[Aa]){SEP}(?i:users|documents and settings){SEP})(?:(?P<u_win1>{spaced}){SEP}|(?P<u_win2>{spaced}))"
         ),
-        // /home/bob, /Users/bob, /var/home/bob, /export/home/bob
-        format!(r"(?P<unix>(?:/(?:var|usr|export))?/(?:home|Users)/)(?P<u_unix>{USER})"),
+        // UNC shares of user folders: \\server\Users\bob, \\server\c$\Users\bob,
+        // \\server\home\bob, \\?\UNC\server\Users\bob, //server/Users/bob
+        format!(
+            r#"(?P<unc>(?:\\{{2,4}}(?:\?\\{{1,2}}(?i:unc)\\{{1,2}})?|//)[A-Za-z0-9][A-Za-z0-9._$-]*(?:{SEP}[^\\/\s"'<>|?*:%]+)?{SEP}(?i:users|home){SEP})(?:(?P<u_unc1>{spaced}){SEP}|(?P<u_unc2>{spaced}))"#
+        ),
+        // /home/bob, /Users/bob, /var/home/bob, /export/home/bob, JSON-escaped \/home\/bob
+        format!(
+            r"(?P<unix>(?:\\?/(?:var|usr|export))?\\?/(?:home|Users)\\?/)(?P<u_unix>{user})"
+        ),
         // %2Fhome%2Fbob
-        r"(?P<pct>%2[Ff](?:home|Users)%2[Ff])(?P<u_pct>[A-Za-z0-9._-]+)".to_owned(),
+        format!(r"(?P<pct>%2[Ff](?:home|Users)%2[Ff])(?P<u_pct>(?:[A-Za-z0-9._-]|{PCT})+)"),
     ]
     .join("|");
     let re = Regex::new(&pattern)?;
-    let mut groups = [0; 11];
+    let mut groups = [0; 14];
     for (slot, name) in groups.iter_mut().zip(GROUP_NAMES) {
         // Every name is in the pattern above; index 0 (the whole match) is never returned
         // by `group` as a sub-match, so a missing name simply never matches.
@@ -99,12 +118,23 @@ pub(crate) enum Shape {
     /// `/mnt/c/Users/user`: a Windows home seen from Linux. Kept in shape even for the
     /// running user, whose home in that session is a different directory.
     Mounted,
+    /// `\\server\Users\user`: a user folder on a file share. Kept in shape even for the
+    /// running user: it is not the home of this session.
+    Unc,
     /// `C:\Users\user`
     Windows,
     /// `/home/user`, `/Users/user`
     Unix,
     /// `%2Fhome%2Fuser`
     PercentEncoded,
+}
+
+impl Shape {
+    /// Whether a home of this shape is the running user's home in this session (becomes
+    /// `~`) when its user is the running user.
+    pub(crate) fn may_be_own(self) -> bool {
+        !matches!(self, Shape::Mounted | Shape::Unc)
+    }
 }
 
 /// One home directory found in a text.
@@ -115,6 +145,18 @@ pub(crate) struct HomeHit {
     /// The user segment.
     pub(crate) user: Range<usize>,
     pub(crate) shape: Shape,
+}
+
+impl HomeHit {
+    /// Whether a path segment follows the user segment (`/home/bob/x`, not `/home/bob`).
+    pub(crate) fn continues(&self, text: &str) -> bool {
+        text.get(self.user.end..).is_some_and(|rest| {
+            rest.starts_with(['/', '\\'])
+                || rest
+                    .get(..3)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("%2f") || p.eq_ignore_ascii_case("%5c"))
+        })
+    }
 }
 
 /// User segments that name no person: shared folders of Windows and macOS.
@@ -129,6 +171,69 @@ const NOT_USERS: &[&str] = &[
 
 fn is_path_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '.' | '_' | '~' | '-')
+}
+
+/// Whether a character may come right before a path that starts with `\\` or `//` (a UNC
+/// path): not part of a word, a path or a URL.
+fn starts_unc(text: &str, start: usize) -> bool {
+    let before = text.get(..start).unwrap_or("");
+    match before.chars().next_back() {
+        None => true,
+        Some(c) if c.is_whitespace() => true,
+        Some('"' | '\'' | '=' | '(' | '[' | '{' | ',' | ';' | '`' | '<') => true,
+        // `file://server/Users/bob`
+        Some(':') => before
+            .get(before.len().saturating_sub(5)..)
+            .is_some_and(|s| s.eq_ignore_ascii_case("file:")),
+        Some(_) => false,
+    }
+}
+
+/// How long the name is in a user segment with spaces that no separator ends: the whole
+/// segment before a quote if it has at most four words (`"C:\Users\alice smith"`),
+/// else the first word and the capitalised words after it (`C:\Users\Alice Smith (os
+/// error 2)`, but `C:\Users\bob is here`).
+fn spaced_name_len(name: &str, end: Option<char>) -> usize {
+    let words = name.split(' ').filter(|w| !w.is_empty()).count();
+    if matches!(end, Some('"' | '\'')) && words <= 4 {
+        return name.trim_end().len();
+    }
+    let mut len = 0;
+    let mut offset = 0;
+    for (i, word) in name.split(' ').enumerate() {
+        let capital = word
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_uppercase() || c.is_ascii_digit());
+        if i >= 4 || (i > 0 && !capital) {
+            break;
+        }
+        if !word.is_empty() {
+            len = offset + word.len();
+        }
+        offset += word.len() + 1;
+    }
+    len
+}
+
+/// Whether `before` ends with a drive (`D:`): a home found right after it is on that drive
+/// (`D:\Users\alice`), which the home-path regex handles as a whole.
+fn after_drive(before: &str) -> bool {
+    let mut rev = before.chars().rev();
+    matches!(rev.next(), Some(':'))
+        && rev.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && !rev.next().is_some_and(is_path_char)
+}
+
+/// Whether the home-path regex sees a longer home where a literal home matched: the literal
+/// `C:\Users\alice` in `C:\Users\Alice Smith"` is the start of another user's home.
+fn longer_home(text: &str, range: &Range<usize>) -> bool {
+    let Some(rest) = text.get(range.start..) else {
+        return false;
+    };
+    home_hits(rest)
+        .first()
+        .is_some_and(|hit| hit.home.start == 0 && hit.home.end > range.len())
 }
 
 /// Finds the home directories in `text`, left to right, not overlapping.
@@ -154,6 +259,15 @@ pub(crate) fn home_hits(text: &str) -> Vec<HomeHit> {
             }
             locs.get(index).map(|(s, e)| s..e)
         };
+        // A spaced user segment that no separator ends: the name is its first words.
+        let spaced = |user: Range<usize>| -> Range<usize> {
+            let name = text.get(user.clone()).unwrap_or("");
+            if !name.contains(' ') {
+                return user;
+            }
+            let end = text.get(user.end..).and_then(|s| s.chars().next());
+            user.start..user.start + spaced_name_len(name, end)
+        };
         let found = if group("wsl").is_some() {
             group("u_wsl").map(|u| (u, Shape::WslUnc, prev != Some('\\')))
         } else if group("mnt").is_some() {
@@ -168,9 +282,21 @@ pub(crate) fn home_hits(text: &str) -> Vec<HomeHit> {
                 !prev.is_some_and(|c| c.is_alphanumeric() || c == '_')
             };
             group("u_win1")
-                .or_else(|| group("u_win2"))
+                .or_else(|| group("u_win2").map(spaced))
                 .map(|u| (u, Shape::Windows, ok))
+        } else if group("unc").is_some() {
+            group("u_unc1")
+                .or_else(|| group("u_unc2").map(spaced))
+                .map(|u| (u, Shape::Unc, starts_unc(text, start)))
         } else if group("unix").is_some() {
+            // In `x\/home\/bob` the path starts before the escaping backslash.
+            let prev =
+                if prev == Some('\\') && text.get(start..).is_some_and(|s| s.starts_with('/')) {
+                    text.get(..start.saturating_sub(1))
+                        .and_then(|s| s.chars().next_back())
+                } else {
+                    prev
+                };
             group("u_unix").map(|u| (u, Shape::Unix, !prev.is_some_and(is_path_char)))
         } else {
             group("u_pct").map(|u| (u, Shape::PercentEncoded, true))
@@ -184,6 +310,7 @@ pub(crate) fn home_hits(text: &str) -> Vec<HomeHit> {
                         .iter()
                         .any(|n| decode(name).eq_ignore_ascii_case(n))
                 {
+                    next_pos = next_pos.min(user.end.max(next_char(text, start)));
                     hits.push(HomeHit {
                         home: start..user.end,
                         user,
@@ -205,16 +332,36 @@ fn next_char(text: &str, at: usize) -> usize {
         .map_or(at + 1, |c| at + c.len_utf8())
 }
 
-/// Drops trailing dots and spaces: `see /home/bob.` names `bob`.
+/// Drops trailing dots, spaces and quotes: `see /home/bob.` names `bob`.
 fn trim_user(text: &str, user: Range<usize>) -> Range<usize> {
     let name = text.get(user.clone()).unwrap_or("");
-    let trimmed = name.trim_end_matches(['.', ' ']);
+    let trimmed = name.trim_end_matches(['.', ' ', '\'']);
     user.start..user.start + trimmed.len()
 }
 
-/// A user segment as a name: `%20` back to a space.
+/// A user segment as a name: percent-encoded bytes decoded (`bob%20smith` is `bob smith`,
+/// `j%C3%B6rg` is `jörg`).
 pub(crate) fn decode(segment: &str) -> String {
-    segment.replace("%20", " ")
+    if !segment.contains('%') {
+        return segment.to_owned();
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |at: usize| bytes.get(at).and_then(|h| char::from(*h).to_digit(16));
+        if b == b'%'
+            && let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2))
+        {
+            // Two hex digits make a byte: at most 0xff.
+            out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The user name if `home` is, as a whole, a standard home directory.
@@ -250,6 +397,7 @@ impl HomeLiterals {
             let backslashed = home.replace('/', "\\");
             for variant in [
                 home.to_owned(),
+                slashed.replace('/', "\\/"),
                 slashed,
                 backslashed.clone(),
                 backslashed.replace('\\', "\\\\"),
@@ -287,9 +435,12 @@ impl HomeLiterals {
             return Vec::new();
         };
         crate::identity::select_matches(matcher, text, |_, range| {
-            let prev = text.get(..range.start).and_then(|s| s.chars().next_back());
+            let before = text.get(..range.start).unwrap_or("");
+            let prev = before.chars().next_back();
             let next = text.get(range.end..).and_then(|s| s.chars().next());
-            !prev.is_some_and(is_path_char) && !next.is_some_and(is_path_char)
+            let continues = prev.is_some_and(is_path_char) || next.is_some_and(is_path_char);
+            let spaced = next == Some(' ') && longer_home(text, range);
+            !(continues || spaced || after_drive(before))
         })
         .into_iter()
         .map(|(_, range)| range)
@@ -320,11 +471,32 @@ mod tests {
         assert_eq!(users("%2Fhome%2Fbob%2Fx"), ["bob"]);
         assert_eq!(users(r"\\wsl$\Ubuntu\home\bob\x"), ["bob"]);
         assert_eq!(users("see /home/bob."), ["bob"]);
+        assert_eq!(users(r"\\fs\c$\Users\dave\x"), ["dave"]);
+        assert_eq!(users(r"\\fs\home\dave\x"), ["dave"]);
+        assert_eq!(users("//fs/Users/dave/x"), ["dave"]);
+        assert_eq!(users("file:///home/j%C3%B6rg/x"), ["j%C3%B6rg"]);
+        assert_eq!(users(r"cwd: C:\Users\Alice Smith"), ["Alice Smith"]);
+        assert_eq!(users(r"C:\Users\Alice Smith said hi"), ["Alice Smith"]);
+        assert_eq!(users(r#""C:\Users\alice smith""#), ["alice smith"]);
+        assert_eq!(users(r"C:\Users\O'Brien\x"), ["O'Brien"]);
+        assert_eq!(users(r"'/home/bob'"), ["bob"]);
+        assert_eq!(users(r"\/home\/bob\/x"), ["bob"]);
+        assert!(users("https://example.com/Users/bob/x").is_empty());
+        assert!(users(r"x\/home\/bob").is_empty());
         assert!(users("/opt/app/home/config").is_empty());
         assert!(users("https://example.com/home/index.html").is_empty());
         assert!(users("/Users/Shared/x").is_empty());
         assert!(users("/home/<user>/x").is_empty());
         assert!(users("~/src/main.rs").is_empty());
+    }
+
+    #[test]
+    fn decodes_user_segments() {
+        assert_eq!(decode("j%C3%B6rg"), "j\u{f6}rg");
+        assert_eq!(decode("O%27Brien"), "O'Brien");
+        assert_eq!(decode("bob%20smith"), "bob smith");
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%zz%4"), "%zz%4");
     }
 
     #[test]

@@ -13,7 +13,10 @@ use crate::keys;
 pub(crate) fn needs_captures(validator: Validator) -> bool {
     matches!(
         validator,
-        Validator::SecretParam | Validator::SecretAssignment | Validator::EnvName
+        Validator::SecretParam
+            | Validator::SecretAssignment
+            | Validator::EnvName
+            | Validator::AuthCredential
     )
 }
 
@@ -37,13 +40,20 @@ pub(crate) fn check(
         Validator::Phone => phone(hay, span.clone(), text),
         Validator::Email => email(text),
         Validator::TokenLike => token_like(text),
-        Validator::SecretParam => caps
-            .and_then(|caps| caps.name("name"))
-            .is_some_and(|name| keys::is_secret_param(name.as_str())),
-        Validator::SecretAssignment => caps.is_some_and(|caps| secret_assignment(caps, text)),
-        Validator::EnvName => caps
-            .and_then(|caps| caps.name("name"))
-            .is_some_and(|name| is_secret_env_name(name.as_str())),
+        Validator::AuthCredential => return auth_credential(hay, caps?, span),
+        Validator::SecretParam => {
+            let ok = caps
+                .and_then(|caps| caps.name("name"))
+                .is_some_and(|name| keys::is_secret_param(name.as_str()));
+            return ok.then(|| value_span(hay, span));
+        }
+        Validator::SecretAssignment => return secret_assignment(hay, caps?, span),
+        Validator::EnvName => {
+            let ok = caps
+                .and_then(|caps| caps.name("name"))
+                .is_some_and(|name| is_secret_env_name(name.as_str()));
+            return ok.then(|| value_span(hay, span));
+        }
     };
     ok.then_some(span)
 }
@@ -77,6 +87,7 @@ fn ipv4(hay: &str, span: Range<usize>, text: &str) -> bool {
         || (after(hay, span.end) == Some('.') && is_digit(second_after(hay, span.end)))
         || matches!(after(hay, span.end), Some('-' | '+' | '_'))
         || matches!(before(hay, span.start), Some('-' | '_' | 'v' | 'V'))
+        || after_version_word(hay, span.start)
     {
         return false;
     }
@@ -95,6 +106,26 @@ fn ipv4(hay: &str, span: Range<usize>, text: &str) -> bool {
         n += 1;
     }
     n == 4 && octets[0] != 127 && octets != [0, 0, 0, 0] && octets != [255, 255, 255, 255]
+}
+
+/// Whether `hay[..at]` ends with `version`, `ver` or `v` as a word, then spaces or a colon:
+/// `version 1.2.3.4` is no address.
+fn after_version_word(hay: &str, at: usize) -> bool {
+    let before = hay.get(..at).unwrap_or("");
+    let trimmed = before.trim_end_matches([' ', '\t', ':', '=']);
+    if trimmed.len() == before.len() {
+        return false;
+    }
+    let lower_tail = |word: &str| {
+        trimmed
+            .get(trimmed.len().saturating_sub(word.len())..)
+            .is_some_and(|t| t.eq_ignore_ascii_case(word))
+            && trimmed
+                .get(..trimmed.len() - word.len())
+                .and_then(|s| s.chars().next_back())
+                .is_none_or(|c| !c.is_alphanumeric())
+    };
+    ["version", "ver", "v"].iter().any(|w| lower_tail(w))
 }
 
 /// IPv6 addresses. The regex only finds runs of hex digits and colons; this decides, so that
@@ -382,20 +413,194 @@ pub(crate) fn token_like(text: &str) -> bool {
     (has_digit && has_alpha) || (has_lower && inner_upper)
 }
 
-/// `name = value` and `name: value` in free text. With `=` any value of a secret-looking name
-/// goes; with `:` (prose like `unexpected token: identifier`) only values that look like
-/// credentials, unless the name leaves no doubt (`password: hunter2`).
-fn secret_assignment(caps: &Captures<'_>, value: &str) -> bool {
-    let Some(name) = caps.name("name") else {
-        return false;
+/// The part of a matched value to redact: inside its quotes if it opens with one (`"a b"`,
+/// `'a b'`, JSON-escaped `\"a b\"`; the closing quote, or the line break or end of text
+/// that stands for a missing one, stays), else the value without closing brackets it does
+/// not open (`{"token": 123}` keeps its `}`).
+pub(crate) fn value_span(hay: &str, span: Range<usize>) -> Range<usize> {
+    let Some(text) = hay.get(span.clone()) else {
+        return span;
     };
-    if !keys::is_secret_key(name.as_str()) {
-        return false;
+    for (open, close) in [("\\\"", "\\\""), ("\\'", "\\'"), ("\"", "\""), ("'", "'")] {
+        if let Some(rest) = text.strip_prefix(open) {
+            let start = span.start + open.len();
+            let inner = rest
+                .strip_suffix(close)
+                .or_else(|| rest.strip_suffix("\r\n"))
+                .or_else(|| rest.strip_suffix(['\r', '\n']))
+                .unwrap_or(rest);
+            return start..start + inner.len();
+        }
     }
+    let mut end = text.len();
+    while let Some(value) = text.get(..end) {
+        let Some(last) = value.chars().next_back() else {
+            break;
+        };
+        let open = match last {
+            '}' => '{',
+            ')' => '(',
+            ']' => '[',
+            _ => break,
+        };
+        let opens = value.chars().filter(|c| *c == open).count();
+        let closes = value.chars().filter(|c| *c == last).count();
+        if closes <= opens {
+            break;
+        }
+        end -= last.len_utf8();
+    }
+    span.start..span.start + end
+}
+
+/// Words that follow `token:`, `session:`, `auth:` in prose rather than a credential:
+/// `unexpected token: identifier`, `session: expired`.
+const PROSE_VALUES: &[&str] = &[
+    "identifier",
+    "ident",
+    "keyword",
+    "literal",
+    "string",
+    "number",
+    "integer",
+    "float",
+    "operator",
+    "punctuation",
+    "punct",
+    "symbol",
+    "expression",
+    "eof",
+    "end",
+    "newline",
+    "whitespace",
+    "comma",
+    "semicolon",
+    "colon",
+    "brace",
+    "bracket",
+    "parenthesis",
+    "paren",
+    "character",
+    "char",
+    "lifetime",
+    "comment",
+    "delimiter",
+    "type",
+    "expected",
+    "found",
+    "expired",
+    "invalid",
+    "missing",
+    "revoked",
+    "none",
+    "null",
+    "empty",
+    "unknown",
+    "required",
+    "rejected",
+    "denied",
+    "failed",
+    "valid",
+    "malformed",
+    "refreshed",
+    "present",
+    "absent",
+    "disabled",
+    "enabled",
+    "true",
+    "false",
+    "ok",
+    "error",
+    "unauthorized",
+    "forbidden",
+    "not",
+    "no",
+    "yes",
+];
+
+/// Authorization schemes, which come before the credential (`Bearer abc`).
+const AUTH_SCHEMES: &[&str] = &[
+    "bearer",
+    "basic",
+    "token",
+    "digest",
+    "negotiate",
+    "ntlm",
+    "hoba",
+    "mutual",
+    "apikey",
+    "aws4-hmac-sha256",
+];
+
+/// `name = value` and `name: value` in free text, and values in quotes (`"a b c"`) whole.
+/// With `=`, after a quoted name (JSON, YAML) or after a name that leaves no doubt
+/// (`password: hunter2`) any value goes; after `name:` in prose every value goes but a few
+/// plain words (`unexpected token: identifier`, `session: expired`).
+fn secret_assignment(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Option<Range<usize>> {
+    let name = caps.name("name")?;
+    if !keys::is_secret_key(name.as_str()) {
+        return None;
+    }
+    let inner = value_span(hay, span.clone());
+    let value = hay.get(inner.clone())?;
+    let quoted_value = inner.start != span.start;
     let sep = caps.name("sep").map_or("=", |m| m.as_str());
     // A quoted name before `:` is JSON or YAML, not prose.
-    let quoted = caps.name("quote").is_some();
-    sep.contains('=') || quoted || keys::is_strong_secret_key(name.as_str()) || token_like(value)
+    let quoted_name = caps.name("quote").is_some();
+    if sep.contains('=') || quoted_name || keys::is_strong_secret_key(name.as_str()) {
+        return Some(inner);
+    }
+    // `http://auth:8080/`: a host and its port.
+    let before = hay.get(..name.start()).unwrap_or("");
+    if sep == ":" && (before.ends_with("//") || before.ends_with('@')) {
+        return None;
+    }
+    // `Authorization: Bearer x`: the auth-header rule takes the credential after the scheme.
+    if !quoted_value && AUTH_SCHEMES.iter().any(|s| value.eq_ignore_ascii_case(s)) {
+        return None;
+    }
+    let prose = value.bytes().all(|b| b.is_ascii_lowercase()) && PROSE_VALUES.contains(&value);
+    (!prose).then_some(inner)
+}
+
+/// The credential of an `Authorization:` header (after its scheme, whatever it looks like),
+/// the whole value of a `Cookie:` header, and the value after `Bearer` or `Basic` elsewhere
+/// when it looks like a credential: letters and digits, 16 characters or more, or mixed case.
+fn auth_credential(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Option<Range<usize>> {
+    let text = hay.get(span.clone())?;
+    let is_token_char =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '+' | '/' | '=' | '-');
+    let Some(header) = caps.name("hdr") else {
+        let len = text.find(|c: char| !is_token_char(c)).unwrap_or(text.len());
+        let value = text.get(..len)?;
+        let has_digit = value.bytes().any(|b| b.is_ascii_digit());
+        let has_alpha = value.bytes().any(|b| b.is_ascii_alphabetic());
+        let ok = (len >= 6 && has_digit && has_alpha) || len >= 16 || token_like(value);
+        return ok.then_some(span.start..span.start + len);
+    };
+    let trimmed = text.trim_end();
+    if header.as_str().to_ascii_lowercase().ends_with("cookie") {
+        return (!trimmed.is_empty()).then_some(span.start..span.start + trimmed.len());
+    }
+    // A first word of letters followed by a space is the scheme; the credential follows it.
+    let first = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .unwrap_or(text.len());
+    let after = text.get(first..)?;
+    let start = if first > 0 && after.starts_with([' ', '\t']) {
+        // Nothing after the scheme in the match: the credential is already a placeholder.
+        if after.trim().is_empty() {
+            return None;
+        }
+        first + (after.len() - after.trim_start().len())
+    } else {
+        0
+    };
+    let rest = text.get(start..)?;
+    let len = rest
+        .find(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '}' | ')' | ']'))
+        .unwrap_or(rest.len());
+    (len > 0).then_some(span.start + start..span.start + start + len)
 }
 
 /// Environment variable names whose values are secret by convention.

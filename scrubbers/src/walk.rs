@@ -92,6 +92,16 @@ struct Frame<'a> {
     has_segment: bool,
 }
 
+/// Whether a field holds the machine's name as a whole: `server_name` (which sentry-rust
+/// fills with the hostname) and `contexts.device.name`. Their values are replaced whole,
+/// however short or common the name (`vm`, `ubuntu`).
+fn is_hostname_field(path: &[Seg<'_>]) -> bool {
+    matches!(
+        path,
+        [Seg::Key("server_name")] | [Seg::Key("contexts"), Seg::Key("device"), Seg::Key("name")]
+    )
+}
+
 /// Learns identities from every string and key of `root`.
 fn learn(inner: &Inner, root: &Value, learned: &mut Learned) {
     let mut stack: Vec<&Value> = vec![root];
@@ -296,6 +306,11 @@ impl Walk<'_> {
     ) -> Result<bool, ScrubError> {
         match value {
             Value::String(s) => {
+                let denied = denied.or_else(|| {
+                    is_hostname_field(path)
+                        .then(|| self.inner.hostname_rule())
+                        .flatten()
+                });
                 if let Some(rule) = denied {
                     if let Some(new) = self.inner.redact_whole(rule, s) {
                         *s = new;

@@ -30,6 +30,14 @@ fn no_planted_value_survives_and_every_kept_value_does() {
                 failures.push(format!("event {i}: planted {secret:?} survived"));
             }
         }
+        // The machine's name goes whole, however short or common.
+        for pointer in ["/server_name", "/contexts/device/name"] {
+            if let Some(name) = event.pointer(pointer)
+                && name != "<hostname>"
+            {
+                failures.push(format!("event {i}: {pointer} is {name}"));
+            }
+        }
         for keep in &planted.keep {
             if !text.contains(keep.as_str()) {
                 failures.push(format!("event {i}: kept value {keep:?} is gone"));

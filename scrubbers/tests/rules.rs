@@ -147,6 +147,99 @@ fn home_path() {
         "/home/alice/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde-1.0.219/src/de.rs",
         "~/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde-1.0.219/src/de.rs",
     );
+    // UNC shares of user folders.
+    check(
+        "home-path",
+        r"\\fileserver\c$\Users\dave\x",
+        r"\\<hostname>\c$\Users\<user>\x",
+    );
+    check(
+        "home-path",
+        r"\\server\Users\bob\x",
+        r"\\<hostname>\Users\<user>\x",
+    );
+    check(
+        "home-path",
+        r"\\server\home\bob\x",
+        r"\\<hostname>\home\<user>\x",
+    );
+    check(
+        "home-path",
+        "//server/Users/bob/x",
+        "//server/Users/<user>/x",
+    );
+    check(
+        "home-path",
+        r"\\?\UNC\nas\Users\bob\x",
+        r"\\?\UNC\<hostname>\Users\<user>\x",
+    );
+    check(
+        "home-path",
+        r"\\server\Users\alice\x",
+        r"\\<hostname>\Users\<user>\x",
+    );
+    check(
+        "home-path",
+        "https://example.com/Users/bob/x",
+        "https://example.com/Users/bob/x",
+    );
+    check(
+        "home-path",
+        r"D:\\projects\\home\\bob\\x",
+        r"D:\\projects\\home\\bob\\x",
+    );
+    // Percent-encoded user names.
+    check(
+        "home-path",
+        "file:///home/j%C3%B6rg/x.rs",
+        "file:///home/<user>/x.rs",
+    );
+    check(
+        "home-path",
+        "file:///C:/Users/O%27Brien/x",
+        "file:///C:/Users/<user>/x",
+    );
+    check(
+        "home-path",
+        "%2Fhome%2Fbob%20smith%2Fx",
+        "%2Fhome%2F<user>%2Fx",
+    );
+    check("home-path", "%2Fhome%2Fbob%2Fx", "%2Fhome%2F<user>%2Fx");
+    // Windows user names with spaces or apostrophes.
+    check(
+        "home-path",
+        r#"USERPROFILE="C:\Users\Alice Smith""#,
+        r#"USERPROFILE="C:\Users\<user>""#,
+    );
+    check(
+        "home-path",
+        r"cwd: C:\Users\Alice Smith",
+        r"cwd: C:\Users\<user>",
+    );
+    check(
+        "home-path",
+        r"(in C:\Users\Alice Smith)",
+        r"(in C:\Users\<user>)",
+    );
+    check("home-path", r"C:\Users\O'Brien\x", r"C:\Users\<user>\x");
+    check(
+        "home-path",
+        r"C:\Users\bob is here",
+        r"C:\Users\<user> is here",
+    );
+    check(
+        "home-path",
+        r"'C:\Users\bob' is here",
+        r"'C:\Users\<user>' is here",
+    );
+    // JSON-escaped slashes.
+    check("home-path", r"\/home\/bob\/x.rs", r"\/home\/<user>\/x.rs");
+    check("home-path", r"C:\/Users\/bob", r"C:\/Users\/<user>");
+    check("home-path", r"\/home\/alice\/x.rs", r"~\/x.rs");
+    check("home-path", r"\/opt\/home\/x", r"\/opt\/home\/x");
+    // The running user's home on another drive.
+    check("home-path", r"D:\Users\alice\x.rs", r"~\x.rs");
+    check("home-path", r"D:\Users\bob\x.rs", r"D:\Users\<user>\x.rs");
     check("home-path", "/opt/app/home/config", "/opt/app/home/config");
     check(
         "home-path",
@@ -226,6 +319,54 @@ fn user_name() {
         "USER=dave started; dave's job",
         "USER=<user> started; <user>'s job",
     );
+    // Learned from UNC paths to user folders, percent-encoded and domain profile folders.
+    check(
+        "user-name",
+        r"\\fileserver\c$\Users\dave\x; author dave",
+        r"\\<hostname>\c$\Users\<user>\x; author <user>",
+    );
+    check(
+        "user-name",
+        "//server/Users/bob/x author bob",
+        "//server/Users/<user>/x author <user>",
+    );
+    check(
+        "user-name",
+        "file:///home/j%C3%B6rg/x.rs by J\u{f6}rg",
+        "file:///home/<user>/x.rs by <user>",
+    );
+    check(
+        "user-name",
+        r"C:\Users\bob.CORP\x by bob",
+        r"C:\Users\<user>\x by <user>",
+    );
+    check(
+        "user-name",
+        r"C:\Users\O'Brien\x and O'Brien",
+        r"C:\Users\<user>\x and <user>",
+    );
+    check(
+        "user-name",
+        "HOME=/home/bob; bob",
+        "HOME=/home/<user>; <user>",
+    );
+    // Learned names are guesses: they spare Rust paths, snake_case words and file names.
+    check(
+        "user-name",
+        "/home/max/x core::cmp::max_by usize::max_value src/max.rs; max quit",
+        "/home/<user>/x core::cmp::max_by usize::max_value src/max.rs; <user> quit",
+    );
+    // A bare `/home/x` or `/Users/x` (a web route) teaches no user.
+    check(
+        "home-path",
+        "GET /home/dashboard and /Users/profile: dashboard profile",
+        "GET /home/<user> and /Users/<user>: dashboard profile",
+    );
+    check(
+        "user-name",
+        "alice::config and alice.rs",
+        "alice::config and <user>.rs",
+    );
     // Short or common names are not chased.
     check("home-path", "/home/ab/x and ab", "/home/<user>/x and ab");
     check(
@@ -299,10 +440,52 @@ fn hostname() {
         r"C:\\Users\\Public\\AppData",
     );
     check("hostname", "HOSTNAME=localhost", "HOSTNAME=localhost");
+    // `server_name` and `contexts.device.name` go whole, however short or common the name.
+    for name in ["vm", "ubuntu", "raspberrypi", "alice-laptop"] {
+        let mut event = serde_json::json!({
+            "server_name": name,
+            "contexts": {"device": {"name": name}},
+            "tags": {"server_name": name, "distro": "ubuntu"},
+        });
+        let report = SCRUBBER.scrub_value(&mut event).unwrap();
+        assert_eq!(event["server_name"], "<hostname>", "{name}");
+        assert_eq!(event["contexts"]["device"]["name"], "<hostname>", "{name}");
+        assert_eq!(event["tags"]["distro"], "ubuntu");
+        assert!(report.count_for_rule("hostname") >= 2);
+        let mut again = event.clone();
+        SCRUBBER.scrub_value(&mut again).unwrap();
+        assert_eq!(again, event);
+    }
 }
 
 #[test]
 fn env_secret() {
+    let plain = Scrubber::builder()
+        .env_var("DB_PASSWORD", "sunshine")
+        .env_var("API_SECRET", "moonlight")
+        .env_var("XDG_SESSION_TYPE", "wayland")
+        .env_var("MY_AUTH_MODE", "kerberos")
+        .env_var("SHORT_TOKEN", "abc")
+        .build()
+        .unwrap();
+    check_with(
+        &plain,
+        "env-secret",
+        "connect with sunshine failed",
+        "connect with <redacted> failed",
+    );
+    check_with(
+        &plain,
+        "env-secret",
+        "moonlight; sunshines",
+        "<redacted>; sunshines",
+    );
+    check_with(
+        &plain,
+        "env-secret",
+        "wayland kerberos abc",
+        "wayland kerberos abc",
+    );
     // Secrets with a shape of their own are caught by that rule first.
     check(
         "github-token",
@@ -347,8 +530,19 @@ fn env_assignment() {
     check(
         "env-assignment",
         "DB_PASS=\"x y\"",
-        "DB_PASS=\"<redacted> y\"",
+        "DB_PASS=\"<redacted>\"",
     );
+    check(
+        "secret-key-value",
+        "DB_PASSWORD=\"a b c\" next",
+        "DB_PASSWORD=\"<redacted>\" next",
+    );
+    check(
+        "env-assignment",
+        "export DB_PASS='x y' next",
+        "export DB_PASS='<redacted>' next",
+    );
+    check("env-assignment", "(DB_PASS=abc)", "(DB_PASS=<redacted>)");
     check(
         "env-assignment",
         "XDG_SESSION_TYPE=x11",
@@ -440,6 +634,16 @@ fn secrets_by_shape() {
     );
     check(
         "pem-private-key",
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK----- end",
+        "<secret:private-key> end",
+    );
+    check(
+        "pem-private-key",
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+    );
+    check(
+        "pem-private-key",
         "-----BEGIN CERTIFICATE-----",
         "-----BEGIN CERTIFICATE-----",
     );
@@ -456,6 +660,61 @@ fn auth_header() {
         "auth-header",
         "basic dXNlcjpwYXNzd29yZA==",
         "basic <redacted>",
+    );
+    check(
+        "auth-header",
+        "Authorization: Bearer abcdefghijklmnopqrst",
+        "Authorization: Bearer <redacted>",
+    );
+    check(
+        "auth-header",
+        "Authorization: Bearer abc123",
+        "Authorization: Bearer <redacted>",
+    );
+    check(
+        "auth-header",
+        "Authorization: Token xyz",
+        "Authorization: Token <redacted>",
+    );
+    check(
+        "auth-header",
+        "proxy-authorization: xyz, next",
+        "proxy-authorization: <redacted>, next",
+    );
+    check(
+        "auth-header",
+        r#"{"Authorization": "Basic dXNlcjpwYXNz", "Accept": "json"}"#,
+        r#"{"Authorization": "Basic <redacted>", "Accept": "json"}"#,
+    );
+    check(
+        "auth-header",
+        "Cookie: session=abc def",
+        "Cookie: <redacted>",
+    );
+    check(
+        "auth-header",
+        "sent Bearer abc123 to the api",
+        "sent Bearer <redacted> to the api",
+    );
+    check(
+        "auth-header",
+        "bearer abcdefghijklmnopqrst",
+        "bearer <redacted>",
+    );
+    check(
+        "auth-header",
+        "Bearer token required",
+        "Bearer token required",
+    );
+    check(
+        "auth-header",
+        "the basic idea is 2 steps",
+        "the basic idea is 2 steps",
+    );
+    check(
+        "auth-header",
+        "authorization::check and cookie::Jar",
+        "authorization::check and cookie::Jar",
     );
     check(
         "auth-header",
@@ -480,6 +739,21 @@ fn url_credentials() {
         "url-credentials",
         "https://user:p%40ss@example.com/",
         "https://<redacted>@example.com/",
+    );
+    check(
+        "url-credentials",
+        "redis://:hunter2@cache:6379",
+        "redis://<redacted>@cache:6379",
+    );
+    check(
+        "url-credentials",
+        r"https:\/\/bob:hunter2@host\/x",
+        r"https:\/\/<redacted>@host\/x",
+    );
+    check(
+        "url-credentials",
+        "https://[::1]:8080/x@y",
+        "https://[::1]:8080/x@y",
     );
     check(
         "url-credentials",
@@ -515,6 +789,17 @@ fn secret_query_param() {
         "/s3?X-Amz-Signature=0f1e2d",
         "/s3?X-Amz-Signature=<redacted>",
     );
+    check(
+        "secret-query-param",
+        "/x?pass=abc&pwd=def&jwt=ghi&bearer=jkl",
+        "/x?pass=<redacted>&pwd=<redacted>&jwt=<redacted>&bearer=<redacted>",
+    );
+    check(
+        "secret-query-param",
+        "(see /x?token=abc123)",
+        "(see /x?token=<redacted>)",
+    );
+    check("secret-query-param", "/x?passage=3", "/x?passage=3");
     check(
         "secret-query-param",
         "/x?design=blue&page=2",
@@ -561,6 +846,50 @@ fn secret_key_value() {
         "session::load failed",
         "session::load failed",
     );
+    check(
+        "secret-key-value",
+        r#"body {"password": "correct horse battery staple"} sent"#,
+        r#"body {"password": "<redacted>"} sent"#,
+    );
+    check(
+        "secret-key-value",
+        r#"password: "a \" b" ok"#,
+        r#"password: "<redacted>" ok"#,
+    );
+    check(
+        "secret-key-value",
+        r#"{\"password\":\"a b c\"}"#,
+        r#"{\"password\":\"<redacted>\"}"#,
+    );
+    check(
+        "secret-key-value",
+        r#"x {"token": 12345678} y"#,
+        r#"x {"token": <redacted>} y"#,
+    );
+    check(
+        "secret-key-value",
+        "token: supersecretvalue",
+        "token: <redacted>",
+    );
+    check("secret-key-value", "auth: hunter2", "auth: <redacted>");
+    check(
+        "secret-key-value",
+        "session: abcdefghijk",
+        "session: <redacted>",
+    );
+    check("secret-key-value", "csrf: abcdefgh", "csrf: <redacted>");
+    check("secret-key-value", "token: expired", "token: expired");
+    check(
+        "secret-key-value",
+        "auth: failed twice",
+        "auth: failed twice",
+    );
+    check("secret-key-value", "max_tokens: 100", "max_tokens: 100");
+    check(
+        "secret-key-value",
+        "http://auth:8080/login",
+        "http://auth:8080/login",
+    );
     check("secret-key-value", "author=Lewis", "author=Lewis");
     check("secret-key-value", "token_count=5", "token_count=5");
 }
@@ -588,6 +917,11 @@ fn ip_addresses() {
     check("ipv4", "0.0.0.0", "0.0.0.0");
     check("ipv4", "Windows 10.0.19045.3803", "Windows 10.0.19045.3803");
     check("ipv4", "version 1.2.3", "version 1.2.3");
+    check("ipv4", "version 1.2.3.4", "version 1.2.3.4");
+    check("ipv4", "Version: 10.1.2.3", "Version: 10.1.2.3");
+    check("ipv4", "v 1.2.3.4", "v 1.2.3.4");
+    check("ipv4", "server 10.1.2.3", "server <ip>");
+    check("ipv4", "dev 10.1.2.3", "dev <ip>");
     check("ipv4", "999.1.1.1", "999.1.1.1");
     check("ipv4", "v1.2.3.4", "v1.2.3.4");
     check(
@@ -692,6 +1026,10 @@ fn must_keep() {
         "RUST_LOG=debug",
         "my_app::session::load",
         "the root cause was an admin user test",
+        "unexpected token: identifier",
+        "Bearer token required",
+        "cookie::CookieJar::add",
+        "version 1.2.3.4",
         "Lorem ipsum dolor sit amet",
     ] {
         keep(text);

@@ -20,6 +20,8 @@ pub const HOSTNAME: &str = "alice-laptop.corp.example";
 pub const ENV_SECRETS: &[(&str, &str)] = &[
     ("DEPLOY_TOKEN", "dpl-7f3a9c2e1b8d4f60"),
     ("DB_PASSWORD", "Sup3r-S3cret-Pa55"),
+    // A plain word: chased because the name says password.
+    ("SMTP_PASSWORD", "sunshine"),
     (
         "DATABASE_URL",
         "postgres://app:pg-Hunter-2024@db.internal:5432/app",
@@ -509,7 +511,16 @@ struct Plant {
 }
 
 /// Every kind of value the leak test plants.
-const PLANT_KINDS: usize = 26;
+const PLANT_KINDS: usize = 42;
+
+/// A name capitalised: `zorquen` -> `Zorquen`.
+fn capitalised(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
 
 fn plant(kind: usize, rng: &mut Rng, victim: &Machine) -> Plant {
     let simple = |text: String| Plant {
@@ -623,9 +634,137 @@ fn plant(kind: usize, rng: &mut Rng, victim: &Machine) -> Plant {
             text: format!("\\\\{}\\builds\\latest.zip", victim.host),
             secrets: vec![victim.host.clone()],
         },
-        _ => {
+        25 => {
             let token = format!("xoxb-{}-{}", rng.digits(12), rng.alnum(24));
             simple(token)
+        }
+        // UNC shares of user folders, of a user met nowhere else.
+        26 => {
+            let other = victim_name(rng);
+            let host = format!("{}-nas", victim_name(rng));
+            Plant {
+                text: format!("\\\\{host}\\c$\\Users\\{other}\\report.docx"),
+                secrets: vec![other, host],
+            }
+        }
+        27 => {
+            let other = victim_name(rng);
+            Plant {
+                text: format!("//fileserver/Users/{other}/report.docx"),
+                secrets: vec![other],
+            }
+        }
+        // Percent-encoded user names.
+        28 => {
+            let other = victim_name(rng);
+            Plant {
+                text: format!("file:///home/{other}%C3%B6rg/x.rs"),
+                secrets: vec![other],
+            }
+        }
+        29 => {
+            let other = victim_name(rng);
+            Plant {
+                text: format!("file:///C:/Users/O%27{}/x", capitalised(&other)),
+                secrets: vec![other],
+            }
+        }
+        30 => {
+            let other = victim_name(rng);
+            Plant {
+                text: format!("%2Fhome%2F{other}%20smith%2Fx"),
+                secrets: vec![other],
+            }
+        }
+        // Windows user names with spaces (at the end of a path) and apostrophes.
+        31 => {
+            let (first, last) = (victim_name(rng), victim_name(rng));
+            Plant {
+                text: format!(
+                    "cwd C:\\Users\\{} {}",
+                    capitalised(&first),
+                    capitalised(&last)
+                ),
+                secrets: vec![first, last],
+            }
+        }
+        32 => {
+            let other = victim_name(rng);
+            Plant {
+                text: format!("C:\\Users\\O'{}\\x", capitalised(&other)),
+                secrets: vec![other],
+            }
+        }
+        // Quoted secrets with spaces, and header values.
+        33 => {
+            let words = [rng.alnum(7), rng.alnum(8), rng.alnum(9)];
+            Plant {
+                text: format!("body {{\"password\": \"{}\"}} sent", words.join(" ")),
+                secrets: words.to_vec(),
+            }
+        }
+        34 => {
+            let token = rng.alnum(20).to_lowercase();
+            Plant {
+                text: format!("Authorization: Token {token}"),
+                secrets: vec![token],
+            }
+        }
+        35 => {
+            let (a, b) = (rng.alnum(12), rng.alnum(12));
+            Plant {
+                text: format!("headers {{\"Cookie\": \"session={a} {b}\"}}"),
+                secrets: vec![a, b],
+            }
+        }
+        // `key: value` prose with a secret's name.
+        36 => {
+            let value = format!("{}{}", victim_name(rng), victim_name(rng));
+            Plant {
+                text: format!("token: {value}"),
+                secrets: vec![value],
+            }
+        }
+        // URL credentials without a user, and JSON-escaped.
+        37 => {
+            let password = format!("pw{}", rng.alnum(10));
+            Plant {
+                text: format!("redis://:{password}@cache:6379"),
+                secrets: vec![password],
+            }
+        }
+        38 => {
+            let password = format!("pw{}", rng.alnum(10));
+            Plant {
+                text: format!("https:\\/\\/svc:{password}@api.example.net\\/v1"),
+                secrets: vec![password],
+            }
+        }
+        // Deny-listed query parameters, PGP keys, plain-word environment secrets.
+        39 => {
+            let secret = rng.alnum(14);
+            let name = *rng.pick(&["pwd", "pass", "jwt", "bearer"]);
+            Plant {
+                text: format!("https://example.com/login?user=x&{name}={secret}"),
+                secrets: vec![secret],
+            }
+        }
+        40 => {
+            let body = rng.alnum(48);
+            Plant {
+                text: format!(
+                    "-----BEGIN PGP PRIVATE KEY BLOCK-----\n{body}\n-----END PGP PRIVATE KEY BLOCK-----"
+                ),
+                secrets: vec![body],
+            }
+        }
+        _ => {
+            // A domain profile folder teaches the user name before the dot.
+            let other = victim_name(rng);
+            Plant {
+                text: format!("C:\\Users\\{other}.CORP\\x by {other}; smtp sunshine"),
+                secrets: vec![other, "sunshine".to_owned()],
+            }
         }
     }
 }
@@ -746,6 +885,30 @@ pub fn planted_event(index: usize, rng: &mut Rng) -> Planted {
         }
         .to_owned(),
     );
+    // A short, common hostname in `server_name` goes whole; the victim's is then learned
+    // from `contexts.device.name`.
+    if index.is_multiple_of(5) {
+        event["server_name"] = json!(*rng.pick(&["raspberrypi", "vm", "ubuntu"]));
+        event["contexts"]["device"]["name"] = json!(victim.host);
+    }
+    // A learned user `max` spares Rust paths, snake_case words and file names, and web routes
+    // teach no user.
+    if index.is_multiple_of(3) {
+        event["extra"]["profile"] = json!("/home/max/.profile");
+        push_crumb(
+            &mut event,
+            "called core::cmp::max_by on usize::max_value in src/max.rs",
+        );
+        push_crumb(&mut event, "GET /home/dashboard -> 200");
+        push_crumb(&mut event, "rendered dashboard widgets");
+        keep.extend(
+            [
+                "called core::cmp::max_by on usize::max_value in src/max.rs",
+                "rendered dashboard widgets",
+            ]
+            .map(str::to_owned),
+        );
+    }
     event["request"] = json!({"method": "POST", "headers": {"Accept": "application/json"}});
     event["user"] = json!({"id": rng.uuid()});
     if let Some(id) = event["user"]["id"].as_str() {
@@ -826,6 +989,10 @@ fn place(event: &mut Value, slot: &str, text: &str, rng: &mut Rng, keep: &mut Ve
                 "X-Auth-Token",
                 "sessionid",
                 "client_secret",
+                "pass",
+                "pwd",
+                "jwt",
+                "bearer",
             ]);
             let mut map = Map::new();
             map.insert(key.to_owned(), json!(text));

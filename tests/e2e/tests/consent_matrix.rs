@@ -189,10 +189,18 @@ fn the_opt_out_notice_is_shown_once_and_the_second_run_sends() {
     assert_eq!(server.wait_for(2, Duration::from_secs(5)).len(), 2);
 }
 
+/// `(case, environment, settings, crash reports expected, usage pings expected)`.
+type KindCase = (
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    &'static str,
+    bool,
+    bool,
+);
+
 #[test]
 fn saying_no_to_one_kind_keeps_the_other() {
-    // `(case, environment, settings, crash expected, usage expected)`
-    let cases: [(&str, Vec<(&str, &str)>, &str, bool, bool); 3] = [
+    let cases: [KindCase; 3] = [
         (
             "usage=false",
             vec![],
