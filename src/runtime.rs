@@ -248,8 +248,6 @@ pub(crate) fn init(config: Config) -> Guard {
     }
 }
 
-/// Loads the settings, reporting a recovered corrupt file once. `Err` says why they cannot
-/// be used (then nothing is sent).
 /// [`consent::decide_for`] on loaded settings, plus one check only a real file needs: when
 /// the decision would send or prompt, the settings directory must be writable. A file that
 /// says yes in a directory that cannot be written would keep sending after a "no" that
@@ -282,6 +280,8 @@ pub(crate) fn decide_on_disk(
     (settings, decision)
 }
 
+/// Loads the settings, reporting a recovered corrupt file once. `Err` says why they cannot
+/// be used (then nothing is sent).
 fn load_settings(config: &Config, paths: &Paths) -> Result<Settings, String> {
     let settings = Settings::load_for(config, paths).map_err(|e| e.to_string())?;
     if let Some(r) = settings.recovered() {

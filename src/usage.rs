@@ -525,7 +525,7 @@ impl Sink {
                     .map(|e| {
                         // GA4 keeps 25 parameters per event. Kept first: the engagement time
                         // (GA4 needs it to count the event as activity), then the app's own
-                        // props, then the metadata, in the order `usage_metadata` lists them.
+                        // props, then the metadata (in key order).
                         let mut params = Map::new();
                         params.insert("engagement_time_msec".into(), Value::from(1));
                         for (k, v) in e.props.iter().chain(metadata.iter()) {
