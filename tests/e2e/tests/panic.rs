@@ -143,13 +143,14 @@ fn a_panic_with_a_server_that_never_answers_waits_at_most_the_flush_deadline() {
     check_panic_event_frames(&got[0].envelope_event(), "main", false);
 }
 
-#[test]
-fn a_report_survives_sigkill_right_after_it_was_stored() {
+/// Runs `scenario` against a server that never answers, kills the process with SIGKILL as
+/// soon as a report is in the outbox, then runs the app again against a working server and
+/// returns the one event that next run delivers.
+fn killed_once_stored_then_delivered(scenario: &str) -> Value {
     let hanging = CaptureServer::start(Plan::Hang);
     let dirs = Dirs::new();
-    let mut cmd = panic_run(&fixture_bin!(), &dirs, &hanging.dsn(), "capture-and-wait");
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
+    let mut child = panic_run(&fixture_bin!(), &dirs, &hanging.dsn(), scenario)
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -162,8 +163,7 @@ fn a_report_survives_sigkill_right_after_it_was_stored() {
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap(); // SIGKILL
-    let status = child.wait().unwrap();
-    assert!(!status.success());
+    assert!(!child.wait().unwrap().success());
     assert_eq!(dirs.outbox_files().len(), 1);
 
     let server = CaptureServer::start(Plan::Status(200));
@@ -174,13 +174,20 @@ fn a_report_survives_sigkill_right_after_it_was_stored() {
     assert!(out.status.success());
     let got = server.wait_for(1, Duration::from_secs(5));
     assert_eq!(got.len(), 1, "the next run delivers it");
-    assert_eq!(
-        got[0].envelope_event()["exception"]["values"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    got[0].envelope_event()
+}
+
+#[test]
+fn a_report_survives_sigkill_right_after_it_was_stored() {
+    let event = killed_once_stored_then_delivered("capture-and-wait");
+    assert_eq!(event["exception"]["values"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_panic_report_survives_sigkill_right_after_it_was_stored() {
+    let event = killed_once_stored_then_delivered("thread-panic-and-wait");
+    // Killed before or after symbolication: either copy is a whole report.
+    check_panic_event_frames(&event, "worker-7", false);
 }
 
 /// The fixture built with `panic = "abort"`, in its own target directory.
@@ -250,42 +257,4 @@ fn a_slow_symbolication_does_not_keep_a_panic_from_leaving_before_the_abort() {
     let requests = server.requests();
     assert_eq!(requests.len(), 1, "sent before the abort: {err}");
     check_panic_event_frames(&requests[0].envelope_event(), "main", false);
-}
-
-#[test]
-fn a_panic_report_survives_sigkill_right_after_it_was_stored() {
-    let hanging = CaptureServer::start(Plan::Hang);
-    let dirs = Dirs::new();
-    let mut child = panic_run(
-        &fixture_bin!(),
-        &dirs,
-        &hanging.dsn(),
-        "thread-panic-and-wait",
-    )
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
-    let start = Instant::now();
-    while dirs.outbox_files().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no outbox file appeared"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap(); // SIGKILL, maybe while the report is being symbolicated
-    assert!(!child.wait().unwrap().success());
-    assert_eq!(dirs.outbox_files().len(), 1);
-
-    let server = CaptureServer::start(Plan::Status(200));
-    let (out, _) = run(
-        panic_run(&fixture_bin!(), &dirs, &server.dsn(), "noop"),
-        LIMIT,
-    );
-    assert!(out.status.success());
-    let got = server.wait_for(1, Duration::from_secs(5));
-    assert_eq!(got.len(), 1, "the next run delivers it");
-    // Killed before or after symbolication: either copy is a whole report.
-    check_panic_event_frames(&got[0].envelope_event(), "worker-7", false);
 }

@@ -197,6 +197,15 @@ fn config() -> Config {
     c
 }
 
+/// Panics on a thread named `worker-7` and waits for it to end.
+fn panic_on_a_named_thread() {
+    let t = std::thread::Builder::new()
+        .name("worker-7".into())
+        .spawn(|| panic!("worker failed on planthost-box"))
+        .unwrap();
+    let _ = t.join();
+}
+
 fn arg(n: usize) -> Option<String> {
     std::env::args().nth(n)
 }
@@ -240,20 +249,12 @@ fn main() {
         }
         // A panic on a named thread; the app goes on and exits 0.
         "thread-panic" => {
-            let t = std::thread::Builder::new()
-                .name("worker-7".into())
-                .spawn(|| panic!("worker failed on planthost-box"))
-                .unwrap();
-            let _ = t.join();
+            panic_on_a_named_thread();
             println!("main goes on");
         }
         // A panic on a named thread, then wait: the test kills the process.
         "thread-panic-and-wait" => {
-            let t = std::thread::Builder::new()
-                .name("worker-7".into())
-                .spawn(|| panic!("worker failed on planthost-box"))
-                .unwrap();
-            let _ = t.join();
+            panic_on_a_named_thread();
             std::thread::sleep(Duration::from_secs(60));
         }
         // Capture, then leave through consentry::exit with the guard still alive (its drop
