@@ -831,10 +831,23 @@ impl Inner {
             return first;
         }
         let mut edits = Vec::new();
+        let host_rule = self
+            .id_rules
+            .get(id_kind_slot(IdKind::Host))
+            .copied()
+            .flatten();
         for hit in paths::home_hits(text2) {
             let Some(user) = text2.get(hit.user.clone()) else {
                 continue;
             };
+            // The host of `//server/Users/bob` goes like the host of `\\server\Users\bob`.
+            if let (Some(range), Some(rule)) = (hit.host.clone(), host_rule) {
+                edits.push(Edit {
+                    range,
+                    rule,
+                    tilde: false,
+                });
+            }
             let user = paths::decode(user).to_lowercase();
             let running = self.running_users.contains(&user);
             if running && hit.shape.may_be_own() {

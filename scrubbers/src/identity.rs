@@ -571,6 +571,10 @@ fn learn_from_str_with(text: &str, homes: &[paths::HomeHit], learned: &mut Learn
                 push_unique(&mut learned.users, name);
             }
         }
+        // `//server/Users/bob` names the server as `\\server\Users\bob` does.
+        if let Some(host) = hit.host.clone().and_then(|range| text.get(range)) {
+            push_unique(&mut learned.hosts, host);
+        }
     }
     for range in unc_hosts(text) {
         if let Some(host) = text.get(range) {
@@ -663,9 +667,14 @@ pub(crate) fn learn_from_entry(key: &str, value: &str, learned: &mut Learned) {
 
 pub(crate) fn learn_host(value: &str, learned: &mut Learned) {
     let value = value.trim();
-    if !NOT_HOSTS.iter().any(|n| value.eq_ignore_ascii_case(n)) {
+    if names_machine(value) {
         push_unique(&mut learned.hosts, value);
     }
+}
+
+/// Whether a hostname names a machine in particular (not `localhost`, `wsl$`).
+pub(crate) fn names_machine(host: &str) -> bool {
+    !NOT_HOSTS.iter().any(|n| host.eq_ignore_ascii_case(n))
 }
 
 fn push_unique(list: &mut Vec<String>, name: &str) {

@@ -4,8 +4,10 @@
 //!
 //! One regex finds them all; the code around it does what the regex crate cannot (no
 //! look-behind): it checks that a match starts a path rather than continuing one
-//! (`/opt/app/home/config` is no home), and decides per match whether it is the running
-//! user's home (becomes `~`) or someone else's (the user segment becomes a placeholder).
+//! (`/opt/app/home/config` is no home), unless what comes before is the root of another file
+//! system (`/Volumes/Backup/Users/bob/x`, `sftp://host/home/bob/x`), and decides per match
+//! whether it is the running user's home (becomes `~`) or someone else's (the user segment
+//! becomes a placeholder).
 
 use std::ops::Range;
 use std::sync::LazyLock;
@@ -85,6 +87,48 @@ static HOME_RE: LazyLock<Result<HomeRegex, regex::Error>> = LazyLock::new(|| {
     Ok(HomeRegex { re, groups })
 });
 
+/// The roots under which another file system, with homes of its own, is mounted or reached:
+/// macOS volumes (`/Volumes/Backup`, `/System/Volumes/Data`), Linux mount points (`/mnt`,
+/// `/media/<name>`, `/run/media/<user>/<label>`), network file systems (`/nfs`,
+/// `/net/<host>`), `/srv`, and the authority of a file-transfer URL (`sftp://host`). Matched at
+/// the end of what precedes a `/home` or `/Users` (with `\/` read as `/`); [`after_mount`]
+/// checks that the root starts a path.
+static MOUNT_ROOT: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        r#"(?:(?:/System)?/Volumes/[^/\\"'<>|\r\n\t]+|/mnt|/nfs|/srv|/net/[^/\\\s"'<>|]+|(?:/run)?/media(?:/[^/\\"'<>|\r\n\t]+){1,2}|(?i:file|sftp|ssh|scp|smb|cifs|nfs|afp|ftps?|rsync)://[^/\\\s"'<>|]+)\z"#,
+    )
+    .ok()
+});
+
+/// How far back [`after_mount`] looks for the root of a mounted file system.
+const MOUNT_LOOKBACK: usize = 256;
+
+/// Whether `before` ends with the root of a mounted or remote file system that starts a path,
+/// so that a `/home/<user>` or `/Users/<user>` right after it is a home on that file system.
+fn after_mount(before: &str) -> bool {
+    let Some(re) = &*MOUNT_ROOT else {
+        return false;
+    };
+    let mut from = before.len().saturating_sub(MOUNT_LOOKBACK);
+    while !before.is_char_boundary(from) {
+        from += 1;
+    }
+    let (head, tail) = before.split_at(from);
+    let tail: std::borrow::Cow<'_, str> = if tail.contains("\\/") {
+        tail.replace("\\/", "/").into()
+    } else {
+        tail.into()
+    };
+    let Some(m) = re.find(&tail) else {
+        return false;
+    };
+    let prev = match tail.get(..m.start()) {
+        Some(s) if !s.is_empty() => s.chars().next_back(),
+        _ => head.chars().next_back(),
+    };
+    !prev.is_some_and(|c| is_path_char(c) || c == '/' || c == '\\')
+}
+
 /// Words every home path holds, to skip the regex where none is left.
 static HOME_WORDS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
     AhoCorasick::builder()
@@ -101,11 +145,15 @@ pub(crate) fn may_hold_home(text: &str) -> bool {
 /// Checks at build time that the home-path regex compiles, so scrubbing never meets a broken
 /// one.
 pub(crate) fn check_compiled() -> Result<(), BuildError> {
-    match &*HOME_RE {
-        Ok(_) => Ok(()),
-        Err(err) => Err(BuildError::Pattern {
+    match (&*HOME_RE, &*MOUNT_ROOT) {
+        (Ok(_), Some(_)) => Ok(()),
+        (Err(err), _) => Err(BuildError::Pattern {
             rule: "home-path".to_owned(),
             message: err.to_string(),
+        }),
+        (Ok(_), None) => Err(BuildError::Rule {
+            rule: "home-path".to_owned(),
+            message: "the pattern of mounted file systems does not compile".to_owned(),
         }),
     }
 }
@@ -125,6 +173,11 @@ pub(crate) enum Shape {
     Windows,
     /// `/home/user`, `/Users/user`
     Unix,
+    /// `/home/user` or `/Users/user` on another file system: a volume, a mount point, a
+    /// network share or a remote host (`/Volumes/Backup/Users/user/x`, `/mnt/home/user/x`,
+    /// `sftp://host/home/user/x`). Kept in shape even for the running user: it is not the
+    /// home of this session.
+    Nested,
     /// `%2Fhome%2Fuser`
     PercentEncoded,
 }
@@ -133,7 +186,7 @@ impl Shape {
     /// Whether a home of this shape is the running user's home in this session (becomes
     /// `~`) when its user is the running user.
     pub(crate) fn may_be_own(self) -> bool {
-        !matches!(self, Shape::Mounted | Shape::Unc)
+        !matches!(self, Shape::Mounted | Shape::Unc | Shape::Nested)
     }
 }
 
@@ -145,6 +198,10 @@ pub(crate) struct HomeHit {
     /// The user segment.
     pub(crate) user: Range<usize>,
     pub(crate) shape: Shape,
+    /// The host of a UNC path written with slashes (`//server/Users/bob`,
+    /// `file://server/Users/bob`), unless it names no machine (`localhost`). The hosts of
+    /// UNC paths with backslashes are found by [`crate::identity::unc_hosts`].
+    pub(crate) host: Option<Range<usize>>,
 }
 
 impl HomeHit {
@@ -181,10 +238,16 @@ fn starts_unc(text: &str, start: usize) -> bool {
         None => true,
         Some(c) if c.is_whitespace() => true,
         Some('"' | '\'' | '=' | '(' | '[' | '{' | ',' | ';' | '`' | '<') => true,
-        // `file://server/Users/bob`
-        Some(':') => before
-            .get(before.len().saturating_sub(5)..)
-            .is_some_and(|s| s.eq_ignore_ascii_case("file:")),
+        // `file://server/Users/bob`, `smb://server/Users/bob`
+        Some(':') => ["file:", "smb:"].iter().any(|scheme| {
+            before
+                .get(before.len().saturating_sub(scheme.len())..)
+                .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+                && !before
+                    .get(..before.len() - scheme.len())
+                    .and_then(|s| s.chars().next_back())
+                    .is_some_and(char::is_alphanumeric)
+        }),
         Some(_) => false,
     }
 }
@@ -297,25 +360,48 @@ pub(crate) fn home_hits(text: &str) -> Vec<HomeHit> {
                 } else {
                     prev
                 };
-            group("u_unix").map(|u| (u, Shape::Unix, !prev.is_some_and(is_path_char)))
+            if prev.is_some_and(is_path_char) {
+                // Inside a path, a home only after the root of another file system.
+                let path_start = if text.get(..start).is_some_and(|s| s.ends_with('\\'))
+                    && text.get(start..).is_some_and(|s| s.starts_with('/'))
+                {
+                    start.saturating_sub(1)
+                } else {
+                    start
+                };
+                let nested = after_mount(text.get(..path_start).unwrap_or(""));
+                group("u_unix").map(|u| (u, Shape::Nested, nested))
+            } else {
+                group("u_unix").map(|u| (u, Shape::Unix, true))
+            }
         } else {
             group("u_pct").map(|u| (u, Shape::PercentEncoded, true))
         };
         match found {
             Some((user, shape, true)) => {
                 let user = trim_user(text, user);
-                if let Some(name) = text.get(user.clone())
+                let host = if shape == Shape::Unc {
+                    slashed_unc_host(text, start)
+                } else {
+                    None
+                };
+                let hit = HomeHit {
+                    home: start..user.end,
+                    user,
+                    shape,
+                    host,
+                };
+                // A home on another file system only with a path after the user: so
+                // `sftp://host/home/index` is no home.
+                if let Some(name) = text.get(hit.user.clone())
                     && !name.is_empty()
                     && !NOT_USERS
                         .iter()
                         .any(|n| decode(name).eq_ignore_ascii_case(n))
+                    && (shape != Shape::Nested || hit.continues(text))
                 {
-                    next_pos = next_pos.min(user.end.max(next_char(text, start)));
-                    hits.push(HomeHit {
-                        home: start..user.end,
-                        user,
-                        shape,
-                    });
+                    next_pos = next_pos.min(hit.user.end.max(next_char(text, start)));
+                    hits.push(hit);
                 }
             }
             // A rejected match may hide a real one starting inside it.
@@ -324,6 +410,17 @@ pub(crate) fn home_hits(text: &str) -> Vec<HomeHit> {
         pos = next_pos;
     }
     hits
+}
+
+/// The host of a UNC path written with slashes that starts at `start` (`//server/...`), if
+/// it names a machine.
+fn slashed_unc_host(text: &str, start: usize) -> Option<Range<usize>> {
+    let rest = text.get(start..)?.strip_prefix("//")?;
+    let len = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '$' | '-')))
+        .unwrap_or(rest.len());
+    let host = rest.get(..len)?;
+    (!host.is_empty() && crate::identity::names_machine(host)).then(|| start + 2..start + 2 + len)
 }
 
 fn next_char(text: &str, at: usize) -> usize {
@@ -488,6 +585,49 @@ mod tests {
         assert!(users("/Users/Shared/x").is_empty());
         assert!(users("/home/<user>/x").is_empty());
         assert!(users("~/src/main.rs").is_empty());
+    }
+
+    #[test]
+    fn finds_homes_on_other_file_systems() {
+        let shapes =
+            |text: &str| -> Vec<Shape> { home_hits(text).iter().map(|h| h.shape).collect() };
+        assert_eq!(users("/System/Volumes/Data/Users/bob/x"), ["bob"]);
+        assert_eq!(users("/Volumes/Backup/Users/bob/x"), ["bob"]);
+        assert_eq!(users("/nfs/home/bob/x.rs"), ["bob"]);
+        assert_eq!(users("/mnt/home/bob/x.rs"), ["bob"]);
+        assert_eq!(users("/net/host/home/bob/x"), ["bob"]);
+        assert_eq!(users("sftp://host/home/bob/x"), ["bob"]);
+        assert_eq!(users("SSH://user@host:22/Users/bob/x"), ["bob"]);
+        assert_eq!(shapes("/mnt/home/bob/x"), [Shape::Nested]);
+        assert!(!Shape::Nested.may_be_own());
+        assert!(users("/api/home/dashboard").is_empty());
+        assert!(users("/api/home/dashboard/x").is_empty());
+        assert!(users("/mnt/home/dashboard").is_empty());
+        assert!(users("/opt/mnt/home/bob/x").is_empty());
+        assert!(users("https://host/home/bob/x").is_empty());
+        // Far from the start of the path, and a volume name longer than the look-back (which
+        // cuts at a character boundary).
+        let long = format!("/{}/mnt/home/bob/x", "a".repeat(MOUNT_LOOKBACK * 2));
+        assert!(users(&long).is_empty());
+        let long = format!("/Volumes/{}/Users/bob/x", "\u{e9}".repeat(MOUNT_LOOKBACK));
+        assert!(users(&long).is_empty());
+    }
+
+    #[test]
+    fn hosts_of_slashed_unc_paths() {
+        let hosts = |text: &str| -> Vec<String> {
+            home_hits(text)
+                .iter()
+                .filter_map(|h| h.host.clone().and_then(|r| text.get(r)).map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(hosts("//server/Users/bob/x"), ["server"]);
+        assert_eq!(hosts("file://nas7/home/bob"), ["nas7"]);
+        assert_eq!(hosts("smb://nas7/Users/bob/x"), ["nas7"]);
+        assert!(hosts("xsmb://nas7/Users/bob/x").is_empty());
+        assert!(hosts("file://localhost/home/bob/x").is_empty());
+        assert!(hosts(r"\\server\Users\bob\x").is_empty());
+        assert!(hosts("file:///home/bob/x").is_empty());
     }
 
     #[test]

@@ -166,7 +166,22 @@ fn home_path() {
     check(
         "home-path",
         "//server/Users/bob/x",
-        "//server/Users/<user>/x",
+        "//<hostname>/Users/<user>/x",
+    );
+    check(
+        "home-path",
+        "file://server/Users/bob",
+        "file://<hostname>/Users/<user>",
+    );
+    check(
+        "home-path",
+        "file://nas7/home/bob/x.rs",
+        "file://<hostname>/home/<user>/x.rs",
+    );
+    check(
+        "home-path",
+        "file://localhost/home/bob/x.rs",
+        "file://localhost/home/<user>/x.rs",
     );
     check(
         "home-path",
@@ -248,6 +263,83 @@ fn home_path() {
     );
     check("home-path", "/Users/Shared/x", "/Users/Shared/x");
     check("home-path", r"C:\Users\Public\x", r"C:\Users\Public\x");
+    // Homes on other file systems: a volume, a mount point, a network share, a remote host.
+    // Never the running user's home in this session, so the user goes, not the path.
+    for (input, expected) in [
+        (
+            "/System/Volumes/Data/Users/bob/x",
+            "/System/Volumes/Data/Users/<user>/x",
+        ),
+        (
+            "/Volumes/Backup/Users/bob/x",
+            "/Volumes/Backup/Users/<user>/x",
+        ),
+        (
+            "/Volumes/Macintosh HD/Users/bob/x",
+            "/Volumes/Macintosh HD/Users/<user>/x",
+        ),
+        (
+            "/System/Volumes/Data/Users/alice/x",
+            "/System/Volumes/Data/Users/<user>/x",
+        ),
+        ("/nfs/home/bob/x.rs", "/nfs/home/<user>/x.rs"),
+        ("/mnt/home/bob/x.rs", "/mnt/home/<user>/x.rs"),
+        ("/mnt/home/alice/x.rs", "/mnt/home/<user>/x.rs"),
+        ("/net/host/home/bob/x", "/net/host/home/<user>/x"),
+        ("/media/backup/home/bob/x", "/media/backup/home/<user>/x"),
+        (
+            "/run/media/carol/Disk/home/bob/x",
+            "/run/media/carol/Disk/home/<user>/x",
+        ),
+        ("/srv/home/bob/.bashrc", "/srv/home/<user>/.bashrc"),
+        (
+            "file://localhost/home/alice/x.rs",
+            "file://localhost/home/<user>/x.rs",
+        ),
+        ("sftp://host/home/bob/x", "sftp://host/home/<user>/x"),
+        ("ssh://host/Users/bob/x", "ssh://host/Users/<user>/x"),
+        (
+            "git+ssh://git@host/home/bob/repo.git",
+            "git+ssh://git@host/home/<user>/repo.git",
+        ),
+        (
+            "copied to '/Volumes/Backup/Users/bob/x'",
+            "copied to '/Volumes/Backup/Users/<user>/x'",
+        ),
+        (
+            r"\/Volumes\/Backup\/Users\/bob\/x",
+            r"\/Volumes\/Backup\/Users\/<user>\/x",
+        ),
+        (
+            "/Volumes/Backup/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde-1.0.219/src/de.rs",
+            "/Volumes/Backup/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde-1.0.219/src/de.rs",
+        ),
+    ] {
+        check("home-path", input, expected);
+    }
+    for kept in [
+        // Web routes, and homes after a root that does not start the path.
+        "/api/home/dashboard",
+        "/api/home/dashboard/x",
+        "GET /v1/Users/bob/settings",
+        "https://example.com/home/bob/x",
+        "http://host/Users/bob/x",
+        "/opt/mnt/home/bob/x",
+        "x/mnt/home/bob/x",
+        "/data/srv/home/bob/x",
+        "my-sftp://host/home/bob/x",
+        // No path after the user.
+        "/mnt/home/dashboard",
+        "sftp://host/home/index",
+        "/Volumes/Backup/Users/bob",
+        // Folders that name no person, and scrubbed homes.
+        "/Volumes/Backup/Users/Shared/x",
+        "/mnt/home/<user>/x",
+        "src/main.rs:42",
+        "../home/bob/x",
+    ] {
+        check("home-path", kept, kept);
+    }
     check("home-path", "/root/x", "/root/x");
     check("home-path", "src/main.rs", "src/main.rs");
     check("home-path", "~/src/main.rs", "~/src/main.rs");
@@ -328,7 +420,34 @@ fn user_name() {
     check(
         "user-name",
         "//server/Users/bob/x author bob",
-        "//server/Users/<user>/x author <user>",
+        "//<hostname>/Users/<user>/x author <user>",
+    );
+    // Learned from homes on other file systems: volumes, mount points, remote hosts.
+    check(
+        "user-name",
+        "/Volumes/Backup/Users/bob/x.rs failed; bob was logged in",
+        "/Volumes/Backup/Users/<user>/x.rs failed; <user> was logged in",
+    );
+    check(
+        "user-name",
+        "sftp://host/home/carol/x by Carol",
+        "sftp://host/home/<user>/x by <user>",
+    );
+    check(
+        "user-name",
+        "/nfs/home/dave/x.rs and dave",
+        "/nfs/home/<user>/x.rs and <user>",
+    );
+    // Not after a web route, and short names are not chased.
+    check(
+        "home-path",
+        "/api/home/dashboard/x; dashboard",
+        "/api/home/dashboard/x; dashboard",
+    );
+    check(
+        "home-path",
+        "/mnt/home/ab/x and ab",
+        "/mnt/home/<user>/x and ab",
     );
     check(
         "user-name",
@@ -434,6 +553,27 @@ fn hostname() {
         r"\\?\C:\x and \\.\pipe\y",
     );
     check("hostname", r"\\localhost\c$\x", r"\\localhost\c$\x");
+    // UNC paths with slashes, and `file://` URLs of a share, name their host too.
+    check(
+        "hostname",
+        "//nas7/Users/bob/x from NAS7",
+        "//<hostname>/Users/<user>/x from <hostname>",
+    );
+    check(
+        "hostname",
+        "file://fileserver/Users/bob/x; fileserver",
+        "file://<hostname>/Users/<user>/x; <hostname>",
+    );
+    check(
+        "hostname",
+        "smb://nas7/home/bob/x",
+        "smb://<hostname>/home/<user>/x",
+    );
+    check(
+        "hostname",
+        "https://cdn.example.com/lib.js and //cdn.example.com/lib.js",
+        "https://cdn.example.com/lib.js and //cdn.example.com/lib.js",
+    );
     check(
         "hostname",
         r"C:\\Users\\Public\\AppData",
@@ -647,6 +787,61 @@ fn secrets_by_shape() {
         "-----BEGIN CERTIFICATE-----",
         "-----BEGIN CERTIFICATE-----",
     );
+}
+
+#[test]
+fn secrets_by_shape_negatives() {
+    for (rule, kept) in [
+        // JWTs have three dot-separated parts, the first two base64url JSON (`eyJ`).
+        ("jwt", "eyJ alone"),
+        ("jwt", "eyJhbGciOiJIUzI1NiJ9"),
+        ("jwt", "eyJhb.eyJz.sig"),
+        ("jwt", "keyJabc.defgh.ijklm"),
+        ("jwt", "heyJude.something.else"),
+        // GitLab tokens: a known prefix at a word start and 20 characters at least.
+        ("gitlab-token", "glpat-short"),
+        ("gitlab-token", "xglpat-abcdefghij0123456789"),
+        ("gitlab-token", "gitlab-runner 16.11.0"),
+        ("gitlab-token", "glpat_abcdefghij0123456789"),
+        // Slack tokens: `xox` and a known letter, 10 characters at least; webhooks with a
+        // path.
+        ("slack-token", "xoxb-short"),
+        ("slack-token", "xoxz-abcdefghij0123"),
+        ("slack-token", "xxoxb-123456789012-abcdefghij"),
+        ("slack-token", "hooks.slack.com/services/"),
+        ("slack-token", "https://api.slack.com/methods"),
+        // Stripe: only secret and restricted keys, not publishable ones.
+        ("stripe-key", "sk_live_short"),
+        ("stripe-key", "pk_live_abcdefghij0123456789"),
+        ("stripe-key", "ask_live_abcdefghij0123456789"),
+        ("stripe-key", "desk_test_0123456789abcdef"),
+        ("stripe-key", "sk_prod_abcdefghij0123456789"),
+        // Google API keys: `AIza` at a word start and exactly 35 more characters.
+        ("google-api-key", "AIzaShort"),
+        ("google-api-key", "AIzaSyA0123456789abcdefghijklmnopqrstu"),
+        ("google-api-key", "xAIzaSyA0123456789abcdefghijklmnopqrstuv"),
+        ("google-api-key", "aiza0123456789abcdefghijklmnopqrstuvwxy"),
+        // AWS secret keys only next to a name saying so, and exactly 40 characters.
+        ("aws-secret-key", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        ("aws-secret-key", "aws_region = us-east-1"),
+        (
+            "aws-secret-key",
+            "aws_region = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
+        (
+            "aws-secret-key",
+            "commit 3f786850e387550fdab836ed7e6dc881de23001b",
+        ),
+        ("aws-secret-key", "aws_session_token_ttl: 3600"),
+        ("aws-secret-key", "aws_key_rotation_days = 90"),
+        ("aws-secret-key", "aws_secret_access_key = <secret:aws>"),
+        (
+            "aws-secret-key",
+            "aws_key_path = /etc/aws/credentials/default/config.toml",
+        ),
+    ] {
+        check(rule, kept, kept);
+    }
 }
 
 #[test]
@@ -892,6 +1087,131 @@ fn secret_key_value() {
     );
     check("secret-key-value", "author=Lewis", "author=Lewis");
     check("secret-key-value", "token_count=5", "token_count=5");
+}
+
+/// Scrubs `{key: value}` and checks the value is `expected`, the `deny-key` rule reported
+/// (only when the value changed) and the result stable.
+#[track_caller]
+fn check_key(key: &str, value: serde_json::Value, expected: serde_json::Value) {
+    let mut event = serde_json::json!({ key: value.clone() });
+    let report = SCRUBBER.scrub_value(&mut event).unwrap();
+    assert_eq!(
+        event,
+        serde_json::json!({ key: expected.clone() }),
+        "key {key:?}"
+    );
+    let count = report.count_for_rule("deny-key");
+    if value == expected {
+        assert_eq!(count, 0, "deny-key reported a match on {key:?}:\n{report}");
+    } else {
+        assert!(
+            count > 0,
+            "deny-key not in the report for {key:?}:\n{report}"
+        );
+    }
+    let mut again = event.clone();
+    SCRUBBER.scrub_value(&mut again).unwrap();
+    assert_eq!(again, event, "not idempotent on {key:?}");
+}
+
+#[test]
+fn deny_key() {
+    use serde_json::json;
+    // Keys compare by words, ignoring case and separators; some words may follow the name
+    // (`session_id`, `password_hash`, `AWS_SECRET_ACCESS_KEY`).
+    for key in [
+        "password",
+        "PASSWORD",
+        "passwd",
+        "pass",
+        "pwd",
+        "db_password",
+        "password_hash",
+        "secret",
+        "client_secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "jwt",
+        "bearer",
+        "api_key",
+        "apikey",
+        "apiKey",
+        "X-Api-Key",
+        "auth",
+        "authorization",
+        "Authorization",
+        "cookie",
+        "Set-Cookie",
+        "session",
+        "sessionId",
+        "session_id",
+        "sid",
+        "PHPSESSID",
+        "connect.sid",
+        "csrf",
+        "csrftoken",
+        "_xsrf",
+        "private_key",
+        "private_key_path",
+        "credentials",
+        "AWS_SECRET_ACCESS_KEY",
+        "username",
+    ] {
+        check_key(key, json!("swordfish-42"), json!("<redacted>"));
+    }
+    // A deny word inside a longer word, or followed by a word that makes the key about
+    // something else, is no secret's name.
+    for key in [
+        "tokenizer",
+        "tokens",
+        "token_count",
+        "tokenType",
+        "author",
+        "authority",
+        "authenticated",
+        "auth_mode",
+        "oauth",
+        "session_start",
+        "sessions",
+        "passage",
+        "passport",
+        "bypass",
+        "compass",
+        "secretary",
+        "monkey",
+        "keyboard",
+        "key",
+        "description",
+        "cookie_policy",
+        "csrf_enabled",
+        "jwt_expiry",
+        "side",
+        "cwd",
+        "user",
+    ] {
+        check_key(key, json!("swordfish-42"), json!("swordfish-42"));
+    }
+    // The value goes whatever it holds; the shape stays.
+    check_key("token", json!(12345), json!(0));
+    check_key("token", json!(1.5), json!(0));
+    check_key(
+        "token",
+        json!(["abc", "def"]),
+        json!(["<redacted>", "<redacted>"]),
+    );
+    check_key(
+        "password",
+        json!({"a": "b", "n": 3}),
+        json!({"a": "<redacted>", "n": 0}),
+    );
+    check_key("token", json!(null), json!(null));
+    check_key("token", json!(true), json!(true));
+    check_key("password", json!(""), json!(""));
+    // At any depth.
+    let mut event = json!({"a": {"b": [{"Cookie": "swordfish-42"}]}});
+    SCRUBBER.scrub_value(&mut event).unwrap();
+    assert_eq!(event, json!({"a": {"b": [{"Cookie": "<redacted>"}]}}));
 }
 
 #[test]

@@ -511,7 +511,7 @@ struct Plant {
 }
 
 /// Every kind of value the leak test plants.
-const PLANT_KINDS: usize = 42;
+const PLANT_KINDS: usize = 47;
 
 /// A name capitalised: `zorquen` -> `Zorquen`.
 fn capitalised(name: &str) -> String {
@@ -649,9 +649,10 @@ fn plant(kind: usize, rng: &mut Rng, victim: &Machine) -> Plant {
         }
         27 => {
             let other = victim_name(rng);
+            let host = format!("{}-fs", victim_name(rng));
             Plant {
-                text: format!("//fileserver/Users/{other}/report.docx"),
-                secrets: vec![other],
+                text: format!("//{host}/Users/{other}/report.docx"),
+                secrets: vec![other, host],
             }
         }
         // Percent-encoded user names.
@@ -756,6 +757,56 @@ fn plant(kind: usize, rng: &mut Rng, victim: &Machine) -> Plant {
                     "-----BEGIN PGP PRIVATE KEY BLOCK-----\n{body}\n-----END PGP PRIVATE KEY BLOCK-----"
                 ),
                 secrets: vec![body],
+            }
+        }
+        // Homes that do not start the path: on a volume, a mount point, a network file
+        // system, a remote host; and the host of a `file://` share.
+        41 => {
+            let other = victim_name(rng);
+            let root = *rng.pick(&[
+                "/Volumes/Backup",
+                "/Volumes/Macintosh HD",
+                "/System/Volumes/Data",
+            ]);
+            Plant {
+                text: format!("{root}/Users/{other}/Documents/report.pdf"),
+                secrets: vec![other],
+            }
+        }
+        42 => {
+            let other = victim_name(rng);
+            let root = *rng.pick(&["/mnt", "/nfs", "/net/fs01", "/srv", "/media/backup"]);
+            Plant {
+                text: format!("{root}/home/{other}/src/app/main.rs"),
+                secrets: vec![other],
+            }
+        }
+        43 => {
+            let other = victim_name(rng);
+            let url = *rng.pick(&[
+                "sftp://files.example.net/home",
+                "ssh://build.example.net/Users",
+                "file://localhost/home",
+            ]);
+            Plant {
+                text: format!("{url}/{other}/x.rs"),
+                secrets: vec![other],
+            }
+        }
+        44 => {
+            let other = victim_name(rng);
+            let host = format!("{}-nas", victim_name(rng));
+            Plant {
+                text: format!("file://{host}/Users/{other}/notes.txt"),
+                secrets: vec![other, host],
+            }
+        }
+        45 => {
+            // The user of a mounted home is learned: it goes bare too.
+            let other = victim_name(rng);
+            Plant {
+                text: format!("/Volumes/Backup/Users/{other}/x.rs restored for {other}"),
+                secrets: vec![other],
             }
         }
         _ => {
@@ -900,10 +951,12 @@ pub fn planted_event(index: usize, rng: &mut Rng) -> Planted {
             "called core::cmp::max_by on usize::max_value in src/max.rs",
         );
         push_crumb(&mut event, "GET /home/dashboard -> 200");
+        push_crumb(&mut event, "GET /api/home/dashboard/widgets -> 200");
         push_crumb(&mut event, "rendered dashboard widgets");
         keep.extend(
             [
                 "called core::cmp::max_by on usize::max_value in src/max.rs",
+                "GET /api/home/dashboard/widgets -> 200",
                 "rendered dashboard widgets",
             ]
             .map(str::to_owned),
