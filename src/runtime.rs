@@ -270,7 +270,7 @@ pub(crate) fn decide_on_disk(
         )
     };
     let mut decision = decide(&settings);
-    if (!decision.is_off() || decision.next != NextStep::None)
+    if (!decision.is_off() || matches!(decision.next, NextStep::Ask | NextStep::Notice))
         && let Ok(s) = &settings
         && let Err(e) = s.check_writable()
     {
@@ -523,7 +523,6 @@ impl Runtime {
     /// bare addresses instead of a symbolicated stack trace: symbolication can take seconds,
     /// and a flush must not wait longer than its deadline.
     fn run_jobs(&self, deadline: Option<Instant>) {
-        let mut rechecked = false;
         loop {
             // A flush waits for the worker's current job only until its deadline.
             let _turn = match deadline {
@@ -534,12 +533,7 @@ impl Runtime {
                 None => self.pipeline.lock().unwrap_or_else(|p| p.into_inner()),
             };
             let Some(job) = self.pop() else { break };
-            if !rechecked {
-                // `disable` in another process stops new reports too, not only uploads
-                // (with no DSN, storing them is all that happens).
-                self.recheck_consent();
-                rechecked = true;
-            }
+
             match job {
                 Job::Capture(captured) => {
                     if STATE.load(Ordering::Acquire) == ON {
@@ -875,9 +869,16 @@ impl Runtime {
         Some(path)
     }
 
-    /// Writes a scrubbed event to the outbox.
+    /// Writes a scrubbed event to the outbox. Consent is read again first: `disable` in
+    /// another process stops new reports from being stored, not only sent (with no DSN,
+    /// storing is all that happens). One stat of the settings file, beside a write with
+    /// fsync.
     fn write_outbox(&self, event_id: Uuid, event: &Value) -> Option<PathBuf> {
         let outbox = self.outbox.as_ref()?;
+        self.recheck_consent();
+        if STATE.load(Ordering::Acquire) != ON {
+            return None;
+        }
         match outbox.write(event_id, &report::envelope_bytes(event_id, event)) {
             Ok(path) => Some(path),
             Err(e) => {
