@@ -337,6 +337,18 @@ impl Dirs {
         self.config().join("settings.json")
     }
     /// Envelope files waiting in the outbox.
+    /// Writes the settings file (creating the config directory), as an earlier run or the
+    /// CLI would have left it.
+    pub fn write_settings(&self, json: &str) {
+        std::fs::create_dir_all(self.config()).unwrap();
+        std::fs::write(self.settings(), json).unwrap();
+    }
+
+    /// Consent given earlier with the CLI.
+    pub fn grant_consent(&self) {
+        self.write_settings(r#"{"consent": {"decided": true, "granted": true, "via": "cli"}}"#);
+    }
+
     pub fn outbox_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.outbox())
             .map(|d| {

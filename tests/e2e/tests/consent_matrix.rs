@@ -92,8 +92,7 @@ fn every_no_sends_zero_bytes_and_stores_nothing() {
         for scenario in ["errors", "panic", "track", "threads"] {
             let dirs = Dirs::new();
             if let Some(settings) = settings {
-                std::fs::create_dir_all(dirs.config()).unwrap();
-                std::fs::write(dirs.settings(), settings).unwrap();
+                dirs.write_settings(settings);
             }
             let mut cmd = fixture(&fixture_bin!(), &dirs, scenario);
             cmd.env("FIXTURE_DSN", server.dsn())
@@ -226,8 +225,7 @@ fn saying_no_to_one_kind_keeps_the_other() {
     for (case, env, settings, crash, usage) in cases {
         let server = CaptureServer::start(Plan::Status(200));
         let dirs = Dirs::new();
-        std::fs::create_dir_all(dirs.config()).unwrap();
-        std::fs::write(dirs.settings(), settings).unwrap();
+        dirs.write_settings(settings);
         // `panic` tracks a usage event, then panics.
         let mut cmd = fixture(&fixture_bin!(), &dirs, "panic");
         cmd.env("FIXTURE_DSN", server.dsn())

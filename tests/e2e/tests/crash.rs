@@ -253,12 +253,7 @@ fn withdraw_while_reporting(
     dsn: Option<&str>,
     started: impl Fn() -> bool,
 ) -> (std::time::Instant, std::process::Output) {
-    std::fs::create_dir_all(dirs.config()).unwrap();
-    std::fs::write(
-        dirs.settings(),
-        r#"{"consent": {"decided": true, "granted": true, "via": "cli"}}"#,
-    )
-    .unwrap();
+    dirs.grant_consent();
     let mut cmd = fixture(&fixture_bin!(), dirs, "capture-spread");
     cmd.args(["40", "50"]);
     if let Some(dsn) = dsn {

@@ -425,12 +425,7 @@ fn debug_mode_prints_the_batch_and_sends_nothing() {
 fn consent_withdrawn_in_another_process_stops_sending_at_the_next_flush() {
     let server = CaptureServer::start(Plan::Status(200));
     let dirs = Dirs::new();
-    std::fs::create_dir_all(dirs.config()).unwrap();
-    std::fs::write(
-        dirs.settings(),
-        r#"{"consent": {"decided": true, "granted": true, "via": "cli"}}"#,
-    )
-    .unwrap();
+    dirs.grant_consent();
     let mut cmd = fixture(&fixture_bin!(), &dirs, "track-spread");
     cmd.args(["40", "50"])
         .env("FIXTURE_SINK", "json")
@@ -467,12 +462,7 @@ fn consent_withdrawn_in_another_process_stops_sending_at_the_next_flush() {
 fn disable_sends_one_deletion_request_and_rotates_the_id() {
     let server = CaptureServer::start(Plan::Status(200));
     let dirs = Dirs::new();
-    std::fs::create_dir_all(dirs.config()).unwrap();
-    std::fs::write(
-        dirs.settings(),
-        r#"{"consent": {"decided": true, "granted": true, "via": "cli"}}"#,
-    )
-    .unwrap();
+    dirs.grant_consent();
     let mut cmd = fixture(&fixture_bin!(), &dirs, "track");
     cmd.env("FIXTURE_SINK", "json")
         .env("FIXTURE_SINK_URL", format!("{}/v1/usage", server.url()));
@@ -507,12 +497,7 @@ fn disable_sends_one_deletion_request_and_rotates_the_id() {
 fn a_deletion_owed_by_the_standalone_cli_is_sent_by_the_app_at_its_next_start() {
     let server = CaptureServer::start(Plan::Status(200));
     let dirs = Dirs::new();
-    std::fs::create_dir_all(dirs.config()).unwrap();
-    std::fs::write(
-        dirs.settings(),
-        r#"{"consent": {"decided": true, "granted": true, "via": "cli"}}"#,
-    )
-    .unwrap();
+    dirs.grant_consent();
     let old_id = {
         let config = consentry::Config::new("fixture", "1.2.3")
             .config_dir(dirs.config())
