@@ -250,7 +250,13 @@ pub(crate) fn compile_rule(cfg: &RuleConfig, builtin: bool) -> Result<CompiledRu
             };
             if matches!(
                 cfg.validate,
-                Some(Validator::SecretParam | Validator::SecretAssignment | Validator::EnvName)
+                Some(
+                    Validator::SecretParam
+                        | Validator::SecretAssignment
+                        | Validator::SecretElement
+                        | Validator::SecretFlag
+                        | Validator::EnvName
+                )
             ) && re.capture_names().all(|n| n != Some("name"))
             {
                 return Err(rule_error(

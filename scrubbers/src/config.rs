@@ -90,6 +90,10 @@ pub(crate) enum Validator {
     AuthCredential,
     SecretParam,
     SecretAssignment,
+    SecretElement,
+    SecretFlag,
+    PemBody,
+    SlackToken,
     EnvName,
 }
 

@@ -48,6 +48,21 @@ pub(crate) const SECRET_NAMES: &[&str] = &[
     "connectsid",
     "symfony",
     "username",
+    "creds",
+    "cred",
+    "otp",
+    "totp",
+    "twofactor",
+    "mfacode",
+    "xforwardedfor",
+    "forwardedfor",
+    "xrealip",
+    "pass",
+    "passcode",
+    "pin",
+    "signature",
+    "jwt",
+    "bearer",
 ];
 
 /// Names where `name: value` in prose is a credential whatever the value looks like.
@@ -125,9 +140,16 @@ const TRAILING_WORDS: &[&str] = &[
 ];
 
 /// Whether some run of consecutive words of `key`, joined, is a name, followed by nothing but
-/// [`TRAILING_WORDS`].
+/// [`TRAILING_WORDS`]. Digits at either end of a word do not count (`token1`, `1password`,
+/// `2fa`), nor does a leading `$`, `@` or `-` (`$password`, `--token`).
 fn any_run_in(key: &str, contains: impl Fn(&str) -> bool) -> bool {
-    let words = words(key);
+    let words: Vec<String> = words(key)
+        .into_iter()
+        .map(|w| {
+            let t = w.trim_end_matches(|c: char| c.is_ascii_digit());
+            if t.is_empty() { w } else { t.to_owned() }
+        })
+        .collect();
     for i in 0..words.len() {
         let mut joined = String::new();
         for (j, word) in words.iter().enumerate().skip(i) {
@@ -148,6 +170,40 @@ fn any_run_in(key: &str, contains: impl Fn(&str) -> bool) -> bool {
 pub(crate) fn is_secret_key(key: &str) -> bool {
     any_run_in(key, |w| SECRET_NAMES.contains(&w))
 }
+
+/// English words ending in `key` that name no key.
+const KEY_WORDS: &[&str] = &[
+    "monkey", "donkey", "turkey", "hockey", "jockey", "whiskey", "husky", "lackey", "passkey",
+];
+
+/// Names that hold a secret when the value looks like one: anything ending in `key`
+/// (`ENCRYPTION_KEY`, `stripeKey`, `AccountKey`, `HEROKU_KEY`), `login` and `access_id` of
+/// API clients, and names of vendors' secrets in config files. Unlike [`is_secret_key`],
+/// these also name harmless things (`primary_key`, `sort_key`), so the caller checks the
+/// value (see `validate::looks_secret`).
+pub(crate) fn is_weak_secret_key(key: &str) -> bool {
+    let words = words(key);
+    let Some(last) = words.iter().rev().find(|w| {
+        !w.bytes().all(|b| b.is_ascii_digit()) && !TRAILING_KEY_NOISE.contains(&w.as_str())
+    }) else {
+        return false;
+    };
+    let last = last.trim_end_matches(|c: char| c.is_ascii_digit());
+    // `key` alone names anything (`<add key="x" ...>`, `key: user:42`).
+    if words.len() == 1 && last == "key" {
+        return false;
+    }
+    (last.ends_with("key") && !KEY_WORDS.contains(&last))
+        || last.ends_with("token")
+        || last.ends_with("secret")
+        || last.ends_with("password")
+        || matches!(last, "login" | "pw" | "cred" | "creds")
+}
+
+/// Words after a name's last word that change nothing (`API_KEY_ENV`, `token_value`).
+const TRAILING_KEY_NOISE: &[&str] = &[
+    "value", "str", "string", "env", "var", "b64", "base64", "hex", "raw",
+];
 
 /// Whether `name: value` is a credential whatever the value (see [`STRONG_SECRET_NAMES`]).
 pub(crate) fn is_strong_secret_key(key: &str) -> bool {

@@ -63,20 +63,27 @@
 //!
 //! | name | matches | placeholder |
 //! |---|---|---|
-//! | `pem-private-key` | PEM and PGP private key blocks, also cut off ones | `<secret:private-key>` |
-//! | `jwt` | JSON Web Tokens (`eyJ...`) | `<jwt>` |
+//! | `pem-private-key` | PEM and PGP private key blocks, also cut off ones (not a placeholder body such as `anything`) | `<secret:private-key>` |
+//! | `jwt` | JSON Web Tokens (`eyJ...`, also after `_`, `=` or an escaped `\n`), and JWTs wrapped in base64 (`ZXlK...`) | `<jwt>` |
 //! | `github-token` | GitHub tokens (`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_`) | `<secret:github>` |
-//! | `gitlab-token` | GitLab tokens (`glpat-`, `gldt-`, `glrt-`, ...) | `<secret:gitlab>` |
-//! | `slack-token` | Slack tokens (`xoxb-`, `xoxp-`, ...) and webhook URLs | `<secret:slack>` |
-//! | `stripe-key` | Stripe secret and restricted keys (`sk_live_`, `rk_live_`, test keys) | `<secret:stripe>` |
+//! | `gitlab-token` | GitLab tokens (`glpat-`, `gldt-`, `glrt-`, `glptt-`, `gloas-`, ... in their documented lengths, runner tokens `GR1348941...`) | `<secret:gitlab>` |
+//! | `slack-token` | Slack tokens (`xoxb-`, `xoxp-`, `xapp-`, ... with their ids; not short examples) and webhook URLs (`services`, `workflows`, `triggers`) | `<secret:slack>` |
+//! | `stripe-key` | Stripe secret and restricted keys (`sk_live_`, `rk_live_`, `rk_prod_`, test keys) | `<secret:stripe>` |
 //! | `sk-api-key` | OpenAI/Anthropic-style keys (`sk-...`, `sk-proj-...`, `sk-ant-...`) | `<secret:api-key>` |
 //! | `google-api-key` | Google API keys (`AIza...`) | `<secret:google>` |
 //! | `aws-access-key` | AWS access key ids (`AKIA...`, `ASIA...`) | `<secret:aws>` |
 //! | `aws-secret-key` | AWS secret access keys next to a name saying so | `<secret:aws>` |
+//! | `vendor-token` | API tokens of other services by their documented prefix and shape (Notion `ntn_`, Sourcegraph `sgp_`, Vault `hvs.`, Sentry `sntrys_`, SendGrid `SG.`, PyPI `pypi-`, Hugging Face `hf_`, DigitalOcean `dop_v1_`, Mailgun `key-`, npm `npm_`, 1Password, Facebook `EAA`, and about forty more), anywhere in a word | `<secret:token>` |
+//! | `vendor-token-shape` | Telegram bot tokens, Facebook app tokens, Mailchimp keys (`...-us12`), Azure AD client secrets (`...Q~...`), Discord and Teams webhooks | `<secret:token>` |
+//! | `discord-bot-token` | Discord bot tokens | `<secret:token>` |
+//! | `secret-element` | the text of an XML element named like a secret (`<password>v</password>`) | `<redacted>` |
+//! | `secret-attribute` | the value in `key="Password" value="v"` attribute pairs | `<redacted>` |
+//! | `secret-pair` | a quoted secret name and its quoted value in calls and lists (`setProperty("api_token", "v")`, `["--password", "v"]`) | `<redacted>` |
+//! | `secret-flag` | the value of a secret-looking command-line flag (`--token v`, `--api-key "v"`, curl's `-u user:pass`) | `<redacted>` |
 //! | `auth-header` | the credential of `Authorization:` / `Proxy-Authorization:` headers (after the scheme, whatever it looks like), `Cookie:` / `Set-Cookie:` header values, and the value after `Bearer` / `Basic` elsewhere when it has letters and digits or 16 characters or more | `<redacted>` |
 //! | `url-credentials` | `user:pass` in `scheme://user:pass@host`, also `scheme://:pass@host` and JSON-escaped `scheme:\/\/...` | `<redacted>` |
 //! | `secret-query-param` | values of secret-looking query parameters (`?token=`, `&api_key=`, `&password=`, `&pwd=`, `&jwt=`, `&sig=`) | `<redacted>` |
-//! | `secret-key-value` | the value in `name=value` / `name: value` text when the name is a secret's, a quoted value up to its closing quote; after `name:` in prose a few plain words stay (`unexpected token: identifier`) | `<redacted>` |
+//! | `secret-key-value` | the value in `name=value` / `name: value` text and in the assignments of programming languages and build files (`:=`, `::=`, `?=`, `.=`, `=>`, `==`, typed `var name string = "v"`, backquoted values, after `%3D`) when the name is a secret's, a quoted value up to its closing quote; names ending in `key`, `token` or `secret` only when the value looks random; harmless values stay (booleans, numbers up to 3 digits, placeholders like `<YOUR_API_KEY>` or `xxxx`, references like `var.db_password` or `${TOKEN}`); after `name:` in prose a few plain words stay (`unexpected token: identifier`) | `<redacted>` |
 //! | `env-secret` | values of the given environment whose name looks secret (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*KEY*`, `*AUTH*`, `*SESSION*`, `*COOKIE*`, ...) or that hold URL credentials, anywhere; plain words only under `*PASSWORD*`, `*PASSWD*`, `*SECRET*`, `*TOKEN*` names, as whole words | `<redacted>` |
 //! | `env-assignment` | the value in `NAME=value` environment dumps when the name looks secret (a quoted value whole) | `<redacted>` |
 //! | `email` | email addresses (not `git@host` remotes, not `icon@2x.png`) | `<email>` |

@@ -15,6 +15,8 @@ pub(crate) fn needs_captures(validator: Validator) -> bool {
         validator,
         Validator::SecretParam
             | Validator::SecretAssignment
+            | Validator::SecretElement
+            | Validator::SecretFlag
             | Validator::EnvName
             | Validator::AuthCredential
     )
@@ -42,17 +44,28 @@ pub(crate) fn check(
         Validator::TokenLike => token_like(text),
         Validator::AuthCredential => return auth_credential(hay, caps?, span),
         Validator::SecretParam => {
-            let ok = caps
-                .and_then(|caps| caps.name("name"))
-                .is_some_and(|name| keys::is_secret_param(name.as_str()));
-            return ok.then(|| value_span(hay, span));
+            let name = caps.and_then(|caps| caps.name("name"))?.as_str();
+            let inner = value_span(hay, span);
+            let value = hay.get(inner.clone())?;
+            let ok =
+                keys::is_secret_param(name) && !harmless_value(value) && !same_word(name, value);
+            return ok.then_some(inner);
         }
         Validator::SecretAssignment => return secret_assignment(hay, caps?, span),
+        Validator::SecretElement => return secret_element(hay, caps?, span),
+        Validator::SecretFlag => return secret_flag(hay, caps?, span),
+        Validator::PemBody => pem_body(text),
+        Validator::SlackToken => slack_token(text),
         Validator::EnvName => {
-            let ok = caps
-                .and_then(|caps| caps.name("name"))
-                .is_some_and(|name| is_secret_env_name(name.as_str()));
-            return ok.then(|| value_span(hay, span));
+            let name = caps.and_then(|caps| caps.name("name"))?.as_str();
+            let inner = value_span(hay, span.clone());
+            let value = hay.get(inner.clone())?;
+            let command = hay.get(span.start..)?.starts_with('`');
+            let ok = is_secret_env_name(name)
+                && !command
+                && !harmless_value(value)
+                && !same_word(name, value);
+            return ok.then_some(inner);
         }
     };
     ok.then_some(span)
@@ -136,7 +149,9 @@ fn ipv6(hay: &str, span: Range<usize>) -> Option<Range<usize>> {
     if is_word(before(hay, span.start)) || before(hay, span.start) == Some('.') {
         return None;
     }
-    if is_word(after(hay, span.end)) {
+    if is_word(after(hay, span.end))
+        || (after(hay, span.end) == Some('.') && is_digit(second_after(hay, span.end)))
+    {
         return None;
     }
     let addr_part = text.split('%').next().unwrap_or(text);
@@ -172,13 +187,20 @@ fn mac(hay: &str, span: Range<usize>, text: &str) -> bool {
         return false;
     }
     let hex: String = text.chars().filter(char::is_ascii_hexdigit).collect();
+    // `aa:bb:cc:dd:ee:ff` is an example, not an address.
+    if !hex.bytes().any(|b| b.is_ascii_digit()) {
+        return false;
+    }
     !(hex.chars().all(|c| c == '0') || hex.chars().all(|c| c == 'f' || c == 'F'))
 }
 
 /// Payment card numbers: 13 to 19 digits from a card network's range that pass the Luhn
 /// check. The range check keeps millisecond timestamps and other long numbers.
 fn card(hay: &str, span: Range<usize>, text: &str) -> bool {
-    if before(hay, span.start) == Some('-') || after(hay, span.end) == Some('-') {
+    if before(hay, span.start) == Some('-')
+        || after(hay, span.end) == Some('-')
+        || after_iban_head(hay, span.start)
+    {
         return false;
     }
     let digits: Vec<u8> = text
@@ -209,6 +231,34 @@ fn card(hay: &str, span: Range<usize>, text: &str) -> bool {
         return false;
     }
     luhn(&digits)
+}
+
+/// Whether `hay[..at]` ends with the start of an IBAN (`DE89 3704 `, `IS14 A159 `): then the
+/// digits that follow are its account number, not a card.
+fn after_iban_head(hay: &str, at: usize) -> bool {
+    let before = hay.get(..at).unwrap_or("");
+    let mut groups = before.trim_end_matches([' ', '-']).rsplit([' ', '-']);
+    for _ in 0..8 {
+        let Some(group) = groups.next() else {
+            return false;
+        };
+        let b = group.as_bytes();
+        if b.len() == 4
+            && b.iter().take(2).all(u8::is_ascii_uppercase)
+            && b.iter().skip(2).all(u8::is_ascii_digit)
+        {
+            return true;
+        }
+        if b.is_empty()
+            || b.len() > 4
+            || !b
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        {
+            return false;
+        }
+    }
+    false
 }
 
 pub(crate) fn luhn(digits: &[u8]) -> bool {
@@ -421,7 +471,13 @@ pub(crate) fn value_span(hay: &str, span: Range<usize>) -> Range<usize> {
     let Some(text) = hay.get(span.clone()) else {
         return span;
     };
-    for (open, close) in [("\\\"", "\\\""), ("\\'", "\\'"), ("\"", "\""), ("'", "'")] {
+    for (open, close) in [
+        ("\\\"", "\\\""),
+        ("\\'", "\\'"),
+        ("\"", "\""),
+        ("'", "'"),
+        ("`", "`"),
+    ] {
         if let Some(rest) = text.strip_prefix(open) {
             let start = span.start + open.len();
             let inner = rest
@@ -538,21 +594,37 @@ const AUTH_SCHEMES: &[&str] = &[
 /// plain words (`unexpected token: identifier`, `session: expired`).
 fn secret_assignment(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Option<Range<usize>> {
     let name = caps.name("name")?;
-    if !keys::is_secret_key(name.as_str()) {
+    let name = name.as_str();
+    let strong_name = keys::is_secret_key(name);
+    if !strong_name && !keys::is_weak_secret_key(name) {
         return None;
     }
     let inner = value_span(hay, span.clone());
     let value = hay.get(inner.clone())?;
-    let quoted_value = inner.start != span.start;
+    if harmless_value(value)
+        || same_word(name, value)
+        || (hay.get(span.start..)?.starts_with('`') && value.contains(' '))
+    {
+        return None;
+    }
     let sep = caps.name("sep").map_or("=", |m| m.as_str());
+    // `"password", "email"` is as likely a list of field names as a name and its value.
+    if sep.contains(',') && is_plain_word(value) {
+        return None;
+    }
+    if !strong_name {
+        return looks_secret(value).then_some(inner);
+    }
+    let quoted_value = inner.start != span.start;
     // A quoted name before `:` is JSON or YAML, not prose.
     let quoted_name = caps.name("quote").is_some();
-    if sep.contains('=') || quoted_name || keys::is_strong_secret_key(name.as_str()) {
+    if sep.contains('=') || sep.contains(',') || quoted_name || keys::is_strong_secret_key(name) {
         return Some(inner);
     }
     // `http://auth:8080/`: a host and its port.
-    let before = hay.get(..name.start()).unwrap_or("");
-    if sep == ":" && (before.ends_with("//") || before.ends_with('@')) {
+    let name_start = caps.name("name").map_or(span.start, |m| m.start());
+    let before = hay.get(..name_start).unwrap_or("");
+    if sep.trim() == ":" && (before.ends_with("//") || before.ends_with('@')) {
         return None;
     }
     // `Authorization: Bearer x`: the auth-header rule takes the credential after the scheme.
@@ -561,6 +633,328 @@ fn secret_assignment(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Opti
     }
     let prose = value.bytes().all(|b| b.is_ascii_lowercase()) && PROSE_VALUES.contains(&value);
     (!prose).then_some(inner)
+}
+
+/// Whether a value just repeats its name (`access_token=ACCESS_TOKEN`): a placeholder.
+fn same_word(name: &str, value: &str) -> bool {
+    let squeeze = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let (n, v) = (squeeze(name), squeeze(value));
+    !v.is_empty() && (n == v || n.ends_with(&v) && v.len() >= 5)
+}
+
+/// A lower-case word or identifier (`email`, `user_name`).
+fn is_plain_word(value: &str) -> bool {
+    value.len() <= 24
+        && value.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || matches!(c, '_' | '-' | '.'))
+}
+
+/// `<password>v</password>`: an element named like a secret; its text, trimmed.
+fn secret_element(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Option<Range<usize>> {
+    let name = caps.name("name")?.as_str();
+    let close = caps.name("close")?.as_str();
+    if name != close {
+        return None;
+    }
+    let text = hay.get(span.clone())?;
+    let start = span.start + (text.len() - text.trim_start().len());
+    let end = span.start + text.trim_end().len();
+    if start >= end {
+        return None;
+    }
+    let value = hay.get(start..end)?;
+    if value.contains(['\n', '\r']) && !value.contains(['=', '+', '/']) && value.contains(' ') {
+        return None;
+    }
+    let ok = if keys::is_secret_key(name) {
+        !harmless_value(value) && !same_word(name, value)
+    } else {
+        keys::is_weak_secret_key(name) && looks_secret(value)
+    };
+    ok.then_some(start..end)
+}
+
+/// Words after a secret-looking flag that are prose, not its value (`--token is required`).
+const FLAG_PROSE: &[&str] = &[
+    "is", "are", "was", "to", "the", "a", "an", "and", "or", "of", "for", "flag", "option",
+    "argument", "must", "should", "can", "cannot", "not", "with", "from", "in", "on", "at", "if",
+    "when", "then", "instead", "only", "as", "be", "will", "may",
+];
+
+/// `--token v`, `--api-key "v"`, `-u user:pass`: the value of a secret-looking command-line
+/// flag given as the next argument.
+fn secret_flag(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Option<Range<usize>> {
+    let name = caps.name("name")?.as_str();
+    let inner = value_span(hay, span.clone());
+    let value = hay.get(inner.clone())?;
+    let quoted = inner.start != span.start;
+    if harmless_value(value) || value.starts_with('-') {
+        return None;
+    }
+    if matches!(name, "u" | "user") {
+        // curl's `-u user:password`.
+        let ok = value.contains(':') && !value.contains("://") && !value.ends_with(':');
+        return ok.then_some(inner);
+    }
+    let lower = value.to_ascii_lowercase();
+    if !quoted && (FLAG_PROSE.contains(&lower.as_str()) || PROSE_VALUES.contains(&lower.as_str())) {
+        return None;
+    }
+    let ok = if keys::is_secret_key(name) {
+        quoted || value.chars().count() >= 4
+    } else {
+        keys::is_weak_secret_key(name) && looks_secret(value)
+    };
+    ok.then_some(inner)
+}
+
+/// A PEM private key block with a body: a placeholder (`anything`) between the markers is
+/// no key. A block cut off before its end marker goes whatever follows.
+fn pem_body(text: &str) -> bool {
+    let Some(header_end) = text.get(5..).and_then(|t| t.find("-----")).map(|i| i + 10) else {
+        return true;
+    };
+    let body = text.get(header_end..).unwrap_or("");
+    let body = body.split("-----END").next().unwrap_or(body);
+    if !text.contains("-----END") {
+        return true;
+    }
+    let mut run = 0usize;
+    let mut best = 0usize;
+    for c in body.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=') {
+            run += 1;
+            best = best.max(run);
+        } else if !matches!(c, '\n' | '\r' | ' ' | '\t' | '\\' | '"' | ',' | '\'') {
+            run = 0;
+        }
+    }
+    best >= 24
+        || body
+            .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')))
+            .any(|w| w.len() >= 6 && w.bytes().any(|b| b.is_ascii_uppercase()))
+}
+
+/// Slack tokens: a type prefix, then numeric ids and a random part; short or all-letter
+/// samples (`xoxb-your-token`, `xoxp-1234567890`) are examples.
+fn slack_token(text: &str) -> bool {
+    if !text.starts_with("xox") {
+        return true;
+    }
+    let rest = text.get(5..).unwrap_or("");
+    let longest_digits = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    rest.len() >= 20 && (longest_digits >= 8 || token_like(rest)) && !harmless_value(text)
+}
+
+/// Values under secret names that are no secret: booleans, small numbers, empty and
+/// placeholder values (`<YOUR_API_KEY>`, `xxxx`, `your-token-here`, `${TOKEN}`, `%s`,
+/// `{{ secret }}`), references to where the secret lives (`var.db_password`,
+/// `process.env.TOKEN`) and shell commands that fetch it (`` `vault read x` ``,
+/// `$(pass show x)`).
+pub(crate) fn harmless_value(value: &str) -> bool {
+    let v = value.trim();
+    if v.is_empty() || v.chars().count() > 4096 {
+        return v.is_empty();
+    }
+    // Markup (`<xsd:element ...`), a file path, or a word followed by a colon.
+    if v.starts_with('<')
+        || ((v.starts_with('/') || v.starts_with("./") || v.starts_with("~/"))
+            && !v.contains(['@', '?']))
+    {
+        return true;
+    }
+    let v = v.strip_suffix(':').unwrap_or(v);
+    let lower = v.to_ascii_lowercase();
+    if matches!(
+        lower.as_str(),
+        "true"
+            | "false"
+            | "yes"
+            | "no"
+            | "on"
+            | "off"
+            | "null"
+            | "nil"
+            | "none"
+            | "undefined"
+            | "n/a"
+            | "na"
+            | "empty"
+            | "unset"
+            | "required"
+            | "optional"
+            | "redacted"
+            | "hidden"
+            | "secret"
+            | "password"
+            | "token"
+            | "changeme"
+            | "placeholder"
+            | "string"
+            | "str"
+            | "default"
+            | "env"
+            | "auto"
+            | "disabled"
+            | "enabled"
+    ) {
+        return true;
+    }
+    if v.len() <= 3 && v.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    let mut chars = v.chars();
+    if let Some(first) = chars.next()
+        && v.chars().count() >= 3
+        && chars.all(|c| c == first)
+    {
+        return true;
+    }
+    if lower.contains("xxxx") || lower.contains("****") || lower.contains("...") {
+        return true;
+    }
+    let has_your = lower.contains("your") || lower.contains("insert") || lower.contains("enter");
+    let has_here = lower.ends_with("here") || lower.contains("_here") || lower.contains("-here");
+    if (has_your || has_here)
+        && [
+            "token", "key", "secret", "password", "pass", "here", "value", "api",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        return true;
+    }
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+    };
+    let wrapped = |open: &str, close: &str| {
+        v.strip_prefix(open)
+            .and_then(|r| r.strip_suffix(close))
+            .is_some_and(|inner| ident(inner.trim()) || inner.trim().is_empty())
+    };
+    if wrapped("<", ">")
+        || wrapped("{", "}")
+        || wrapped("{{", "}}")
+        || wrapped("${", "}")
+        || wrapped("${{", "}}")
+        || wrapped("%(", ")s")
+        || wrapped("[", "]")
+        || wrapped("$", "")
+        || wrapped("%", "%")
+        || matches!(v, "%s" | "%d" | "%v" | "{}" | "?" | "$1" | ":1")
+    {
+        return true;
+    }
+    // Only shell or template variables: `$1:$2`, `${USER}:${PASS}`.
+    if v.contains('$') && {
+        let mut rest = v;
+        let mut only_vars = true;
+        while let Some(c) = rest.chars().next() {
+            if c == '$' {
+                let r = rest.get(1..).unwrap_or("");
+                let r = r.strip_prefix('{').unwrap_or(r);
+                let len = r
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(r.len());
+                if len == 0 {
+                    only_vars = false;
+                    break;
+                }
+                let r = r.get(len..).unwrap_or("");
+                rest = r.strip_prefix('}').unwrap_or(r);
+            } else if c.is_ascii_punctuation() {
+                rest = rest.get(1..).unwrap_or("");
+            } else {
+                only_vars = false;
+                break;
+            }
+        }
+        only_vars
+    } {
+        return true;
+    }
+    // A command that fetches the secret: `$(...)`, or a backquoted command line.
+    if v.starts_with("$(") && v.ends_with(')') {
+        return true;
+    }
+    // `var.db_password`, `process.env.API_TOKEN`, `settings.SECRET_KEY`: a name, not a value.
+    if let Some((head, rest)) = v.split_once('.')
+        && matches!(
+            head,
+            "var"
+                | "vars"
+                | "env"
+                | "process"
+                | "os"
+                | "settings"
+                | "config"
+                | "conf"
+                | "self"
+                | "this"
+                | "local"
+                | "locals"
+                | "secrets"
+                | "params"
+                | "args"
+                | "context"
+                | "ctx"
+                | "inputs"
+                | "values"
+                | "data"
+                | "module"
+                | "app"
+                | "cfg"
+                | "options"
+                | "opts"
+                | "props"
+                | "System"
+                | "Environment"
+        )
+        && ident(rest)
+    {
+        return true;
+    }
+    if v.starts_with("os.environ") || v.starts_with("os.getenv(") || v.starts_with("getenv(") {
+        return true;
+    }
+    false
+}
+
+/// Whether a value under a name that only may hold a secret (`SIGNING_KEY`, `sort_key`)
+/// looks like one: 8 characters or more, not a placeholder, not a plain word or phrase, and
+/// random-looking (letters with digits, mixed case inside, or many distinct characters).
+pub(crate) fn looks_secret(value: &str) -> bool {
+    let v = value.trim();
+    let n = v.chars().count();
+    if n < 12 || harmless_value(v) || v.contains(char::is_whitespace) {
+        return false;
+    }
+    if token_like(v) {
+        return true;
+    }
+    let mut distinct: Vec<char> = v.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let symbols = v
+        .chars()
+        .any(|c| !c.is_alphanumeric() && !matches!(c, '_' | '-' | '.'));
+    (n >= 16 && distinct.len() >= 10) || (symbols && distinct.len() >= 6)
 }
 
 /// The credential of an `Authorization:` header (after its scheme, whatever it looks like),
