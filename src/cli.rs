@@ -403,9 +403,9 @@ fn settings_cmd(
 }
 
 fn preview(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
-    let preview = crate::inspect::preview(config).map_err(|message| Failure {
+    let preview = crate::inspect::preview(config).map_err(|e| Failure {
         code: EXIT_FAILED,
-        message,
+        message: e.to_string(),
     })?;
     if json {
         let value = serde_json::json!({

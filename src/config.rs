@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::usage::Sink;
+use crate::sink::Sink;
 
 /// The longest any configured wait or window may be (one day): deadlines are computed as
 /// `now + duration`, and a larger value (`Duration::MAX`) would overflow.

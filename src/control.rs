@@ -114,8 +114,8 @@ fn disable_settings(
     scope: Scope,
     via: ConsentSource,
 ) -> Result<Option<Uuid>, SettingsError> {
-    let mut retired = None;
-    settings.modify(|d| {
+    let retired = std::cell::Cell::new(None);
+    settings.withdraw(|d| {
         let used = id_may_have_been_used(d);
         match scope {
             Scope::All => {
@@ -126,14 +126,14 @@ fn disable_settings(
             Scope::Usage => d.usage = false,
         }
         if scope != Scope::Crash {
-            if used {
+            if used && !d.pending_deletion.contains(&d.anonymous_id) {
                 d.pending_deletion.push(d.anonymous_id);
-                retired = Some(d.anonymous_id);
+                retired.set(Some(d.anonymous_id));
             }
             d.anonymous_id = Uuid::new_v4();
         }
     })?;
-    Ok(retired)
+    Ok(retired.get())
 }
 
 /// Gives consent for `scope` (what `telemetry enable` does), recorded as given by the app.
@@ -183,33 +183,44 @@ pub(crate) fn disable_with(
     via: ConsentSource,
 ) -> Result<Disabled, SettingsError> {
     let paths = Paths::of(config);
-    let mut settings = Settings::load_for(config, &paths)?;
-    let retired = disable_settings(&mut settings, scope, via)?;
+    let crash = scope != Scope::Usage;
+    let usage = scope != Scope::Crash;
+    // What the user asked to stop stops first, whatever happens to the settings file: this
+    // process sends nothing more, and what waits is deleted (which also frees space on a
+    // full disk for the "no" to be written).
+    let runtime = crate::runtime::current();
+    if let Some(rt) = &runtime {
+        rt.turn_off(crash, usage);
+    }
     let mut done = Disabled {
-        id_rotated: scope != Scope::Crash,
+        id_rotated: usage,
         ..Disabled::default()
     };
-    if let Some(rt) = crate::runtime::current() {
-        rt.turn_off(scope != Scope::Usage, scope != Scope::Crash);
-    }
-    if scope != Scope::Usage
-        && let Some(dir) = paths.outbox_dir()
-    {
+    if crash && let Some(dir) = paths.outbox_dir() {
         done.outbox_deleted = crate::outbox::Outbox::new(dir, usize::MAX, u64::MAX).clear();
     }
+    if usage && let Some(dir) = paths.usage_dir() {
+        crate::outbox::Outbox::usage(dir, usize::MAX, u64::MAX).clear();
+    }
+    let mut settings = Settings::load_for(config, &paths)?;
+    let retired = disable_settings(&mut settings, scope, via)?;
     if let Some(old) = retired {
         match &config.usage_sink {
             Some(sink) if sink.supports_deletion() => {
                 let prefix = config.env_prefix();
                 let debug = crate::env::EnvSnapshot::from_process(&prefix).debug(&prefix);
-                let log = paths.audit_log();
-                if crate::usage::send_deletion(
-                    sink,
-                    old,
-                    Duration::from_secs(5),
-                    log.as_deref(),
-                    debug,
-                ) {
+                let own;
+                let egress = match &runtime {
+                    Some(rt) => &rt.egress,
+                    None => {
+                        own = crate::egress::Egress::new(
+                            Box::new(crate::egress::Http),
+                            paths.audit_log(),
+                        );
+                        &own
+                    }
+                };
+                if crate::ping::send_deletion(egress, sink, old, Duration::from_secs(5), debug) {
                     settings.modify(|d| d.pending_deletion.retain(|id| *id != old))?;
                     done.deletion_sent = true;
                 } else {

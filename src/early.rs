@@ -13,12 +13,14 @@ use std::time::SystemTime;
 use sentry::protocol::{Event, Exception, Level, Mechanism};
 use uuid::Uuid;
 
+use crate::bound;
+
 /// How many early errors are kept.
 pub(crate) const SLOTS: usize = 4;
 /// How many links of each error's chain are kept.
 pub(crate) const LINKS: usize = 6;
 const TYPE_LEN: usize = 64;
-const VALUE_LEN: usize = 256;
+const VALUE_LEN: usize = 1024;
 
 /// A string in a fixed buffer; writes past the end are cut at a character boundary and
 /// stop the formatting.
@@ -26,12 +28,15 @@ const VALUE_LEN: usize = 256;
 struct FixedStr<const N: usize> {
     buf: [u8; N],
     len: usize,
+    /// Something did not fit: the last token may be partial.
+    cut: bool,
 }
 
 impl<const N: usize> FixedStr<N> {
     const EMPTY: Self = FixedStr {
         buf: [0; N],
         len: 0,
+        cut: false,
     };
 
     fn as_str(&self) -> &str {
@@ -41,6 +46,17 @@ impl<const N: usize> FixedStr<N> {
 
     fn clear(&mut self) {
         self.len = 0;
+        self.cut = false;
+    }
+
+    /// The text as it may be reported: when it was cut, the partial last token is dropped
+    /// whole (nothing is scrubbed yet, and half a secret would not be recognised).
+    fn reportable(&self) -> String {
+        if !self.cut {
+            return self.as_str().to_owned();
+        }
+        let kept = bound::drop_partial_tail(self.as_str());
+        format!("{kept}{}", bound::CUT_MARK)
     }
 }
 
@@ -57,6 +73,7 @@ impl<const N: usize> Write for FixedStr<N> {
             self.len += take;
         }
         if take < s.len() {
+            self.cut = true;
             Err(fmt::Error)
         } else {
             Ok(())
@@ -199,12 +216,12 @@ pub(crate) fn drain() -> Vec<Event<'static>> {
             };
             let links = slot.links.iter().take(slot.n_links);
             if slot.is_message {
-                event.message = links.map(|l| l.value.as_str().to_owned()).next();
+                event.message = links.map(|l| l.value.reportable()).next();
             } else {
                 let mut exceptions: Vec<Exception> = links
                     .map(|l| Exception {
                         ty: sentry::parse_type_from_debug(l.ty.as_str()).to_owned(),
-                        value: Some(l.value.as_str().to_owned()),
+                        value: Some(l.value.reportable()),
                         ..Default::default()
                     })
                     .collect();
@@ -236,5 +253,15 @@ mod tests {
         s.clear();
         assert!(write!(s, "abc").is_ok());
         assert_eq!(s.as_str(), "abc");
+    }
+
+    #[test]
+    fn a_cut_value_loses_its_partial_token() {
+        let mut s = FixedStr::<32>::EMPTY;
+        let _ = write!(s, "token ghp_0123456789abcdefghijklmnopqrstuvwxyz");
+        assert_eq!(s.reportable(), format!("token{}", bound::CUT_MARK));
+        s.clear();
+        let _ = write!(s, "short");
+        assert_eq!(s.reportable(), "short");
     }
 }

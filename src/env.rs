@@ -4,6 +4,7 @@
 //! tests build snapshots from pairs instead of mutating the process environment.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 
 /// CI systems and the variable that reveals each, checked in this order.
 pub(crate) const CI_VARS: &[(&str, &str)] = &[
@@ -26,11 +27,17 @@ pub(crate) const CI_VARS: &[(&str, &str)] = &[
 pub(crate) const RANK_VARS: &[&str] =
     &["RANK", "LOCAL_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"];
 
-/// The environment variables consentry reads, captured once.
+/// The environment variables consentry reads, captured once, as bytes: a value that is not
+/// UTF-8 is still set (`DO_NOT_TRACK=$'\xff'` says no).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct EnvSnapshot {
-    vars: BTreeMap<String, String>,
+    vars: BTreeMap<String, OsString>,
 }
+
+/// The placeholder [`EnvSnapshot::get`] returns for a value that is not UTF-8: set,
+/// non-empty, and none of the documented words, so each rule reads it as its "other value"
+/// (off for `<APP>_TELEMETRY` and `DO_NOT_TRACK`, set for CI).
+pub(crate) const NOT_UTF8: &str = "<not UTF-8>";
 
 impl EnvSnapshot {
     /// Reads the variables that matter for the app whose variables start with `prefix`.
@@ -44,12 +51,12 @@ impl EnvSnapshot {
         Self::from_pairs(
             names
                 .into_iter()
-                .filter_map(|name| std::env::var(&name).ok().map(|value| (name, value))),
+                .filter_map(|name| std::env::var_os(&name).map(|value| (name, value))),
         )
     }
 
     /// A snapshot made of the given pairs (tests, and callers that filter the environment).
-    pub(crate) fn from_pairs<K: Into<String>, V: Into<String>>(
+    pub(crate) fn from_pairs<K: Into<String>, V: Into<OsString>>(
         pairs: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
         EnvSnapshot {
@@ -60,9 +67,14 @@ impl EnvSnapshot {
         }
     }
 
-    /// The value of `name`, if set.
+    /// The value of `name`, if set; [`NOT_UTF8`] for a value that is not UTF-8.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str)
+        self.vars.get(name).map(|v| v.to_str().unwrap_or(NOT_UTF8))
+    }
+
+    /// The value of `name` as the OS gave it (directories).
+    pub(crate) fn get_os(&self, name: &str) -> Option<&OsStr> {
+        self.vars.get(name).map(OsString::as_os_str)
     }
 
     /// The CI variable that is set, and the vendor it names, if any.
@@ -116,6 +128,17 @@ mod tests {
             EnvSnapshot::from_pairs([("CI", "true"), ("GITHUB_ACTIONS", "true")]).ci(),
             Some(("GITHUB_ACTIONS", "GitHub Actions"))
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn values_that_are_not_utf8_are_set() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = OsString::from_vec(vec![0xff]);
+        let env = EnvSnapshot::from_pairs([("CI", bad.clone()), ("X_DATA_DIR", bad.clone())]);
+        assert!(env.ci().is_some());
+        assert_eq!(env.get("X_DATA_DIR"), Some(NOT_UTF8));
+        assert_eq!(env.get_os("X_DATA_DIR"), Some(bad.as_os_str()));
     }
 
     #[test]

@@ -34,16 +34,65 @@ static AGENT: LazyLock<Agent> = LazyLock::new(|| {
         .into()
 });
 
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NetError {
+    /// The deadline passed before an answer came; the server may have received the request.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Nothing listens there (or a firewall said no): the request reached no server.
+    #[error("connection refused or host unreachable: {0}")]
+    Unreachable(String),
+    /// The TLS handshake failed: no payload was sent.
+    #[error("TLS failure: {0}")]
+    Tls(String),
+    /// Anything else (the server closed the connection, a malformed answer, ...).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl NetError {
+    /// Whether the request may have reached a server (and so belongs in the audit log).
+    pub(crate) fn may_have_reached(&self) -> bool {
+        matches!(self, NetError::Timeout(_) | NetError::Other(_))
+    }
+
+    fn of(e: ureq::Error, timeout: Duration) -> NetError {
+        match e {
+            ureq::Error::Timeout(_) => NetError::Timeout(timeout),
+            ureq::Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::HostUnreachable
+                        | std::io::ErrorKind::NetworkUnreachable
+                        | std::io::ErrorKind::AddrNotAvailable
+                ) =>
+            {
+                NetError::Unreachable(io.to_string())
+            }
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                NetError::Timeout(timeout)
+            }
+            ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => {
+                NetError::Unreachable(e.to_string())
+            }
+            ureq::Error::Rustls(_) => NetError::Tls(e.to_string()),
+            other => NetError::Other(other.to_string()),
+        }
+    }
+}
+
 /// POSTs `body` to `url` with `headers`, giving up after `timeout` in all (connect, send and
-/// read together). `Err` carries a description of a network failure (no answer at all).
+/// read together). Only [`crate::egress`] calls it.
 pub(crate) fn post(
     url: &str,
     headers: &[(&str, String)],
     body: &[u8],
     timeout: Duration,
-) -> Result<Answer, String> {
+) -> Result<Answer, NetError> {
     if timeout.is_zero() {
-        return Err("no time left before the deadline".to_owned());
+        return Err(NetError::Timeout(timeout));
     }
     let mut request = AGENT.post(url);
     for (name, value) in headers {
@@ -54,7 +103,7 @@ pub(crate) fn post(
         .timeout_global(Some(timeout))
         .build()
         .send(body)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| NetError::of(e, timeout))?;
     let header = |name: &str| {
         response
             .headers()

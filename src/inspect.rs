@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::consent::Decision;
 use crate::env::EnvSnapshot;
 use crate::paths::Paths;
+use crate::pipeline::{Pipeline, Stack, Verdict};
 use crate::report::{self, Captured, Kind};
-use crate::runtime::Runtime;
 use crate::settings::Settings;
 use crate::usage::{Prop, Queued};
 
@@ -73,7 +73,7 @@ pub fn status_of(config: &Config) -> Status {
     let paths = Paths::resolve(config, &env);
     let settings_file = paths.settings_file();
     let settings = Settings::load_for(config, &paths).map_err(|e| e.to_string());
-    let (settings, decision) = crate::runtime::decide_on_disk(config, &env, settings, false);
+    let (settings, decision) = crate::gate::decide_on_disk(config, &env, settings, false);
     let outbox_dir = paths.outbox_dir();
     let (outbox_reports, outbox_bytes) = outbox_dir
         .clone()
@@ -87,9 +87,16 @@ pub fn status_of(config: &Config) -> Status {
         Some(sink) => format!("{} ({})", sink.display_url(), sink.format_name()),
         None => "none: no usage sink configured".to_owned(),
     };
+    // Clamped when read: a corrupt or hostile file shows at most a day from now.
     let rate_limited_until = paths
-        .rate_limit_file()
-        .and_then(|f| crate::transport::RateLimitFile::load(&f).active_until())
+        .pauses_file()
+        .map(|f| crate::transport::Pauses::load(&f))
+        .filter(|p| {
+            config
+                .parsed_dsn()
+                .is_some_and(|dsn| p.crash.endpoint == dsn.envelope_api_url().to_string())
+        })
+        .and_then(|p| p.crash.paused_until(SystemTime::now()))
         .map(rfc3339);
     Status {
         app: config.app_name.clone(),
@@ -361,17 +368,15 @@ pub struct Preview {
 /// assert_eq!(preview.usage_format, "json");
 /// assert!(preview.crash["exception"]["values"].is_array());
 /// ```
-pub fn preview(config: &Config) -> Result<Preview, String> {
-    config.validate().map_err(|e| e.to_string())?;
+pub fn preview(config: &Config) -> Result<Preview, PreviewError> {
+    config.validate()?;
     let env = EnvSnapshot::from_process(&config.env_prefix());
     let paths = Paths::resolve(config, &env);
     let ids = Settings::load_for(config, &paths)
         .ok()
         .map(|s| (s.anonymous_id(), s.data().salt.clone()))
         .unwrap_or_else(|| (uuid::Uuid::nil(), String::new()));
-    let mut quiet = config.clone();
-    quiet.before_send = None;
-    let rt = Runtime::build(quiet, env, paths, Decision::off("preview"), ids);
+    let pipeline = Pipeline::new(config.clone(), ids.1.clone(), uuid::Uuid::new_v4());
     let identity = crate::identity::Identity::current();
     let home = identity
         .home
@@ -395,27 +400,22 @@ pub fn preview(config: &Config) -> Result<Preview, String> {
             source: None,
         })),
     };
-    let event = report::event_from_error(&sample);
+    // The same pipeline a real report goes through, the app's hook included.
     let captured = Captured {
-        event,
+        event: report::event_from_error(&sample),
         backtrace: Some(backtrace::Backtrace::new_unresolved()),
         breadcrumb_seq: 0,
         kind: Kind::Error,
     };
-    let mut event = captured.event;
-    if let Some(mut bt) = captured.backtrace
-        && let Some(st) = report::stacktrace_from(&mut bt)
-        && let Some(top) = event.exception.values.last_mut()
-    {
-        top.stacktrace = Some(st);
-    }
-    rt.enrichment().apply(&mut event);
-    let mut crash = serde_json::to_value(&event).map_err(|e| e.to_string())?;
-    let scrubber = rt.scrubber()?;
-    let scrubbed = scrubber
-        .scrub_value(&mut crash)
-        .map_err(|e| e.to_string())?;
-    report::strip_identifying(&mut crash);
+    let (crash, scrubbed) = match pipeline.run(captured, Stack::Symbolicate, None, ids.0) {
+        Verdict::Keep { event, report, .. } => (event.get().clone(), report.to_string()),
+        Verdict::Dropped => (
+            Value::Null,
+            "the app's ignore rules or before_send hook drop this sample report".to_owned(),
+        ),
+        Verdict::Repeat => (Value::Null, String::new()),
+        Verdict::Failed(e) => return Err(PreviewError::Scrub(e)),
+    };
 
     let queued = Queued {
         name: "command".into(),
@@ -433,23 +433,42 @@ pub fn preview(config: &Config) -> Result<Preview, String> {
         ],
         time: SystemTime::now(),
     };
-    let ready = rt
-        .ready(queued)
-        .ok_or("the sample usage event could not be scrubbed")?;
-    let json_sink = crate::usage::Sink::json("https://collect.invalid/");
+    let record = pipeline.usage(queued).ok_or_else(|| {
+        PreviewError::Scrub("the sample usage event could not be scrubbed".to_owned())
+    })?;
+    let json_sink = crate::sink::Sink::json("https://collect.invalid/");
     let sink = config.usage_sink.as_ref().unwrap_or(&json_sink);
     let usage = sink.body(
-        rt.ids().0,
-        &[ready],
-        &rt.usage_metadata(),
+        ids.0,
+        &[record.get().clone()],
+        &pipeline.usage_metadata(),
         &crate::settings::now_rfc3339(),
     );
     Ok(Preview {
         usage,
         usage_format: sink.format_name(),
         crash,
-        scrubbed: scrubbed.to_string(),
+        scrubbed,
     })
+}
+
+/// Why a preview could not be made.
+///
+/// ```
+/// let config = consentry::Config::new("Not Valid", "1.0.0");
+/// let err = consentry::preview(&config).unwrap_err();
+/// assert!(matches!(err, consentry::PreviewError::Config(_)));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PreviewError {
+    /// The app's configuration is not valid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The sample could not be scrubbed (the app's rules do not compile, or scrubbing
+    /// failed): a real report would be dropped the same way.
+    #[error("cannot scrub the sample: {0}")]
+    Scrub(String),
 }
 
 #[derive(Debug)]

@@ -46,23 +46,34 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod audit;
+mod bound;
 mod config;
 mod consent;
 mod control;
+mod dedup;
 mod diag;
 mod early;
+mod egress;
 mod env;
 mod facts;
+mod fsx;
+mod gate;
 mod http;
 mod identity;
 mod inspect;
 mod outbox;
 mod panic;
 mod paths;
+mod ping;
+mod pipeline;
+mod prompt;
 mod report;
 mod runtime;
 mod settings;
+mod sink;
+mod switch;
 mod transport;
+mod upload;
 mod usage;
 
 #[cfg(feature = "cli")]
@@ -84,15 +95,15 @@ pub use crate::config::{BeforeSend, Config, ConfigError, ConfigErrorKind, Ignore
 pub use crate::consent::Decision;
 pub use crate::control::{Disabled, Scope, disable, enable};
 pub use crate::inspect::{
-    PendingReport, Preview, Status, pending_reports, preview, privacy_statement, status_of,
+    PendingReport, Preview, PreviewError, Status, pending_reports, preview, privacy_statement,
+    status_of,
 };
 pub use crate::runtime::Guard;
 pub use crate::settings::{
     Consent, ConsentSource, Recovery, SCHEMA_VERSION, SETTABLE_KEYS, Settings, SettingsError,
 };
-pub use crate::usage::{
-    MAX_NAME_LEN, MAX_PROPS, MAX_VALUE_LEN, Prop, Sink, UsageEvent, valid_name,
-};
+pub use crate::sink::Sink;
+pub use crate::usage::{MAX_NAME_LEN, MAX_PROPS, MAX_VALUE_LEN, Prop, UsageEvent, valid_name};
 pub use sentry::Level;
 
 /// The id of a captured event (a UUID, as Sentry's).
@@ -104,7 +115,7 @@ pub use sentry::Level;
 pub type EventId = uuid::Uuid;
 
 use crate::report::{BREADCRUMBS, Kind};
-use crate::runtime::{ON, STATE, UNINIT, UNINIT_FULL, USAGE_ON};
+use crate::switch::{ON, STATE, UNINIT, UNINIT_FULL, USAGE_ON};
 
 /// Sets consentry up for this process and returns the guard that flushes when dropped.
 ///
@@ -128,8 +139,8 @@ pub fn init(config: Config) -> Guard {
             diag::warn_once("init-panic", || {
                 "internal error in consentry::init; reporting is off".to_owned()
             });
-            STATE.store(runtime::OFF, Ordering::Release);
-            USAGE_ON.store(false, Ordering::Release);
+            switch::set_crash(false);
+            switch::set_usage(false);
             runtime::init_failed()
         }
     }
@@ -161,7 +172,7 @@ pub fn status() -> Decision {
 /// assert!(decision.is_off());
 /// ```
 pub fn ask() -> Decision {
-    catch_unwind(runtime::ask).unwrap_or_else(|_| status())
+    catch_unwind(prompt::ask).unwrap_or_else(|_| status())
 }
 
 /// Reports an error with its whole `source()` chain (one exception per link) and, unless
@@ -274,8 +285,10 @@ pub fn track<'a, V: Into<Prop>>(name: &str, props: impl IntoIterator<Item = (&'a
 #[inline(never)]
 fn track_on<'a, V: Into<Prop>>(name: &str, props: impl IntoIterator<Item = (&'a str, V)>) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        if let Some(rt) = runtime::current() {
-            usage::track(&rt, name, props);
+        if let Some(rt) = runtime::current()
+            && usage::track(rt.usage_queue(), rt.debug, name, props)
+        {
+            rt.notify();
         }
     }));
 }
@@ -308,8 +321,8 @@ pub fn track_event<'a, V: Into<Prop>>(
 pub fn add_breadcrumb(category: &str, message: &str, level: Level) {
     if STATE.load(Ordering::Relaxed) == ON {
         BREADCRUMBS.add(sentry::protocol::Breadcrumb {
-            category: Some(category.to_owned()),
-            message: Some(message.to_owned()),
+            category: Some(bound::cut(category, 128).into_owned()),
+            message: Some(bound::cut(message, 1024).into_owned()),
             level,
             ..Default::default()
         });
@@ -381,3 +394,5 @@ pub fn capture_anyhow(err: &anyhow::Error) -> Option<EventId> {
         _ => None,
     }
 }
+#[cfg(test)]
+mod tidy;

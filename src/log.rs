@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use sentry::protocol::Breadcrumb;
 
 use crate::report::BREADCRUMBS;
-use crate::runtime::{ON, STATE};
+use crate::switch::{ON, STATE};
 
 /// A `log::Log` that records breadcrumbs and forwards to another logger.
 ///

@@ -5,8 +5,14 @@
 //! oldest first. The outbox is bounded (default 100 envelopes and 10 MB); when a new envelope
 //! would exceed a bound, the oldest are dropped first. Temporary files start with a dot and
 //! are never listed.
+//!
+//! It accepts only [`Scrubbed`] events: nothing that skipped the pipeline's scrub step can be
+//! stored, and so sent. The same type, with another suffix, is the usage store: scrubbed
+//! usage events waiting for the sink (`usage/<millis>-<id>.usage`, one batch a file).
+//!
+//! Only regular files directly in the directory are listed or removed; a link (to the
+//! directory itself or to a file in it) is never followed (see `fsx`).
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,9 +20,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 use crate::diag;
-use crate::settings::{create_private_dir, write_file_atomically};
+use crate::fsx;
+use crate::pipeline::Scrubbed;
+use crate::sink::UsageRecord;
 
 const SUFFIX: &str = ".envelope";
+const USAGE_SUFFIX: &str = ".usage";
+/// The largest stored file read back.
+const READ_MAX: u64 = 16 * 1024 * 1024;
 
 /// One waiting envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,14 +42,27 @@ pub(crate) struct Outbox {
     dir: PathBuf,
     max_files: usize,
     max_bytes: u64,
+    suffix: &'static str,
 }
 
 impl Outbox {
+    /// The crash report outbox.
     pub(crate) fn new(dir: PathBuf, max_files: usize, max_bytes: u64) -> Outbox {
         Outbox {
             dir,
             max_files,
             max_bytes,
+            suffix: SUFFIX,
+        }
+    }
+
+    /// The usage store.
+    pub(crate) fn usage(dir: PathBuf, max_files: usize, max_bytes: u64) -> Outbox {
+        Outbox {
+            dir,
+            max_files,
+            max_bytes,
+            suffix: USAGE_SUFFIX,
         }
     }
 
@@ -46,41 +70,61 @@ impl Outbox {
         &self.dir
     }
 
-    /// Writes an envelope durably and returns its path, then drops the oldest envelopes if
-    /// the outbox is over a bound.
-    pub(crate) fn write(&self, event_id: Uuid, bytes: &[u8]) -> io::Result<PathBuf> {
-        create_private_dir(&self.dir).map_err(|e| io::Error::other(e.to_string()))?;
+    /// Writes a scrubbed event durably and returns its path, then drops the oldest envelopes
+    /// if the outbox is over a bound.
+    pub(crate) fn write(&self, event_id: Uuid, event: &Scrubbed) -> io::Result<PathBuf> {
+        self.write_bytes(event_id, &event.envelope(event_id))
+    }
+
+    /// Replaces a stored envelope (its count of repeats, its symbolicated stack trace).
+    pub(crate) fn replace(&self, path: &Path, event_id: Uuid, event: &Scrubbed) -> io::Result<()> {
+        fsx::write_atomically(path, &event.envelope(event_id))
+    }
+
+    /// Writes scrubbed usage events as one file of the usage store.
+    pub(crate) fn write_usage(&self, records: &[Scrubbed<UsageRecord>]) -> io::Result<PathBuf> {
+        let list: Vec<&UsageRecord> = records.iter().map(Scrubbed::get).collect();
+        let bytes = serde_json::to_vec(&list).map_err(io::Error::other)?;
+        self.write_bytes(Uuid::new_v4(), &bytes)
+    }
+
+    /// The usage events of one file of the usage store.
+    pub(crate) fn read_usage(&self, path: &Path) -> Option<Scrubbed<Vec<UsageRecord>>> {
+        let bytes = fsx::read_capped(path, READ_MAX).ok()?;
+        serde_json::from_slice(&bytes).ok().map(Scrubbed::stored)
+    }
+
+    /// The bytes of a stored file, as they will be sent.
+    pub(crate) fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fsx::read_capped(path, READ_MAX)
+    }
+
+    fn write_bytes(&self, id: Uuid, bytes: &[u8]) -> io::Result<PathBuf> {
+        fsx::own_subdir(&self.dir)?;
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
         let path = self
             .dir
-            .join(format!("{millis:013}-{}{SUFFIX}", event_id.simple()));
-        write_file_atomically(&path, bytes)?;
+            .join(format!("{millis:013}-{}{}", id.simple(), self.suffix));
+        fsx::write_atomically(&path, bytes)?;
         self.enforce_bounds(&path);
         Ok(path)
     }
 
-    /// Waiting envelopes, oldest first.
+    /// Waiting files, oldest first. Links and anything but regular files are skipped, and
+    /// a linked outbox directory lists nothing.
     pub(crate) fn list(&self) -> Vec<Entry> {
-        let Ok(dir) = fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut entries: Vec<Entry> = dir
-            .filter_map(Result::ok)
-            .filter(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                !name.starts_with('.') && name.ends_with(SUFFIX)
-            })
-            .filter_map(|e| {
-                let meta = e.metadata().ok()?;
-                meta.is_file().then(|| Entry {
-                    path: e.path(),
-                    size: meta.len(),
+        let mut entries: Vec<Entry> = fsx::regular_files(&self.dir)
+            .into_iter()
+            .filter(|(path, _)| {
+                path.file_name().is_some_and(|n| {
+                    let name = n.to_string_lossy();
+                    !name.starts_with('.') && name.ends_with(self.suffix)
                 })
             })
+            .map(|(path, size)| Entry { path, size })
             .collect();
         entries.sort_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
         entries
@@ -94,9 +138,7 @@ impl Outbox {
 
     /// Removes one envelope. Already gone is fine (another process or thread sent it).
     pub(crate) fn remove(&self, path: &Path) {
-        if let Err(e) = fs::remove_file(path)
-            && e.kind() != io::ErrorKind::NotFound
-        {
+        if let Err(e) = fsx::remove(path) {
             diag::warn_once("outbox-remove", || {
                 format!("cannot remove {} from the outbox: {e}", path.display())
             });
@@ -150,13 +192,14 @@ pub(crate) fn event_id_of(path: &Path) -> Option<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn write_list_remove() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::new(dir.path().join("outbox"), 10, 1 << 20);
         let id = Uuid::new_v4();
-        let path = outbox.write(id, b"hello").unwrap();
+        let path = outbox.write_bytes(id, b"hello").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"hello");
         assert_eq!(event_id_of(&path), Some(id));
         assert_eq!(outbox.stats(), (1, 5));
@@ -171,7 +214,7 @@ mod tests {
         let outbox = Outbox::new(dir.path().to_owned(), 3, 1 << 20);
         let mut paths = Vec::new();
         for i in 0..5u8 {
-            paths.push(outbox.write(Uuid::new_v4(), &[i]).unwrap());
+            paths.push(outbox.write_bytes(Uuid::new_v4(), &[i]).unwrap());
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         let left: Vec<_> = outbox.list().into_iter().map(|e| e.path).collect();
@@ -184,7 +227,7 @@ mod tests {
         let outbox = Outbox::new(dir.path().to_owned(), 100, 2500);
         let mut paths = Vec::new();
         for _ in 0..4 {
-            paths.push(outbox.write(Uuid::new_v4(), &[0u8; 1000]).unwrap());
+            paths.push(outbox.write_bytes(Uuid::new_v4(), &[0u8; 1000]).unwrap());
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         let left: Vec<_> = outbox.list().into_iter().map(|e| e.path).collect();

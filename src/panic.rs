@@ -7,19 +7,63 @@
 //! a panic is an ordinary one that `catch_unwind` catches; the hook waits for it, for at
 //! most the flush deadline. Panics on consentry's own threads are never reported (that
 //! would loop) and never printed as the app's.
+//!
+//! The hook reaches the runtime through the [`Reporter`] trait, registered by `init` and
+//! removed when the guard is dropped, so this module does not depend on the runtime.
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, PanicHookInfo, catch_unwind};
-use std::sync::Once;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::diag;
 use crate::report::{self, Captured, Kind};
-use crate::runtime::{self, ON, STATE};
-use crate::transport::Delivery;
 
 static INSTALL: Once = Once::new();
+static REPORTER: RwLock<Option<Arc<dyn Reporter>>> = RwLock::new(None);
+
+/// What the panic hook needs from the runtime.
+pub(crate) trait Reporter: Send + Sync {
+    /// How long the hook may wait for the report.
+    fn deadline(&self) -> Duration;
+    /// Runs the pipeline and stores the report: first with bare addresses (its path is sent
+    /// on `stored` at once), then symbolicated in its place. Returns the stored file.
+    fn store_panic(
+        &self,
+        captured: Captured,
+        stored: &std::sync::mpsc::Sender<PathBuf>,
+    ) -> Option<PathBuf>;
+    /// Sends one stored report now, within `deadline`. `Some(true)`: the server accepted it.
+    fn send_now(&self, path: &Path, deadline: Instant) -> Option<bool>;
+    /// A panic report is being written (a flush waits for it) / is done.
+    fn panic_started(&self);
+    fn panic_finished(&self);
+    /// For the one line printed: the command users type, whether a server is configured,
+    /// whether debug mode is on.
+    fn command(&self) -> String;
+    fn has_server(&self) -> bool;
+    fn debug(&self) -> bool;
+}
+
+/// Registers the runtime that reports panics (and installs the hook, once per process).
+pub(crate) fn register(reporter: Arc<dyn Reporter>) {
+    if let Ok(mut r) = REPORTER.write() {
+        *r = Some(reporter);
+    }
+    install();
+}
+
+/// No runtime reports panics any more (the guard was dropped).
+pub(crate) fn unregister() {
+    if let Ok(mut r) = REPORTER.write() {
+        *r = None;
+    }
+}
+
+fn reporter() -> Option<Arc<dyn Reporter>> {
+    REPORTER.read().ok().and_then(|r| r.clone())
+}
 
 thread_local! {
     /// Set on consentry's own threads (the worker, the reporting helper).
@@ -34,7 +78,7 @@ pub(crate) fn mark_internal_thread() {
 }
 
 /// Installs the hook once per process, chaining whatever hook was there before.
-pub(crate) fn install() {
+fn install() {
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
@@ -59,19 +103,23 @@ pub(crate) fn install() {
 /// Reports one panic. Cheap work here (what only this thread can see); the rest on a
 /// helper thread, waited for with the flush deadline.
 fn report(info: &PanicHookInfo<'_>) {
-    if STATE.load(Ordering::Acquire) != ON {
+    if !crate::switch::crash_on() {
         return;
     }
-    let Some(rt) = runtime::current() else {
+    let Some(rt) = reporter() else {
         return;
     };
     let start = Instant::now();
-    let deadline = start + rt.config.flush_timeout;
+    let deadline = start + rt.deadline();
     let payload = info.payload();
     let message = payload
         .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .map(|s| crate::bound::cut(s, crate::bound::TEXT_MAX).into_owned())
+        .or_else(|| {
+            payload
+                .downcast_ref::<String>()
+                .map(|s| crate::bound::cut(s, crate::bound::TEXT_MAX).into_owned())
+        })
         .unwrap_or_else(|| "Box<dyn Any>".to_owned());
     let location = info
         .location()
@@ -89,21 +137,21 @@ fn report(info: &PanicHookInfo<'_>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let (stored_tx, stored_rx) = std::sync::mpsc::channel();
     let helper_rt = rt.clone();
-    rt.panics_in_progress.fetch_add(1, Ordering::AcqRel);
+    rt.panic_started();
     let spawned = std::thread::Builder::new()
         .name("consentry-panic".into())
         .spawn(move || {
             mark_internal_thread();
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-                let path = helper_rt.process_with(captured, true, Some(&stored_tx))?;
-                let delivery = helper_rt.upload_one(&path, deadline);
-                Some((path, delivery))
+                let path = helper_rt.store_panic(captured, &stored_tx)?;
+                let sent = helper_rt.send_now(&path, deadline);
+                Some((path, sent))
             }));
-            helper_rt.panics_in_progress.fetch_sub(1, Ordering::AcqRel);
+            helper_rt.panic_finished();
             let _ = tx.send(outcome.ok().flatten());
         });
     if spawned.is_err() {
-        rt.panics_in_progress.fetch_sub(1, Ordering::AcqRel);
+        rt.panic_finished();
         return;
     }
     // Half the deadline for the symbolicated report; if symbolication is still going on
@@ -121,10 +169,9 @@ fn report(info: &PanicHookInfo<'_>) {
                     .name("consentry-panic-send".into())
                     .spawn(move || {
                         mark_internal_thread();
-                        let delivery = catch_unwind(AssertUnwindSafe(|| {
-                            sender_rt.upload_one(&quick, deadline)
-                        }));
-                        let _ = sent_tx.send(Some((quick, delivery.ok().flatten())));
+                        let sent =
+                            catch_unwind(AssertUnwindSafe(|| sender_rt.send_now(&quick, deadline)));
+                        let _ = sent_tx.send(Some((quick, sent.ok().flatten())));
                     })
                     .ok()
             });
@@ -137,15 +184,15 @@ fn report(info: &PanicHookInfo<'_>) {
         }
     };
     let line = match outcome {
-        Ok(Some((path, delivery))) => match delivery {
-            Some(Delivery::Accepted { .. }) => format!("crash report {id} was sent"),
-            _ if rt.config.dsn.is_none() => format!(
+        Ok(Some((path, sent))) => match sent {
+            Some(true) => format!("crash report {id} was sent"),
+            _ if !rt.has_server() => format!(
                 "crash report {id} was kept on this machine (no server configured): {}",
                 path.display()
             ),
             _ => format!("crash report {id} was saved and will be sent later"),
         },
-        Ok(None) if rt.debug => {
+        Ok(None) if rt.debug() => {
             format!("crash report {id} was printed above (debug mode; nothing sent)")
         }
         Ok(None) => return,
@@ -153,6 +200,6 @@ fn report(info: &PanicHookInfo<'_>) {
     };
     diag::eprint_line(&format!(
         "{line} (consentry; turn reporting off: '{} disable')",
-        rt.config.command()
+        rt.command()
     ));
 }

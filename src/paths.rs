@@ -20,9 +20,10 @@ impl Paths {
     /// followed by the app name). `None` when the OS has no such directory.
     pub(crate) fn resolve(config: &Config, env: &EnvSnapshot) -> Paths {
         let prefix = config.env_prefix();
+        // Read as bytes: a directory whose name is not UTF-8 is still a directory.
         let from_env = |suffix: &str| {
-            env.get(&format!("{prefix}_{suffix}"))
-                .filter(|v| !v.trim().is_empty())
+            env.get_os(&format!("{prefix}_{suffix}"))
+                .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
         // The app name becomes a path component only once it is known to be one word
@@ -62,8 +63,13 @@ impl Paths {
         self.data_dir.as_ref().map(|d| d.join("sent.jsonl"))
     }
 
-    /// Server-imposed rate limits, kept across runs.
-    pub(crate) fn rate_limit_file(&self) -> Option<PathBuf> {
-        self.data_dir.as_ref().map(|d| d.join("rate-limits.json"))
+    /// Server-imposed pauses and unreachable endpoints, kept across runs.
+    pub(crate) fn pauses_file(&self) -> Option<PathBuf> {
+        self.data_dir.as_ref().map(|d| d.join("pauses.json"))
+    }
+
+    /// Usage events waiting to be sent (scrubbed), kept across runs.
+    pub(crate) fn usage_dir(&self) -> Option<PathBuf> {
+        self.data_dir.as_ref().map(|d| d.join("usage"))
     }
 }

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::error::Error;
+use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +16,7 @@ use sentry::protocol::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::bound;
 use crate::facts::Facts;
 
 /// A test hook: symbolication of a large debug binary can take seconds; tests make it slow
@@ -67,8 +69,65 @@ fn link_type(err: &(dyn Error + 'static)) -> String {
     if err.downcast_ref::<std::io::Error>().is_some() {
         return "std::io::Error".to_owned();
     }
-    let debug = format!("{err:?}");
-    sentry::parse_type_from_debug(&debug).to_owned()
+    debug_type(err)
+}
+
+/// The first word of `value`'s `Debug` output, formatting no more than that: the writer
+/// stops the formatting at the first character that cannot be part of a type name, so a
+/// `Debug` that would recurse through a 5,000-link chain (and overflow the stack) or print
+/// megabytes is never run past its type name.
+fn debug_type(value: &dyn fmt::Debug) -> String {
+    struct FirstWord(String);
+    impl fmt::Write for FirstWord {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for c in s.chars() {
+                if c.is_alphanumeric() || c == '_' || c == ':' {
+                    if self.0.len() >= 128 {
+                        return Err(fmt::Error);
+                    }
+                    self.0.push(c);
+                } else if !self.0.is_empty() || !c.is_whitespace() {
+                    return Err(fmt::Error);
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut w = FirstWord(String::new());
+    let _ = fmt::write(&mut w, format_args!("{value:?}"));
+    if w.0.is_empty() {
+        "Error".to_owned()
+    } else {
+        w.0
+    }
+}
+
+/// `value`'s `Display`, formatting at most [`bound::TEXT_MAX`] bytes (a 50 MB message is
+/// never built), cut at a token boundary.
+pub(crate) fn bounded_display(value: &dyn fmt::Display) -> String {
+    struct Capped(String);
+    impl fmt::Write for Capped {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let room = bound::TEXT_MAX + 1 - self.0.len().min(bound::TEXT_MAX + 1);
+            if s.len() <= room {
+                self.0.push_str(s);
+                return Ok(());
+            }
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.0.push_str(&s[..end]);
+            // One byte past the limit is what tells `cut` that something was dropped.
+            if self.0.len() <= bound::TEXT_MAX {
+                self.0.push('\u{0}');
+            }
+            Err(fmt::Error)
+        }
+    }
+    let mut w = Capped(String::new());
+    let _ = fmt::write(&mut w, format_args!("{value}"));
+    bound::cut_owned(w.0, bound::TEXT_MAX)
 }
 
 fn exception(ty: String, value: String) -> Exception {
@@ -80,20 +139,27 @@ fn exception(ty: String, value: String) -> Exception {
 }
 
 /// An event with one exception per link of the `source()` chain, root cause first and the
-/// error itself last (Sentry's order).
+/// error itself last (Sentry's order). A chain longer than [`bound::CHAIN_MAX`] keeps its
+/// outermost and innermost links (the error and its root cause) and says how many were left
+/// out; only the kept links are formatted.
 pub(crate) fn event_from_error<E: Error + ?Sized>(err: &E) -> Event<'static> {
-    let top_type = type_label::<E>().unwrap_or_else(|| {
-        let debug = format!("{err:?}");
-        sentry::parse_type_from_debug(&debug).to_owned()
-    });
-    let mut exceptions = vec![exception(top_type, err.to_string())];
+    let top_type = type_label::<E>().unwrap_or_else(|| debug_type(&err));
+    let mut links: Vec<&(dyn Error + 'static)> = Vec::new();
     let mut source = err.source();
     // A cycle in a hand-written `source()` must not loop forever.
     while let Some(link) = source
-        && exceptions.len() < 32
+        && links.len() < bound::CHAIN_WALK_MAX
     {
-        exceptions.push(exception(link_type(link), link.to_string()));
+        links.push(link);
         source = link.source();
+    }
+    let total = links.len() + 1;
+    let keep = bound::keep_ends(total, bound::CHAIN_MAX);
+    let mut exceptions = vec![exception(top_type, bounded_display(&err))];
+    for (i, link) in links.iter().enumerate() {
+        if keep(i + 1) {
+            exceptions.push(exception(link_type(*link), bounded_display(link)));
+        }
     }
     exceptions.reverse();
     if let Some(top) = exceptions.last_mut() {
@@ -103,9 +169,17 @@ pub(crate) fn event_from_error<E: Error + ?Sized>(err: &E) -> Event<'static> {
             ..Default::default()
         });
     }
+    let mut extra = BTreeMap::new();
+    if total > bound::CHAIN_MAX {
+        extra.insert(
+            "consentry.chain_links_left_out".to_owned(),
+            SentryValue::from(total - bound::CHAIN_MAX),
+        );
+    }
     Event {
         level: Level::Error,
         exception: exceptions.into(),
+        extra,
         ..Default::default()
     }
 }
@@ -114,7 +188,7 @@ pub(crate) fn event_from_error<E: Error + ?Sized>(err: &E) -> Event<'static> {
 pub(crate) fn event_from_message(message: &str, level: Level) -> Event<'static> {
     Event {
         level,
-        message: Some(message.to_owned()),
+        message: Some(bound::cut(message, bound::TEXT_MAX).into_owned()),
         ..Default::default()
     }
 }
@@ -139,7 +213,7 @@ pub(crate) fn event_from_panic(
         level: Level::Fatal,
         exception: vec![Exception {
             ty: "panic".into(),
-            value: Some(message),
+            value: Some(bound::cut_owned(message, bound::TEXT_MAX)),
             stacktrace,
             mechanism: Some(Mechanism {
                 ty: "panic".into(),
@@ -227,7 +301,20 @@ pub(crate) fn stacktrace_from(bt: &mut backtrace::Backtrace) -> Option<Stacktrac
         st.frames.truncate(start);
     }
     mark_in_app(&mut st);
+    bound_frames(&mut st);
     (!st.frames.is_empty()).then_some(st)
+}
+
+/// At most [`bound::FRAMES_MAX`] frames: the outermost and the innermost (a deep recursion
+/// keeps where it started and where it failed).
+fn bound_frames(st: &mut Stacktrace) {
+    let n = st.frames.len();
+    let keep = bound::keep_ends(n, bound::FRAMES_MAX);
+    let mut i = 0;
+    st.frames.retain(|_| {
+        i += 1;
+        keep(i - 1)
+    });
 }
 
 /// Marks the app's own frames: not the standard library, registry crates, consentry, or C.
@@ -260,7 +347,9 @@ pub(crate) fn stacktrace_unresolved(bt: &backtrace::Backtrace) -> Option<Stacktr
             ..Default::default()
         })
         .collect();
-    Stacktrace::from_frames_reversed(frames)
+    let mut st = Stacktrace::from_frames_reversed(frames)?;
+    bound_frames(&mut st);
+    Some(st)
 }
 
 /// Where a panic enters the standard library: everything from here inward is the panic
@@ -449,6 +538,8 @@ pub(crate) struct Breadcrumbs {
 }
 
 const BREADCRUMBS_KEPT: usize = 100;
+/// The most bytes of one breadcrumb's message.
+const BREADCRUMB_TEXT_MAX: usize = 1024;
 
 pub(crate) static BREADCRUMBS: Breadcrumbs = Breadcrumbs {
     seq: AtomicU64::new(0),
@@ -461,7 +552,17 @@ impl Breadcrumbs {
         self.seq.load(Ordering::Acquire)
     }
 
-    pub(crate) fn add(&self, crumb: Breadcrumb) {
+    pub(crate) fn add(&self, mut crumb: Breadcrumb) {
+        // Bounded in bytes, not only in number: a 5 MB breadcrumb keeps 1 KiB.
+        if let Some(m) = crumb.message.take() {
+            crumb.message = Some(bound::cut_owned(m, BREADCRUMB_TEXT_MAX));
+        }
+        if let Some(c) = crumb.category.take() {
+            crumb.category = Some(bound::cut_owned(c, 128));
+        }
+        crumb.data.retain(|k, v| {
+            k.len() <= 128 && serde_json::to_string(v).map_or(0, |s| s.len()) <= BREADCRUMB_TEXT_MAX
+        });
         if let Ok(mut ring) = self.ring.lock() {
             let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
             if ring.len() >= BREADCRUMBS_KEPT {

@@ -15,15 +15,20 @@
 //!
 //! Writes are atomic (a temporary file in the same directory, fsync, rename) and happen under
 //! an exclusive lock on the sibling file `settings.json.lock`, so two processes updating at
-//! once lose neither update. A file that cannot be parsed is moved aside to
-//! `settings.json.corrupt-<unix time>` and replaced by defaults.
+//! once lose neither update. A file that cannot be parsed (or is larger than 1 MiB) is moved
+//! aside to `settings.json.corrupt-<unix time>` and replaced by defaults that record a
+//! "no": a mistyped `"sync": "false"` must never turn into a "yes". The user decides again
+//! with `enable`. A FIFO, a link or anything else that is not a regular file at the path is
+//! refused (nothing is sent) and left alone.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::fsx;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -66,6 +71,9 @@ pub enum ConsentSource {
     Api,
     /// The app's opt-out default applied after the first-run notice.
     Default,
+    /// Recorded by consentry: the settings file could not be read, so the answer is "no"
+    /// until the user decides again.
+    Recovered,
 }
 
 impl ConsentSource {
@@ -79,6 +87,9 @@ impl ConsentSource {
             }
             ConsentSource::Api => "by the app".to_owned(),
             ConsentSource::Default => "by the app's opt-out default after the notice".to_owned(),
+            ConsentSource::Recovered => format!(
+                "automatically: the settings file could not be read, so nothing is sent until you run '{command} enable'"
+            ),
         }
     }
 }
@@ -144,6 +155,9 @@ pub(crate) struct SettingsData {
     pub(crate) consent: Consent,
     #[serde(default)]
     pub(crate) notice_shown_at: Option<String>,
+    /// Where an unreadable settings file was moved, when the current "no" came from that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) corrupt_copy: Option<String>,
     /// Anonymous ids retired by `disable`, whose deletion request is still to be sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) pending_deletion: Vec<Uuid>,
@@ -176,6 +190,7 @@ impl Default for SettingsData {
             salt: new_salt(),
             consent: Consent::default(),
             notice_shown_at: None,
+            corrupt_copy: None,
             pending_deletion: Vec::new(),
             extra: Map::new(),
         }
@@ -187,6 +202,16 @@ impl SettingsData {
     fn reset_keeping_extra(&self) -> SettingsData {
         SettingsData {
             extra: self.extra.clone(),
+            ..SettingsData::default()
+        }
+    }
+
+    /// Defaults after an unreadable file was moved to `moved_to`: a recorded "no", so the
+    /// next run sends nothing whatever the policy, until the user decides again.
+    fn after_corruption(moved_to: &Path) -> SettingsData {
+        SettingsData {
+            consent: Consent::record(false, ConsentSource::Recovered),
+            corrupt_copy: Some(moved_to.display().to_string()),
             ..SettingsData::default()
         }
     }
@@ -349,7 +374,7 @@ impl Settings {
     pub fn load_from(path: impl AsRef<Path>) -> Result<Settings, SettingsError> {
         let path = path.as_ref();
         // The common case needs no lock: the file exists, is complete, and renames are atomic.
-        if let Ok(bytes) = fs::read(path)
+        if let Ok(bytes) = read_settings_file(path)
             && let Ok((data, true)) = parse(&bytes)
         {
             return Ok(Settings {
@@ -358,11 +383,11 @@ impl Settings {
                 recovered: None,
             });
         }
-        let dir = parent_dir(path);
+        let dir = fsx::parent_dir(path);
         create_private_dir(dir)?;
         with_lock(path, || {
             // Another process may have created or repaired the file while we waited.
-            match fs::read(path) {
+            match read_settings_file(path) {
                 Ok(bytes) => match parse(&bytes) {
                     Ok((data, complete)) => {
                         if !complete {
@@ -374,17 +399,11 @@ impl Settings {
                             recovered: None,
                         })
                     }
-                    Err(problem) => {
-                        let moved_to = move_aside(path)?;
-                        let data = SettingsData::default();
-                        write_atomically(path, &data)?;
-                        Ok(Settings {
-                            path: path.to_owned(),
-                            data,
-                            recovered: Some(Recovery { moved_to, problem }),
-                        })
-                    }
+                    Err(problem) => Settings::recover(path, problem),
                 },
+                Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                    Settings::recover(path, e.to_string())
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     let data = SettingsData::default();
                     write_atomically(path, &data)?;
@@ -396,6 +415,19 @@ impl Settings {
                 }
                 Err(e) => Err(io_err("read", path)(e)),
             }
+        })
+    }
+
+    /// Moves an unreadable file aside and writes defaults that record a "no". Called with
+    /// the lock held.
+    fn recover(path: &Path, problem: String) -> Result<Settings, SettingsError> {
+        let moved_to = move_aside(path)?;
+        let data = SettingsData::after_corruption(&moved_to);
+        write_atomically(path, &data)?;
+        Ok(Settings {
+            path: path.to_owned(),
+            data,
+            recovered: Some(Recovery { moved_to, problem }),
         })
     }
 
@@ -414,7 +446,7 @@ impl Settings {
     /// A directory that cannot be written means a later "no" could not be recorded, so
     /// `init` treats it as unusable settings (nothing is sent).
     pub(crate) fn check_writable(&self) -> Result<(), SettingsError> {
-        let dir = parent_dir(&self.path);
+        let dir = fsx::parent_dir(&self.path);
         tempfile::Builder::new()
             .prefix(".settings.json.")
             .suffix(".probe")
@@ -612,9 +644,9 @@ impl Settings {
         change: impl FnOnce(&mut SettingsData),
     ) -> Result<(), SettingsError> {
         let path = self.path.clone();
-        create_private_dir(parent_dir(&path))?;
+        create_private_dir(fsx::parent_dir(&path))?;
         let data = with_lock(&path, || {
-            let mut data = match fs::read(&path) {
+            let mut data = match read_settings_file(&path) {
                 Ok(bytes) => parse(&bytes)
                     .map(|(data, _)| data)
                     .unwrap_or_else(|_| self.data.clone()),
@@ -628,6 +660,43 @@ impl Settings {
         })?;
         self.data = data;
         Ok(())
+    }
+}
+
+impl Settings {
+    /// [`Settings::modify`] for a change that withdraws consent, which must hold even when
+    /// the disk is full: if the atomic write fails, the file is overwritten in place (no new
+    /// blocks), and if even that fails it is emptied, which the next read takes as corrupt,
+    /// and so as "no". `Err` only when the path cannot be touched at all.
+    pub(crate) fn withdraw(
+        &mut self,
+        change: impl Fn(&mut SettingsData),
+    ) -> Result<(), SettingsError> {
+        let Err(first) = self.modify(&change) else {
+            return Ok(());
+        };
+        let mut data = read_settings_file(&self.path)
+            .ok()
+            .and_then(|b| parse(&b).ok())
+            .map_or_else(|| self.data.clone(), |(d, _)| d);
+        change(&mut data);
+        if fsx::overwrite_in_place(&self.path, &settings_bytes(&data)).is_ok() {
+            self.data = data;
+            return Ok(());
+        }
+        match fsx::truncate(&self.path) {
+            Ok(()) => {
+                crate::diag::warn_once("settings-emptied", || {
+                    format!(
+                        "cannot write the settings ({first}); {} was emptied instead, which counts as \"no\" until you decide again",
+                        self.path.display()
+                    )
+                });
+                change(&mut self.data);
+                Ok(())
+            }
+            Err(_) => Err(first),
+        }
     }
 }
 
@@ -745,20 +814,15 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-fn parent_dir(path: &Path) -> &Path {
-    path.parent().unwrap_or_else(|| Path::new("."))
+/// Reads the settings file: a regular file (not a link, not a FIFO) of at most
+/// [`fsx::SMALL_FILE_MAX`] bytes.
+fn read_settings_file(path: &Path) -> io::Result<Vec<u8>> {
+    fsx::read_capped(path, fsx::SMALL_FILE_MAX)
 }
 
 /// Creates `dir` (and its parents) readable by the user only.
 pub(crate) fn create_private_dir(dir: &Path) -> Result<(), SettingsError> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir).map_err(io_err("create", dir))
+    fsx::create_private_dir(dir).map_err(io_err("create", dir))
 }
 
 /// Runs `f` holding an exclusive lock on `<path>.lock`, waiting at most [`LOCK_WAIT`].
@@ -769,16 +833,7 @@ fn with_lock<T>(
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_path = PathBuf::from(lock_path);
-    let mut options = fs::OpenOptions::new();
-    options.create(true).truncate(false).write(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let file = options
-        .open(&lock_path)
-        .map_err(io_err("create", &lock_path))?;
+    let file = fsx::open_lock_file(&lock_path).map_err(io_err("create", &lock_path))?;
     let start = Instant::now();
     loop {
         match file.try_lock() {
@@ -801,44 +856,24 @@ fn with_lock<T>(
     result
 }
 
+/// The settings as the file holds them.
+fn settings_bytes(data: &SettingsData) -> Vec<u8> {
+    let mut text = serde_json::to_string_pretty(data).unwrap_or_default();
+    text.push('\n');
+    text.into_bytes()
+}
+
 /// Writes `data` to `path` atomically: temp file in the same directory (mode 0600), fsync,
 /// rename, fsync of the directory.
 fn write_atomically(path: &Path, data: &SettingsData) -> Result<(), SettingsError> {
-    let mut text = serde_json::to_string_pretty(data).unwrap_or_default();
-    text.push('\n');
-    write_file_atomically(path, text.as_bytes()).map_err(io_err("write", path))
+    fsx::write_atomically(path, &settings_bytes(data)).map_err(io_err("write", path))
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same directory, mode 0600 on Unix,
-/// fsync, rename, fsync of the directory). Shared with the outbox.
-pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir);
-    Ok(())
-}
-
-/// fsyncs a directory so a rename in it survives a crash. Best effort.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-}
-
-/// Renames a corrupt file to `<name>.corrupt-<unix time>` (with `-N` if that exists).
+/// Keeps a corrupt file as `<name>.corrupt-<unix time>` (with `-N` if that exists).
+///
+/// The corrupt file keeps its name until the "no" that replaces it is written: it is first
+/// hard-linked (or copied) aside, so a full disk can never leave the path empty, which the
+/// next run would take for a first run.
 fn move_aside(path: &Path) -> Result<PathBuf, SettingsError> {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -847,11 +882,13 @@ fn move_aside(path: &Path) -> Result<PathBuf, SettingsError> {
     let base = format!("{}.corrupt-{secs}", path.display());
     let mut target = PathBuf::from(&base);
     let mut n = 1;
-    while target.exists() {
+    while fs::symlink_metadata(&target).is_ok() {
         target = PathBuf::from(format!("{base}-{n}"));
         n += 1;
     }
-    fs::rename(path, &target).map_err(io_err("move aside", path))?;
+    if fs::hard_link(path, &target).is_err() {
+        fs::copy(path, &target).map_err(io_err("keep a copy of", path))?;
+    }
     Ok(target)
 }
 

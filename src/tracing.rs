@@ -22,7 +22,7 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
 
 use crate::report::BREADCRUMBS;
-use crate::runtime::{ON, STATE};
+use crate::switch::{ON, STATE};
 
 /// A `tracing_subscriber::Layer` that records breadcrumbs.
 ///

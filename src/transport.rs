@@ -1,19 +1,23 @@
-//! Delivery of crash envelopes to Sentry (or any Sentry-compatible server).
+//! Where payloads go, and the pauses that outlive the process.
 //!
 //! sentry's own transport cannot report the HTTP status to a wrapper, drops the newest
 //! envelope when its queue is full and never retries, so consentry sends the stored bytes
-//! itself: `Dsn::envelope_api_url` and `Dsn::to_auth` give the URL and the auth header, and
-//! sentry's `RateLimiter` reads `Retry-After` and `X-Sentry-Rate-Limits`. Rate limits are
-//! kept in the data directory so they are honoured across restarts.
+//! itself (through [`crate::egress`]): `Dsn::envelope_api_url` and `Dsn::to_auth` give the URL
+//! and the auth header.
+//!
+//! [`Pauses`] (`pauses.json` in the data directory) remembers, per endpoint kind, until when
+//! a server asked us to wait (429, `Retry-After`, `X-Sentry-Rate-Limits`) and until when an
+//! endpoint that did not answer is skipped, so an offline user pays a timeout once per
+//! backoff period rather than on every run. Every time read back is clamped: a corrupt or
+//! hostile file can delay sending by at most [`crate::egress::MAX_SERVER_PAUSE`].
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sentry::transports::{RateLimiter, RateLimitingCategory};
 use sentry::types::Dsn;
 use serde::{Deserialize, Serialize};
 
-use crate::http;
+use crate::egress::{self, MAX_SERVER_PAUSE};
 
 /// Where envelopes go.
 #[derive(Debug, Clone)]
@@ -36,102 +40,157 @@ impl SentryTarget {
     pub(crate) fn url(&self) -> &str {
         &self.url
     }
-}
 
-/// What happened to one envelope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Delivery {
-    /// 2xx: the server has it; remove it from the outbox. `limit`: the server also asked,
-    /// with `X-Sentry-Rate-Limits`, to pause until then.
-    Accepted {
-        status: u16,
-        limit: Option<SystemTime>,
-    },
-    /// No answer (`status` is `None`), a timeout, a 5xx or anything else unexpected (a
-    /// redirect, which is not followed): keep it and try again later.
-    Retry { status: Option<u16>, why: String },
-    /// 429 or an active rate limit: keep it and wait until the limit ends.
-    RateLimited(SystemTime),
-    /// Any other 4xx: the server will never take it; drop it.
-    Rejected(u16),
-}
-
-/// Sends one stored envelope, verbatim.
-pub(crate) fn send(target: &SentryTarget, bytes: &[u8], timeout: Duration) -> Delivery {
-    let headers = [
-        ("X-Sentry-Auth", target.auth.clone()),
-        ("Content-Type", "application/x-sentry-envelope".to_owned()),
-    ];
-    let answer = match http::post(&target.url, &headers, bytes, timeout) {
-        Ok(answer) => answer,
-        Err(why) => return Delivery::Retry { status: None, why },
-    };
-    let status = answer.status;
-    // Sentry may send `X-Sentry-Rate-Limits` with any answer, a 200 included;
-    // `Retry-After` matters on a refusal.
-    let mut limiter = RateLimiter::new();
-    if let Some(h) = &answer.sentry_rate_limits {
-        limiter.update_from_sentry_header(h);
-    } else if !answer.is_success() {
-        if let Some(h) = &answer.retry_after {
-            limiter.update_from_retry_after(h);
-        } else if status == 429 {
-            limiter.update_from_429();
-        }
-    }
-    let limit = limiter
-        .is_disabled(RateLimitingCategory::Error)
-        .map(|left| SystemTime::now() + left);
-    if answer.is_success() {
-        return Delivery::Accepted { status, limit };
-    }
-    match limit {
-        Some(until) => Delivery::RateLimited(until),
-        None if status == 429 => Delivery::RateLimited(SystemTime::now() + Duration::from_secs(60)),
-        None if (400..500).contains(&status) => Delivery::Rejected(status),
-        None => Delivery::Retry {
-            status: Some(status),
-            why: format!("server answered {status}"),
-        },
+    /// The headers of an envelope request.
+    pub(crate) fn headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("X-Sentry-Auth", self.auth.clone()),
+            ("Content-Type", "application/x-sentry-envelope".to_owned()),
+        ]
     }
 }
 
-/// A rate limit that outlives the process: `rate-limits.json` in the data directory.
+/// How long an endpoint that did not answer is skipped: doubling from the first to the
+/// last.
+pub(crate) const UNREACHABLE_FIRST: Duration = Duration::from_secs(60);
+pub(crate) const UNREACHABLE_MAX: Duration = Duration::from_secs(60 * 60);
+
+/// One endpoint's pauses, in Unix seconds. They hold for the endpoint they were recorded
+/// for: an app configured with another server is not held back by the old one's.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct RateLimitFile {
-    /// Unix seconds until which crash envelopes must not be sent.
+pub(crate) struct Pause {
+    /// The endpoint (URL without secrets) the pauses are for.
     #[serde(default)]
-    pub(crate) error_until: u64,
+    pub(crate) endpoint: String,
+    /// The server asked us not to send before this.
+    #[serde(default)]
+    pub(crate) until: u64,
+    /// The endpoint did not answer; skip it before this.
+    #[serde(default)]
+    pub(crate) unreachable_until: u64,
+    /// The length of the last unreachable backoff, in seconds (it doubles).
+    #[serde(default)]
+    pub(crate) unreachable_backoff: u64,
 }
 
-impl RateLimitFile {
-    pub(crate) fn load(path: &Path) -> RateLimitFile {
-        std::fs::read(path)
+/// The pauses of every endpoint kind, on disk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Pauses {
+    #[serde(default)]
+    pub(crate) crash: Pause,
+    #[serde(default)]
+    pub(crate) usage: Pause,
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+        .unwrap_or(0)
+}
+
+/// A stored time, clamped to at most `max` from `now` (a corrupt file, `u64::MAX`, a clock
+/// set back) and never an overflow.
+fn clamp_stored(stored: u64, now: SystemTime, max: Duration) -> Option<SystemTime> {
+    let latest = now.checked_add(max).unwrap_or(now);
+    let t = UNIX_EPOCH
+        .checked_add(Duration::from_secs(stored))
+        .unwrap_or(latest)
+        .min(latest);
+    (t > now).then_some(t)
+}
+
+impl Pause {
+    /// Until when the server's pause holds, if it is in the future (clamped).
+    pub(crate) fn paused_until(&self, now: SystemTime) -> Option<SystemTime> {
+        clamp_stored(self.until, now, MAX_SERVER_PAUSE)
+    }
+
+    /// Until when the endpoint is skipped as unreachable, if in the future (clamped).
+    pub(crate) fn unreachable_until(&self, now: SystemTime) -> Option<SystemTime> {
+        clamp_stored(self.unreachable_until, now, UNREACHABLE_MAX)
+    }
+
+    /// Whether sending to `endpoint` is held off now, by the server or by its silence.
+    pub(crate) fn holds(&self, endpoint: &str, now: SystemTime) -> bool {
+        self.endpoint == endpoint
+            && (self.paused_until(now).is_some() || self.unreachable_until(now).is_some())
+    }
+}
+
+impl Pauses {
+    /// Reads the file; missing, unreadable or corrupt means no pause.
+    pub(crate) fn load(path: &Path) -> Pauses {
+        crate::fsx::read_capped(path, 64 * 1024)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
     }
 
-    /// The time until which sending is paused, if it is in the future.
-    pub(crate) fn active_until(&self) -> Option<SystemTime> {
-        let until = UNIX_EPOCH + Duration::from_secs(self.error_until);
-        (until > SystemTime::now()).then_some(until)
+    pub(crate) fn of(&self, kind: egress::Kind) -> &Pause {
+        match kind {
+            egress::Kind::Usage => &self.usage,
+            egress::Kind::Crash | egress::Kind::Deletion => &self.crash,
+        }
     }
 
-    pub(crate) fn store(path: &Path, until: SystemTime) {
-        let secs = until
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
-            .unwrap_or(0);
-        let file = RateLimitFile { error_until: secs };
-        if let Ok(bytes) = serde_json::to_vec(&file)
-            && let Err(e) = crate::settings::write_file_atomically(path, &bytes)
-        {
-            crate::diag::warn_once("rate-limit-file", || {
-                format!(
-                    "cannot record the server's rate limit in {}: {e}",
-                    path.display()
-                )
+    /// `kind`'s pause, reset if it was recorded for another endpoint.
+    fn of_mut(&mut self, kind: egress::Kind, endpoint: &str) -> &mut Pause {
+        let pause = match kind {
+            egress::Kind::Usage => &mut self.usage,
+            egress::Kind::Crash | egress::Kind::Deletion => &mut self.crash,
+        };
+        if pause.endpoint != endpoint {
+            *pause = Pause {
+                endpoint: endpoint.to_owned(),
+                ..Pause::default()
+            };
+        }
+        pause
+    }
+
+    /// Records a server-imposed pause (already clamped by [`egress::classify`]).
+    pub(crate) fn record_pause(path: &Path, kind: egress::Kind, endpoint: &str, until: SystemTime) {
+        Pauses::update(path, |p| p.of_mut(kind, endpoint).until = secs(until));
+    }
+
+    /// Records that `kind`'s endpoint did not answer: skip it for a doubling backoff.
+    pub(crate) fn record_unreachable(
+        path: &Path,
+        kind: egress::Kind,
+        endpoint: &str,
+        now: SystemTime,
+    ) {
+        Pauses::update(path, |p| {
+            let pause = p.of_mut(kind, endpoint);
+            let backoff = Duration::from_secs(pause.unreachable_backoff)
+                .saturating_mul(2)
+                .clamp(UNREACHABLE_FIRST, UNREACHABLE_MAX);
+            pause.unreachable_backoff = backoff.as_secs();
+            pause.unreachable_until = secs(now + backoff);
+        });
+    }
+
+    /// The endpoint answered: forget that it was unreachable.
+    pub(crate) fn record_answer(path: &Path, kind: egress::Kind, endpoint: &str) {
+        if Pauses::load(path).of(kind).unreachable_until == 0 {
+            return;
+        }
+        Pauses::update(path, |p| {
+            let pause = p.of_mut(kind, endpoint);
+            pause.unreachable_until = 0;
+            pause.unreachable_backoff = 0;
+        });
+    }
+
+    fn update(path: &Path, change: impl FnOnce(&mut Pauses)) {
+        let mut pauses = Pauses::load(path);
+        change(&mut pauses);
+        let written = crate::fsx::create_private_dir(crate::fsx::parent_dir(path)).and_then(|()| {
+            crate::fsx::write_atomically(path, &serde_json::to_vec(&pauses).unwrap_or_default())
+        });
+        if let Err(e) = written {
+            crate::diag::warn_once("pauses-file", || {
+                format!("cannot record a server's pause in {}: {e}", path.display())
             });
         }
     }
@@ -142,18 +201,69 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rate_limit_file_round_trip() {
+    fn pauses_round_trip_and_expire() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rate-limits.json");
-        assert_eq!(RateLimitFile::load(&path).active_until(), None);
-        RateLimitFile::store(&path, SystemTime::now() + Duration::from_secs(30));
-        let until = RateLimitFile::load(&path).active_until().unwrap();
-        let left = until.duration_since(SystemTime::now()).unwrap();
-        assert!(
-            left > Duration::from_secs(28) && left <= Duration::from_secs(31),
-            "{left:?}"
+        let path = dir.path().join("pauses.json");
+        let now = SystemTime::now();
+        assert_eq!(Pauses::load(&path).crash.paused_until(now), None);
+        Pauses::record_pause(
+            &path,
+            egress::Kind::Crash,
+            "e",
+            now + Duration::from_secs(30),
         );
-        RateLimitFile::store(&path, SystemTime::now() - Duration::from_secs(1));
-        assert_eq!(RateLimitFile::load(&path).active_until(), None);
+        let until = Pauses::load(&path).crash.paused_until(now).unwrap();
+        assert!(Pauses::load(&path).crash.holds("e", now));
+        assert!(!Pauses::load(&path).crash.holds("another server", now));
+        let left = until.duration_since(now).unwrap();
+        assert!(left > Duration::from_secs(28) && left <= Duration::from_secs(31));
+        assert_eq!(Pauses::load(&path).usage.paused_until(now), None);
+        Pauses::record_pause(
+            &path,
+            egress::Kind::Crash,
+            "e",
+            now - Duration::from_secs(1),
+        );
+        assert_eq!(Pauses::load(&path).crash.paused_until(now), None);
+    }
+
+    #[test]
+    fn corrupt_or_hostile_times_are_clamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pauses.json");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"crash":{{"until":{max},"unreachable_until":{max}}},"usage":{{"until":{max}}}}}"#,
+                max = u64::MAX
+            ),
+        )
+        .unwrap();
+        let now = SystemTime::now();
+        let p = Pauses::load(&path);
+        assert!(p.crash.paused_until(now).unwrap() <= now + MAX_SERVER_PAUSE);
+        assert!(p.crash.unreachable_until(now).unwrap() <= now + UNREACHABLE_MAX);
+        // Formatting the time (what `status` does) must not overflow either.
+        let shown = time::OffsetDateTime::from(p.usage.paused_until(now).unwrap());
+        assert!(shown.year() < 3000);
+        std::fs::write(&path, b"{not json").unwrap();
+        assert_eq!(Pauses::load(&path), Pauses::default());
+    }
+
+    #[test]
+    fn unreachable_backoff_doubles_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pauses.json");
+        let now = SystemTime::now();
+        Pauses::record_unreachable(&path, egress::Kind::Usage, "e", now);
+        let first = Pauses::load(&path).usage.unreachable_until(now).unwrap();
+        assert!(first.duration_since(now).unwrap() <= UNREACHABLE_FIRST + Duration::from_secs(1));
+        for _ in 0..20 {
+            Pauses::record_unreachable(&path, egress::Kind::Usage, "e", now);
+        }
+        let last = Pauses::load(&path).usage.unreachable_until(now).unwrap();
+        assert!(last.duration_since(now).unwrap() <= UNREACHABLE_MAX + Duration::from_secs(1));
+        Pauses::record_answer(&path, egress::Kind::Usage, "e");
+        assert_eq!(Pauses::load(&path).usage.unreachable_until(now), None);
     }
 }

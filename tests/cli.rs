@@ -325,11 +325,13 @@ fn a_corrupt_settings_file_is_kept_aside_and_reported() {
         std::fs::read_to_string(&aside[0]).unwrap(),
         "{\n  \"sync\": true,\n  \"usage\": tru\n"
     );
-    assert_eq!(
-        env.settings()["consent"]["decided"],
-        false,
-        "defaults are used"
-    );
+    // A file that cannot be read means "no" until the user decides again, whatever the
+    // policy: a mistyped "no" must never become a "yes".
+    let settings = env.settings();
+    assert_eq!(settings["consent"]["decided"], true, "{settings}");
+    assert_eq!(settings["consent"]["granted"], false, "{settings}");
+    assert_eq!(settings["consent"]["via"], "recovered", "{settings}");
+    assert!(out.contains("could not be read"), "{out}");
 }
 
 #[test]

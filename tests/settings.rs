@@ -194,7 +194,9 @@ fn every_kind_of_corruption_is_kept_aside_and_replaced_by_defaults() {
             "{name}: the corrupt file is kept as it was"
         );
         let fresh = read(&path);
-        assert_eq!(fresh["consent"]["decided"], false, "{name}: defaults");
+        assert_eq!(fresh["consent"]["decided"], true, "{name}: a recorded no");
+        assert_eq!(fresh["consent"]["granted"], false, "{name}: a recorded no");
+        assert_eq!(fresh["consent"]["via"], "recovered", "{name}");
         assert!(
             Settings::load_from(&path).unwrap().recovered().is_none(),
             "{name}: fixed for good"

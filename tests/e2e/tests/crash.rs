@@ -329,7 +329,7 @@ fn a_rate_limit_sent_with_an_accepted_report_is_honoured() {
         1,
         "the accepted one is gone, one waits"
     );
-    assert!(dirs.data().join("rate-limits.json").exists());
+    assert!(dirs.data().join("pauses.json").exists());
 }
 
 #[test]
@@ -359,13 +359,12 @@ fn retry_after_honoured(plan: Plan) {
     );
     assert_eq!(dirs.outbox_files().len(), 2, "both kept");
     let limit: Value =
-        serde_json::from_slice(&std::fs::read(dirs.data().join("rate-limits.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(dirs.data().join("pauses.json")).unwrap()).unwrap();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let until = limit["error_until"].as_u64().unwrap();
+    let until = limit["crash"]["until"].as_u64().unwrap();
     assert!(
         until >= now + 50 && until <= now + 70,
         "about 60 s from now: {until} vs {now}"
@@ -382,11 +381,9 @@ fn retry_after_honoured(plan: Plan) {
     );
 
     // Once it has passed, the next run sends both.
-    std::fs::write(
-        dirs.data().join("rate-limits.json"),
-        format!("{{\"error_until\": {}}}", now - 1),
-    )
-    .unwrap();
+    let mut expired = limit.clone();
+    expired["crash"]["until"] = Value::from(now - 1);
+    std::fs::write(dirs.data().join("pauses.json"), expired.to_string()).unwrap();
     let (out, _) = run(errors_run(&dirs, &server.dsn(), "noop"), LIMIT);
     assert!(out.status.success());
     assert_eq!(server.wait_for(3, Duration::from_secs(5)).len(), 3);

@@ -47,6 +47,7 @@ fn normalize(value: &mut Value, anonymous_id: &str) {
         "time",
         "messageId",
         "uuid",
+        "id",
         "timestamp_micros",
         "session_id",
         "os",

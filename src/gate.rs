@@ -1,0 +1,187 @@
+//! Consent on disk, for a running process: the decision `init` made, re-read from the
+//! settings file whenever it changed, at the moment of every send and store.
+//!
+//! The change check is a stat of the settings file (device, inode, length, modification
+//! time), taken *before* the file is read: a change that lands while it is being read is
+//! seen by the next check, never missed. Atomic writes give a new inode, so even a change
+//! within the file system's time resolution is seen.
+
+use std::sync::Mutex;
+
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::consent::{self, Decision, NextStep};
+use crate::env::EnvSnapshot;
+use crate::fsx::{self, Stamp};
+use crate::paths::Paths;
+use crate::settings::Settings;
+
+/// [`consent::decide_for`] on loaded settings, plus one check only a real file needs: when
+/// the decision would send or prompt, the settings directory must be writable. A file that
+/// says yes in a directory that cannot be written would keep sending after a "no" that
+/// cannot be recorded, so such settings count as unusable (nothing is sent).
+pub(crate) fn decide_on_disk(
+    config: &Config,
+    env: &EnvSnapshot,
+    mut settings: Result<Settings, String>,
+    interactive: bool,
+) -> (Result<Settings, String>, Decision) {
+    let decide = |settings: &Result<Settings, String>| {
+        consent::decide_for(
+            config,
+            env,
+            settings
+                .as_ref()
+                .map(Settings::data)
+                .map_err(String::as_str),
+            interactive,
+        )
+    };
+    let mut decision = decide(&settings);
+    if (!decision.is_off() || matches!(decision.next, NextStep::Ask | NextStep::Notice))
+        && let Ok(s) = &settings
+        && let Err(e) = s.check_writable()
+    {
+        settings = Err(e.to_string());
+        decision = decide(&settings);
+    }
+    (settings, decision)
+}
+
+/// Loads the settings, reporting a recovered corrupt file once. `Err` says why they cannot
+/// be used (then nothing is sent).
+pub(crate) fn load_settings(config: &Config, paths: &Paths) -> Result<Settings, String> {
+    let settings = Settings::load_for(config, paths).map_err(|e| e.to_string())?;
+    if let Some(r) = settings.recovered() {
+        crate::diag::warn_once("settings-corrupt", || {
+            format!(
+                "the settings file {} was unreadable ({}); nothing is sent until you decide again ('{} enable'); the unreadable file was kept as {}",
+                settings.path().display(),
+                r.problem,
+                config.command(),
+                r.moved_to.display()
+            )
+        });
+    }
+    Ok(settings)
+}
+
+/// What a re-read found withdrawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Withdrawn {
+    pub(crate) crash: bool,
+    pub(crate) usage: bool,
+}
+
+/// The live consent of one process.
+#[derive(Debug)]
+pub(crate) struct ConsentOnDisk {
+    config: Config,
+    env: EnvSnapshot,
+    paths: Paths,
+    decision: Mutex<Decision>,
+    /// The anonymous id and the salt from the settings.
+    ids: Mutex<(Uuid, String)>,
+    /// The stamp of the settings file when last read (`Some(None)`: it did not exist).
+    seen: Mutex<Option<Option<Stamp>>>,
+}
+
+impl ConsentOnDisk {
+    pub(crate) fn new(
+        config: Config,
+        env: EnvSnapshot,
+        paths: Paths,
+        decision: Decision,
+        ids: (Uuid, String),
+    ) -> ConsentOnDisk {
+        ConsentOnDisk {
+            config,
+            env,
+            paths,
+            decision: Mutex::new(decision),
+            ids: Mutex::new(ids),
+            seen: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn env(&self) -> &EnvSnapshot {
+        &self.env
+    }
+
+    pub(crate) fn decision(&self) -> Decision {
+        self.decision
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_else(|_| Decision::off("disabled: internal state unavailable"))
+    }
+
+    pub(crate) fn set_decision(&self, decision: Decision) {
+        if let Ok(mut d) = self.decision.lock() {
+            *d = decision;
+        }
+    }
+
+    /// The anonymous id and the salt.
+    pub(crate) fn ids(&self) -> (Uuid, String) {
+        self.ids
+            .lock()
+            .map(|ids| ids.clone())
+            .unwrap_or_else(|_| (Uuid::nil(), String::new()))
+    }
+
+    /// Takes note of the settings file as it is now (after `init` or the prompt wrote it).
+    pub(crate) fn remember_version(&self) {
+        let stamp = self.paths.settings_file().and_then(|p| fsx::stamp(&p));
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(stamp);
+        }
+    }
+
+    /// Marks kinds withdrawn in this process (`disable` called here).
+    pub(crate) fn withdraw(&self, crash: bool, usage: bool) {
+        if let Ok(mut d) = self.decision.lock() {
+            d.crash &= !crash;
+            d.usage &= !usage;
+        }
+    }
+
+    /// Re-reads the settings if the file changed since the last read, and applies what they
+    /// say now. Returns the kinds that this withdrew. A "yes" given in another process takes
+    /// effect at the next start, never mid-run; a "no" at once.
+    pub(crate) fn recheck(&self) -> Withdrawn {
+        let Some(path) = self.paths.settings_file() else {
+            return Withdrawn::default();
+        };
+        // Stamp first, then read: see the module docs.
+        let stamp = fsx::stamp(&path);
+        let unchanged = self
+            .seen
+            .lock()
+            .map(|seen| *seen == Some(stamp))
+            .unwrap_or(false);
+        if unchanged {
+            return Withdrawn::default();
+        }
+        let settings = Settings::load_from(&path).map_err(|e| e.to_string());
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(stamp);
+        }
+        let (settings, decision) = decide_on_disk(&self.config, &self.env, settings, false);
+        if let Ok(s) = &settings
+            && let Ok(mut ids) = self.ids.lock()
+        {
+            ids.0 = s.anonymous_id();
+        }
+        let was = self.decision();
+        let withdrawn = Withdrawn {
+            crash: was.crash && !decision.crash,
+            usage: was.usage && !decision.usage,
+        };
+        let mut merged = decision;
+        merged.crash &= was.crash;
+        merged.usage &= was.usage;
+        self.set_decision(merged);
+        withdrawn
+    }
+}

@@ -1,0 +1,393 @@
+//! Delivering usage pings, durably, as Glean keeps pending pings.
+//!
+//! `track` queues in memory (bounded). As soon as the worker wakes (and at exit), the queued
+//! events go through the pipeline's usage step and are written, scrubbed, to the usage
+//! store (`usage/` in the data directory, bounded): a short CLI that returns from `main`
+//! right after `track` loses nothing. Batches are sent at most once per interval (and at
+//! exit, within the short usage budget), each request through the egress gate; a stored
+//! batch is deleted only when the sink accepted it (or refused it for good). What is left
+//! is sent by a later run, with the same event ids, which the sinks that deduplicate use.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use uuid::Uuid;
+
+use crate::egress::{self, Egress, Gate, Outcome, Request};
+use crate::outbox::Outbox;
+use crate::pipeline::{Pipeline, Scrubbed};
+use crate::sink::{Sink, UsageRecord};
+use crate::transport::Pauses;
+use crate::upload::lock_until;
+use crate::usage::UsageQueue;
+
+/// How long one background usage request may take.
+const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The usage store's bounds.
+const STORE_FILES: usize = 100;
+const STORE_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Default)]
+struct SendState {
+    last_sent: Option<Instant>,
+    /// After a failure: when to try again, and the delay after that.
+    retry_at: Option<Instant>,
+    backoff: Option<Duration>,
+}
+
+/// Usage delivery for one process.
+#[derive(Debug)]
+pub(crate) struct Pings {
+    pub(crate) queue: UsageQueue,
+    sink: Option<Sink>,
+    store: Option<Outbox>,
+    pauses: Option<PathBuf>,
+    interval: Duration,
+    debug: bool,
+    /// Events that could not be stored (no data directory, a full disk): sent from memory.
+    unstored: Mutex<Vec<Scrubbed<UsageRecord>>>,
+    /// Held while stashing or sending, so a flush waits for the worker's request.
+    sending: Mutex<()>,
+    state: Mutex<SendState>,
+}
+
+/// Everything a send consults besides the pings themselves.
+pub(crate) struct Context<'a> {
+    pub(crate) egress: &'a Egress,
+    pub(crate) gate: &'a dyn Gate,
+    pub(crate) pipeline: &'a Pipeline,
+    pub(crate) anonymous_id: Uuid,
+}
+
+impl Pings {
+    pub(crate) fn new(
+        queue: UsageQueue,
+        sink: Option<Sink>,
+        store_dir: Option<PathBuf>,
+        pauses: Option<PathBuf>,
+        interval: Duration,
+        debug: bool,
+    ) -> Pings {
+        Pings {
+            queue,
+            sink,
+            store: store_dir.map(|d| Outbox::usage(d, STORE_FILES, STORE_BYTES)),
+            pauses,
+            interval,
+            debug,
+            unstored: Mutex::new(Vec::new()),
+            sending: Mutex::new(()),
+            state: Mutex::new(SendState::default()),
+        }
+    }
+
+    fn stored_files(&self) -> Vec<PathBuf> {
+        self.store
+            .as_ref()
+            .map(|s| s.list().into_iter().map(|e| e.path).collect())
+            .unwrap_or_default()
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.queue.is_empty()
+            || self.unstored.lock().map(|u| !u.is_empty()).unwrap_or(false)
+            || !self.stored_files().is_empty()
+    }
+
+    /// Whether nothing is waiting (in memory or on disk).
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.has_pending()
+    }
+
+    /// How long until a batch may be sent, if anything waits.
+    pub(crate) fn time_until_due(&self) -> Option<Duration> {
+        if !self.queue.is_empty() {
+            // Queued events are stored at once.
+            return Some(Duration::ZERO);
+        }
+        if self.sink.is_none() || !self.has_pending() {
+            return None;
+        }
+        let state = self.state.lock().ok()?;
+        let now = Instant::now();
+        let by_interval = state.last_sent.map_or(Duration::ZERO, |t| {
+            (t + self.interval).saturating_duration_since(now)
+        });
+        let by_retry = state
+            .retry_at
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+        Some(by_interval.max(by_retry))
+    }
+
+    /// Moves queued events, scrubbed, to the usage store. With no sink configured nothing
+    /// can ever be sent: they are dropped (debug mode prints them instead).
+    pub(crate) fn stash(&self, pipeline: &Pipeline, anonymous_id: Uuid) {
+        let queued = self.queue.take();
+        if queued.is_empty() {
+            return;
+        }
+        let records: Vec<Scrubbed<UsageRecord>> = queued
+            .into_iter()
+            .filter_map(|e| pipeline.usage(e))
+            .collect();
+        if self.debug {
+            self.print(pipeline, anonymous_id, &records);
+            return;
+        }
+        if self.sink.is_none() || records.is_empty() {
+            return;
+        }
+        let per_file = self
+            .sink
+            .as_ref()
+            .map_or(25, Sink::max_events_per_request)
+            .max(1);
+        for chunk in records.chunks(per_file) {
+            let stored = self
+                .store
+                .as_ref()
+                .is_some_and(|store| store.write_usage(chunk).is_ok());
+            if !stored && let Ok(mut unstored) = self.unstored.lock() {
+                unstored.extend(chunk.iter().cloned());
+                let excess = unstored.len().saturating_sub(STORE_FILES);
+                unstored.drain(..excess);
+            }
+        }
+    }
+
+    /// Debug mode: print the batch as it would be sent, send nothing.
+    fn print(&self, pipeline: &Pipeline, anonymous_id: Uuid, records: &[Scrubbed<UsageRecord>]) {
+        let json_sink = Sink::json("https://collect.invalid/");
+        let sink = self.sink.as_ref().unwrap_or(&json_sink);
+        let list: Vec<UsageRecord> = records.iter().map(|r| r.get().clone()).collect();
+        let body = sink.body(
+            anonymous_id,
+            &list,
+            &pipeline.usage_metadata(),
+            &crate::settings::now_rfc3339(),
+        );
+        crate::diag::eprint_line(&format!(
+            "[consentry debug] usage batch for {} ({}; debug mode: not sent):\n{}",
+            sink.display_url(),
+            sink.format_name(),
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        ));
+    }
+
+    /// Stores what is queued, then sends what is due (everything, with a deadline).
+    pub(crate) fn tick(&self, cx: &Context<'_>, deadline: Option<Instant>) {
+        let _sending = match deadline {
+            Some(d) => match lock_until(&self.sending, d) {
+                Some(g) => g,
+                None => return,
+            },
+            None => match self.sending.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            },
+        };
+        self.stash(cx.pipeline, cx.anonymous_id);
+        if deadline.is_none() && self.time_until_due() != Some(Duration::ZERO) {
+            return;
+        }
+        let Some(sink) = &self.sink else { return };
+        if self.debug {
+            return;
+        }
+        let now = SystemTime::now();
+        if let Some(file) = &self.pauses
+            && Pauses::load(file).usage.holds(&sink.display_url(), now)
+        {
+            return;
+        }
+        // Events kept in memory first (they have no file), then the store, oldest first.
+        let unstored = self
+            .unstored
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default();
+        if !unstored.is_empty() {
+            let records: Vec<UsageRecord> = unstored.iter().map(|r| r.get().clone()).collect();
+            if !self.send_batch(cx, sink, &records, deadline) {
+                if let Ok(mut u) = self.unstored.lock() {
+                    u.extend(unstored);
+                }
+                return;
+            }
+        }
+        let Some(store) = &self.store else { return };
+        let files = self.stored_files();
+        let max = sink.max_events_per_request().max(1);
+        let mut i = 0;
+        while i < files.len() {
+            // Whole files, up to the sink's limit per request.
+            let mut batch: Vec<UsageRecord> = Vec::new();
+            let mut taken: Vec<&PathBuf> = Vec::new();
+            while let Some(path) = files.get(i) {
+                let Some(records) = store.read_usage(path) else {
+                    // Not ours or damaged: it can never be sent.
+                    store.remove(path);
+                    i += 1;
+                    continue;
+                };
+                if !batch.is_empty() && batch.len() + records.get().len() > max {
+                    break;
+                }
+                batch.extend(records.get().iter().cloned());
+                taken.push(path);
+                i += 1;
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            if !self.send_batch(cx, sink, &batch, deadline) {
+                return;
+            }
+            for path in taken {
+                store.remove(path);
+            }
+        }
+    }
+
+    /// Sends one request. `true`: the batch is done with (accepted, or refused for good).
+    fn send_batch(
+        &self,
+        cx: &Context<'_>,
+        sink: &Sink,
+        records: &[UsageRecord],
+        deadline: Option<Instant>,
+    ) -> bool {
+        let timeout = deadline.map_or(BACKGROUND_TIMEOUT, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let body = sink.body(
+            cx.anonymous_id,
+            records,
+            &cx.pipeline.usage_metadata(),
+            &crate::settings::now_rfc3339(),
+        );
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let url = sink.url();
+        let shown = sink.display_url();
+        let outcome = cx.egress.send(
+            cx.gate,
+            Request {
+                kind: egress::Kind::Usage,
+                url: &url,
+                shown_url: &shown,
+                headers: sink.headers(),
+                body: &bytes,
+                record: body,
+                timeout,
+            },
+        );
+        self.settle(&shown, &outcome)
+    }
+
+    fn settle(&self, endpoint: &str, outcome: &Outcome) -> bool {
+        let now = SystemTime::now();
+        if let (Some(file), Some(_)) = (&self.pauses, outcome.answered()) {
+            Pauses::record_answer(file, egress::Kind::Usage, endpoint);
+        }
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        match outcome {
+            Outcome::Accepted { .. } | Outcome::Rejected(_) => {
+                state.last_sent = Some(Instant::now());
+                state.retry_at = None;
+                state.backoff = None;
+                if let Outcome::Rejected(status) = outcome {
+                    crate::diag::warn_once("usage-rejected", || {
+                        format!(
+                            "the usage endpoint refused a batch (HTTP {status}); it was dropped"
+                        )
+                    });
+                }
+                true
+            }
+            Outcome::Paused { until, .. } => {
+                if let Some(file) = &self.pauses {
+                    Pauses::record_pause(file, egress::Kind::Usage, endpoint, *until);
+                }
+                false
+            }
+            Outcome::Retry { error, .. } => {
+                let delay = state.backoff.map_or(Duration::from_secs(1), |d| {
+                    (d * 2).min(Duration::from_secs(300))
+                });
+                state.backoff = Some(delay);
+                state.retry_at = Some(Instant::now() + delay);
+                if let (Some(file), Some(crate::http::NetError::Timeout(_))) = (&self.pauses, error)
+                {
+                    Pauses::record_unreachable(file, egress::Kind::Usage, endpoint, now);
+                }
+                false
+            }
+            Outcome::NotAllowed => false,
+        }
+    }
+
+    /// Consent for usage withdrawn: everything waiting is deleted, in memory and on disk.
+    pub(crate) fn clear(&self) {
+        self.queue.clear();
+        if let Ok(mut u) = self.unstored.lock() {
+            u.clear();
+        }
+        if let Some(store) = &self.store {
+            store.clear();
+        }
+    }
+}
+
+/// Sends one deletion request carrying only `id` (the one request sent without consent: it
+/// is the user's request to be forgotten). Returns whether the sink accepted it. Nothing is
+/// sent to a sink that fails validation, nor in debug mode, which prints the request
+/// instead (it stays owed, for a later run).
+pub(crate) fn send_deletion(
+    egress: &Egress,
+    sink: &Sink,
+    id: Uuid,
+    timeout: Duration,
+    debug: bool,
+) -> bool {
+    let Some(body) = sink.deletion_body(id, &crate::settings::now_rfc3339()) else {
+        return false;
+    };
+    if sink.validate().is_err() {
+        return false;
+    }
+    if debug {
+        crate::diag::eprint_line(&format!(
+            "[consentry debug] deletion request for {} (debug mode: not sent):\n{}",
+            sink.display_url(),
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        ));
+        return false;
+    }
+    /// The deletion request needs no consent; the gate is not asked for it.
+    struct NoConsentNeeded;
+    impl Gate for NoConsentNeeded {
+        fn allows(&self, _: egress::Kind) -> bool {
+            false
+        }
+    }
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let url = sink.url();
+    let shown = sink.display_url();
+    let outcome = egress.send(
+        &NoConsentNeeded,
+        Request {
+            kind: egress::Kind::Deletion,
+            url: &url,
+            shown_url: &shown,
+            headers: sink.headers(),
+            body: &bytes,
+            record: body,
+            timeout,
+        },
+    );
+    matches!(outcome, Outcome::Accepted { .. })
+}
