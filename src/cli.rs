@@ -392,6 +392,9 @@ fn settings_cmd(
         settings.reset()?;
     } else if !changes.is_empty() {
         settings.update_via(changes, ConsentSource::Cli)?;
+        // A "no" here has the effects of `disable`: what waits is deleted now.
+        let no = crate::gate::recorded_no(settings.data());
+        crate::control::forget_waiting(&crate::paths::Paths::of(config), no.crash, no.usage);
     }
     if json {
         writeln!(out, "{}", pretty(&settings.to_json()))?;

@@ -183,7 +183,7 @@ impl Config {
             data_dir: None,
             allow_ci: false,
             flush_timeout: Duration::from_secs(2),
-            usage_flush_timeout: Duration::from_secs(1),
+            usage_flush_timeout: Duration::from_millis(300),
             usage_interval: Duration::from_secs(30),
             usage_queue_capacity: 25,
             outbox_max_envelopes: 100,
@@ -294,7 +294,7 @@ impl Config {
         self
     }
 
-    /// How long dropping the guard may wait for queued usage pings. Default 1 s.
+    /// How long dropping the guard may wait for queued usage pings. Default 300 ms: a short CLI should not wait long for a sink; what is not sent in time stays on disk for the next run.
     ///
     /// ```
     /// let config = consentry::Config::new("myapp", "1.0.0")

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::paths::Paths;
-use crate::settings::{Consent, ConsentSource, Settings, SettingsData, SettingsError};
+use crate::settings::{ConsentSource, Settings, SettingsError};
 
 /// Which kind of reporting `enable` and `disable` act on.
 ///
@@ -55,9 +55,17 @@ pub struct Disabled {
     pub deletion_pending: bool,
 }
 
-/// Whether consent for either kind was given and so the anonymous id may have been sent.
-fn id_may_have_been_used(d: &SettingsData) -> bool {
-    d.consent.decided && d.consent.granted
+/// Deletes what waits to be sent for the kinds whose consent was withdrawn: the crash
+/// outbox, the usage store. Returns how many crash reports were deleted.
+pub(crate) fn forget_waiting(paths: &Paths, crash: bool, usage: bool) -> usize {
+    let mut deleted = 0;
+    if crash && let Some(dir) = paths.outbox_dir() {
+        deleted = crate::outbox::Outbox::new(dir, usize::MAX, u64::MAX).clear();
+    }
+    if usage && let Some(dir) = paths.usage_dir() {
+        crate::outbox::Outbox::usage(dir, usize::MAX, u64::MAX).clear();
+    }
+    deleted
 }
 
 /// Gives consent for `scope`, recorded as coming from `via`.
@@ -87,7 +95,7 @@ pub(crate) fn enable_settings(
                 }
             }
         }
-        d.consent = Consent::record(true, via);
+        d.consent.decide(true, via);
     })
 }
 
@@ -102,7 +110,7 @@ pub(crate) fn record_answer(
     } else {
         settings.modify(|d| {
             d.sync = false;
-            d.consent = Consent::record(false, via);
+            d.consent.decide(false, via);
         })
     }
 }
@@ -116,21 +124,18 @@ fn disable_settings(
 ) -> Result<Option<Uuid>, SettingsError> {
     let retired = std::cell::Cell::new(None);
     settings.withdraw(|d| {
-        let used = id_may_have_been_used(d);
         match scope {
             Scope::All => {
                 d.sync = false;
-                d.consent = Consent::record(false, via);
+                d.consent.decide(false, via);
             }
             Scope::Crash => d.crash_reports = false,
             Scope::Usage => d.usage = false,
         }
-        if scope != Scope::Crash {
-            if used && !d.pending_deletion.contains(&d.anonymous_id) {
-                d.pending_deletion.push(d.anonymous_id);
-                retired.set(Some(d.anonymous_id));
-            }
-            d.anonymous_id = Uuid::new_v4();
+        if scope != Scope::Crash
+            && let Some(old) = d.retire_id()
+        {
+            retired.set(Some(old));
         }
     })?;
     Ok(retired.get())
@@ -196,12 +201,7 @@ pub(crate) fn disable_with(
         id_rotated: usage,
         ..Disabled::default()
     };
-    if crash && let Some(dir) = paths.outbox_dir() {
-        done.outbox_deleted = crate::outbox::Outbox::new(dir, usize::MAX, u64::MAX).clear();
-    }
-    if usage && let Some(dir) = paths.usage_dir() {
-        crate::outbox::Outbox::usage(dir, usize::MAX, u64::MAX).clear();
-    }
+    done.outbox_deleted = forget_waiting(&paths, crash, usage);
     let mut settings = Settings::load_for(config, &paths)?;
     let retired = disable_settings(&mut settings, scope, via)?;
     if let Some(old) = retired {

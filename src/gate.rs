@@ -67,6 +67,16 @@ pub(crate) fn load_settings(config: &Config, paths: &Paths) -> Result<Settings, 
     Ok(settings)
 }
 
+/// The kinds a settings file records a "no" for (not a rule of the environment: those
+/// are not the user's decision about what waits).
+pub(crate) fn recorded_no(data: &crate::settings::SettingsData) -> Withdrawn {
+    let declined = !data.sync || (data.consent.decided && !data.consent.granted);
+    Withdrawn {
+        crash: declined || !data.crash_reports,
+        usage: declined || !data.usage,
+    }
+}
+
 /// What a re-read found withdrawn.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Withdrawn {
@@ -183,5 +193,79 @@ impl ConsentOnDisk {
         merged.usage &= was.usage;
         self.set_decision(merged);
         withdrawn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::SettingsData;
+
+    fn on() -> Decision {
+        let mut d = Decision::off("x");
+        d.crash = true;
+        d.usage = true;
+        d
+    }
+
+    #[test]
+    fn a_no_written_elsewhere_is_seen_at_the_next_check_and_a_yes_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::new("app", "1.0")
+            .config_dir(dir.path())
+            .data_dir(dir.path());
+        let env = EnvSnapshot::from_pairs([("APP_TELEMETRY", "1")]);
+        let paths = Paths::resolve(&config, &env);
+        let path = paths.settings_file().unwrap();
+        let mut s = Settings::load_from(&path).unwrap();
+        let gate = ConsentOnDisk::new(config, env, paths, on(), (Uuid::nil(), String::new()));
+        gate.remember_version();
+        assert_eq!(gate.recheck(), Withdrawn::default(), "nothing changed");
+        s.update([("crash_reports", false)]).unwrap();
+        assert_eq!(
+            gate.recheck(),
+            Withdrawn {
+                crash: true,
+                usage: false
+            }
+        );
+        assert!(!gate.decision().crash && gate.decision().usage);
+        // A "yes" given in another process waits for the next start.
+        s.update([("crash_reports", true)]).unwrap();
+        assert_eq!(gate.recheck(), Withdrawn::default());
+        assert!(!gate.decision().crash);
+    }
+
+    #[test]
+    fn an_unreadable_file_withdraws_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::new("app", "1.0")
+            .config_dir(dir.path())
+            .data_dir(dir.path());
+        let env = EnvSnapshot::from_pairs([("APP_TELEMETRY", "1")]);
+        let paths = Paths::resolve(&config, &env);
+        let path = paths.settings_file().unwrap();
+        Settings::load_from(&path).unwrap();
+        let gate = ConsentOnDisk::new(config, env, paths, on(), (Uuid::nil(), String::new()));
+        gate.remember_version();
+        std::fs::write(&path, b"{\"sync\": \"false\"}").unwrap();
+        let w = gate.recheck();
+        assert!(w.crash && w.usage, "{w:?}");
+    }
+
+    #[test]
+    fn recorded_noes() {
+        let mut d = SettingsData::default();
+        assert_eq!(recorded_no(&d), Withdrawn::default());
+        d.usage = false;
+        assert_eq!(
+            recorded_no(&d),
+            Withdrawn {
+                crash: false,
+                usage: true
+            }
+        );
+        d.sync = false;
+        assert!(recorded_no(&d).crash);
     }
 }

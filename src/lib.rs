@@ -61,6 +61,7 @@ mod gate;
 mod http;
 mod identity;
 mod inspect;
+mod level;
 mod outbox;
 mod panic;
 mod paths;
@@ -98,13 +99,13 @@ pub use crate::inspect::{
     PendingReport, Preview, PreviewError, Status, pending_reports, preview, privacy_statement,
     status_of,
 };
+pub use crate::level::Level;
 pub use crate::runtime::Guard;
 pub use crate::settings::{
     Consent, ConsentSource, Recovery, SCHEMA_VERSION, SETTABLE_KEYS, Settings, SettingsError,
 };
 pub use crate::sink::Sink;
 pub use crate::usage::{MAX_NAME_LEN, MAX_PROPS, MAX_VALUE_LEN, Prop, UsageEvent, valid_name};
-pub use sentry::Level;
 
 /// The id of a captured event (a UUID, as Sentry's).
 ///
@@ -251,7 +252,7 @@ pub fn capture_message(message: &str, level: Level) -> Option<EventId> {
         ON => catch_unwind(AssertUnwindSafe(|| {
             let rt = runtime::current()?;
             rt.submit(
-                report::event_from_message(message, level),
+                report::event_from_message(message, level.into()),
                 Kind::Message,
                 false,
             )
@@ -259,7 +260,7 @@ pub fn capture_message(message: &str, level: Level) -> Option<EventId> {
         .ok()
         .flatten(),
         UNINIT => early_outcome(catch_unwind(AssertUnwindSafe(|| {
-            early::capture_message(message, level)
+            early::capture_message(message, level.into())
         }))),
         _ => None,
     }
@@ -323,7 +324,7 @@ pub fn add_breadcrumb(category: &str, message: &str, level: Level) {
         BREADCRUMBS.add(sentry::protocol::Breadcrumb {
             category: Some(bound::cut(category, 128).into_owned()),
             message: Some(bound::cut(message, 1024).into_owned()),
-            level,
+            level: level.into(),
             ..Default::default()
         });
     }

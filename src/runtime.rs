@@ -33,7 +33,7 @@ use crate::paths::Paths;
 use crate::ping::Pings;
 use crate::pipeline::{Pipeline, Scrubbed, Stack, Verdict};
 use crate::report::{BREADCRUMBS, Captured, Kind};
-use crate::settings::{Consent, ConsentSource, Settings};
+use crate::settings::{ConsentSource, Settings};
 use crate::switch;
 use crate::transport::SentryTarget;
 use crate::upload::{Uploads, lock_until};
@@ -215,13 +215,28 @@ pub(crate) fn init(config: Config) -> Guard {
             )
         })
         .unwrap_or_else(|_| (Uuid::nil(), String::new(), Vec::new()));
+    // A "no" recorded by any means (the CLI, the app's settings screen, an edit of the
+    // file) deletes what waits, as `disable` does, at the latest here.
+    if let Ok(s) = &settings {
+        let no = crate::gate::recorded_no(s.data());
+        if no.crash
+            && let Some(dir) = paths.outbox_dir()
+        {
+            Outbox::new(dir, usize::MAX, u64::MAX).clear();
+        }
+        if no.usage
+            && let Some(dir) = paths.usage_dir()
+        {
+            Outbox::usage(dir, usize::MAX, u64::MAX).clear();
+        }
+    }
     if decision.next == NextStep::Notice
         && let Ok(mut settings) = settings
     {
         diag::eprint_line(&consent::notice(&config));
         let recorded = settings.modify(|d| {
             d.notice_shown_at = Some(crate::settings::now_rfc3339());
-            d.consent = Consent::record(true, ConsentSource::Default);
+            d.consent.decide(true, ConsentSource::Default);
         });
         if let Err(e) = recorded {
             diag::warn_once("notice-record", || {

@@ -118,6 +118,9 @@ pub struct Consent {
     /// How it was decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<ConsentSource>,
+    /// Consent was given at some point (so the anonymous id may have been sent).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) was_granted: bool,
 }
 
 impl Consent {
@@ -127,7 +130,21 @@ impl Consent {
             granted,
             at: Some(now_rfc3339()),
             via: Some(via),
+            was_granted: granted,
         }
+    }
+
+    /// Records a decision, keeping the memory that consent was once given.
+    pub(crate) fn decide(&mut self, granted: bool, via: ConsentSource) {
+        let was_granted = self.decided_yes_once() || granted;
+        *self = Consent::record(granted, via);
+        self.was_granted = was_granted;
+    }
+
+    /// Whether consent was given at some point, so the anonymous id may have been sent. A
+    /// later "no" does not undo that; an id never used needs no deletion request.
+    pub(crate) fn decided_yes_once(&self) -> bool {
+        (self.decided && self.granted) || self.was_granted
     }
 
     /// The date part (`YYYY-MM-DD`) of `at`.
@@ -206,10 +223,24 @@ impl SettingsData {
         }
     }
 
+    /// Retires the anonymous id (usage consent withdrawn): if it may have been sent, it is
+    /// owed a deletion request; a new random id replaces it. Returns the retired id if one is
+    /// owed.
+    pub(crate) fn retire_id(&mut self) -> Option<Uuid> {
+        let used = self.consent.decided_yes_once();
+        let old = self.anonymous_id;
+        self.anonymous_id = Uuid::new_v4();
+        (used && !self.pending_deletion.contains(&old)).then(|| {
+            self.pending_deletion.push(old);
+            old
+        })
+    }
+
     /// Defaults after an unreadable file was moved to `moved_to`: a recorded "no", so the
     /// next run sends nothing whatever the policy, until the user decides again.
     fn after_corruption(moved_to: &Path) -> SettingsData {
         SettingsData {
+            sync: false,
             consent: Consent::record(false, ConsentSource::Recovered),
             corrupt_copy: Some(moved_to.display().to_string()),
             ..SettingsData::default()
@@ -607,19 +638,33 @@ impl Settings {
             .into_iter()
             .map(|(key, value)| validate_change(key.as_ref(), &value.into()))
             .collect::<Result<Vec<_>, _>>()?;
-        self.modify(|data| {
+        let withdraws = changes.iter().any(|(_, on)| !on);
+        let apply = |data: &mut SettingsData| {
+            let usage_before = data.sync && data.usage;
             for (key, value) in &changes {
                 match *key {
                     "sync" => {
                         data.sync = *value;
-                        data.consent = Consent::record(*value, via);
+                        data.consent.decide(*value, via);
                     }
                     "crash_reports" => data.crash_reports = *value,
                     "usage" => data.usage = *value,
                     _ => {}
                 }
             }
-        })
+            // A "no" to usage here has the effects of `disable`: the id that may have been
+            // sent is retired (its deletion request is sent by the app's next start) and
+            // replaced. Waiting reports are deleted by the next process that reads this "no"
+            // (see `gate`), and at once by the CLI.
+            if usage_before && !(data.sync && data.usage) {
+                data.retire_id();
+            }
+        };
+        if withdraws {
+            self.withdraw(apply)
+        } else {
+            self.modify(apply)
+        }
     }
 
     /// Back to defaults: a new anonymous id and salt, consent undecided, every switch on,

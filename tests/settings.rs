@@ -268,3 +268,22 @@ fn a_read_only_file_system_is_an_error_when_the_file_must_be_created() {
         status.decision.crash_reason
     );
 }
+
+#[test]
+fn a_no_through_update_retires_the_id_as_disable_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.json");
+    let mut s = Settings::load_from(&path).unwrap();
+    // Never granted: the id was never sent, nothing is owed.
+    let first = s.anonymous_id();
+    s.update([("usage", false)]).unwrap();
+    assert_ne!(s.anonymous_id(), first, "a new id");
+    assert!(read(&path).get("pending_deletion").is_none());
+    // Granted, then withdrawn through update: the old id is owed a deletion request.
+    s.update([("sync", true), ("usage", true)]).unwrap();
+    let used = s.anonymous_id();
+    s.update([("sync", false)]).unwrap();
+    assert_ne!(s.anonymous_id(), used);
+    assert_eq!(read(&path)["pending_deletion"][0], used.to_string());
+    assert!(s.consent().decided && !s.consent().granted);
+}

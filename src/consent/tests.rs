@@ -39,6 +39,7 @@ fn settings(s: S) -> Result<SettingsData, &'static str> {
         granted: true,
         at: Some("2026-11-20T10:00:00Z".into()),
         via: Some(via),
+        was_granted: true,
     };
     match s {
         S::Fresh => {}
