@@ -391,3 +391,130 @@ pub(crate) fn send_deletion(
     );
     matches!(outcome, Outcome::Accepted { .. })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{Answer, NetError};
+    use crate::usage::{Prop, Queued};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Answers(Mutex<Vec<Result<u16, ()>>>, Arc<AtomicUsize>);
+    impl egress::Wire for Answers {
+        fn post(
+            &self,
+            _: &str,
+            _: &[(&str, String)],
+            _: &[u8],
+            timeout: Duration,
+        ) -> Result<Answer, NetError> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            let mut a = self.0.lock().unwrap();
+            match if a.is_empty() { Ok(200) } else { a.remove(0) } {
+                Ok(status) => Ok(Answer {
+                    status,
+                    retry_after: None,
+                    sentry_rate_limits: None,
+                }),
+                Err(()) => Err(NetError::Timeout(timeout)),
+            }
+        }
+    }
+    struct Yes;
+    impl Gate for Yes {
+        fn allows(&self, _: egress::Kind) -> bool {
+            true
+        }
+    }
+
+    fn queued(name: &str) -> Queued {
+        Queued {
+            name: name.into(),
+            props: vec![("path".into(), Prop::from("/home/alice/data.csv"))],
+            time: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn pings_wait_on_disk_until_accepted_and_408_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = Pipeline::new(crate::Config::new("app", "1.0"), "salt".into(), Uuid::nil());
+        let pings = || {
+            Pings::new(
+                UsageQueue::new(25),
+                Some(Sink::json("http://127.0.0.1:9/u")),
+                Some(dir.path().join("usage")),
+                Some(dir.path().join("pauses.json")),
+                Duration::from_secs(30),
+                false,
+            )
+        };
+        let seen = Arc::new(AtomicUsize::new(0));
+        let egress = Egress::new(
+            Box::new(Answers(Mutex::new(vec![Ok(408), Ok(200)]), seen.clone())),
+            Some(dir.path().join("sent.jsonl")),
+        );
+        let cx = Context {
+            egress: &egress,
+            gate: &Yes,
+            pipeline: &pipeline,
+            anonymous_id: Uuid::nil(),
+        };
+        // A process that tracks and exits at once: the event is stored, scrubbed, first.
+        let first = pings();
+        first.queue.push(queued("started"));
+        first.stash(&pipeline, Uuid::nil());
+        let store = Outbox::usage(dir.path().join("usage"), 100, 1 << 20);
+        assert_eq!(store.list().len(), 1);
+        let stored = std::fs::read_to_string(&store.list()[0].path).unwrap();
+        assert!(!stored.contains("alice"), "{stored}");
+        // Its send gets a 408: kept.
+        first.tick(&cx, Some(Instant::now() + Duration::from_secs(1)));
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        assert_eq!(store.list().len(), 1, "408 keeps the batch");
+        // The next process sends it.
+        let second = pings();
+        second.tick(&cx, Some(Instant::now() + Duration::from_secs(1)));
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        assert!(store.list().is_empty());
+        assert_eq!(crate::audit::read(&dir.path().join("sent.jsonl")).len(), 2);
+    }
+
+    #[test]
+    fn an_endpoint_that_timed_out_is_skipped_by_the_next_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = Pipeline::new(crate::Config::new("app", "1.0"), "salt".into(), Uuid::nil());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let egress = Egress::new(
+            Box::new(Answers(Mutex::new(vec![Err(())]), seen.clone())),
+            None,
+        );
+        let cx = Context {
+            egress: &egress,
+            gate: &Yes,
+            pipeline: &pipeline,
+            anonymous_id: Uuid::nil(),
+        };
+        for _ in 0..3 {
+            let p = Pings::new(
+                UsageQueue::new(25),
+                Some(Sink::json("http://127.0.0.1:9/u")),
+                Some(dir.path().join("usage")),
+                Some(dir.path().join("pauses.json")),
+                Duration::from_secs(30),
+                false,
+            );
+            p.queue.push(queued("run"));
+            p.tick(&cx, Some(Instant::now() + Duration::from_secs(1)));
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "one timeout, then skipped");
+        assert_eq!(
+            Outbox::usage(dir.path().join("usage"), 100, 1 << 20)
+                .list()
+                .len(),
+            3,
+            "nothing lost"
+        );
+    }
+}

@@ -308,3 +308,176 @@ impl Uploads {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::SystemClock;
+    use crate::http::{Answer, NetError};
+    use crate::pipeline::{Pipeline, Stack, Verdict};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A server that answers each request with the next status of its list (then 200), and
+    /// counts the requests.
+    struct Scripted {
+        statuses: Mutex<Vec<u16>>,
+        seen: Arc<AtomicUsize>,
+    }
+    impl egress::Wire for Scripted {
+        fn post(
+            &self,
+            _: &str,
+            _: &[(&str, String)],
+            _: &[u8],
+            _: Duration,
+        ) -> Result<Answer, NetError> {
+            self.seen.fetch_add(1, Ordering::SeqCst);
+            let mut s = self.statuses.lock().unwrap();
+            let status = if s.is_empty() { 200 } else { s.remove(0) };
+            Ok(Answer {
+                status,
+                retry_after: (status == 429).then(|| "1e12".to_owned()),
+                sentry_rate_limits: None,
+            })
+        }
+    }
+
+    /// Consent that says yes for the first `n` asks, then no (a "no" given mid-flush).
+    struct YesFor(AtomicUsize);
+    impl Gate for YesFor {
+        fn allows(&self, _: egress::Kind) -> bool {
+            self.0
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        }
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        outbox: Outbox,
+        uploads: Uploads,
+        egress: Egress,
+        dedup: Dedup,
+        seen: Arc<AtomicUsize>,
+        pauses: PathBuf,
+    }
+
+    fn setup(reports: usize, statuses: Vec<u16>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::new(dir.path().join("outbox"), 1000, 1 << 30);
+        let pipeline = Pipeline::new(
+            crate::Config::new("app", "1.0"),
+            String::new(),
+            uuid::Uuid::nil(),
+        );
+        for i in 0..reports {
+            let captured = crate::report::Captured {
+                event: crate::report::event_from_message(&format!("m{i}"), sentry::Level::Error),
+                backtrace: None,
+                breadcrumb_seq: 0,
+                kind: crate::report::Kind::Message,
+            };
+            let Verdict::Keep { event, .. } =
+                pipeline.run(captured, Stack::Addresses, None, uuid::Uuid::nil())
+            else {
+                panic!("kept")
+            };
+            outbox.write(event.event_id().unwrap(), &event).unwrap();
+        }
+        let dsn: sentry::types::Dsn = "http://key@127.0.0.1:9/1".parse().unwrap();
+        let pauses = dir.path().join("pauses.json");
+        let seen = Arc::new(AtomicUsize::new(0));
+        Setup {
+            uploads: Uploads::new(
+                SentryTarget::new(&dsn),
+                outbox.clone(),
+                Some(pauses.clone()),
+            ),
+            egress: Egress::new(
+                Box::new(Scripted {
+                    statuses: Mutex::new(statuses),
+                    seen: seen.clone(),
+                }),
+                Some(dir.path().join("sent.jsonl")),
+            ),
+            dedup: Dedup::new(Duration::from_secs(60), Box::new(SystemClock)),
+            outbox,
+            seen,
+            pauses,
+            _dir: dir,
+        }
+    }
+
+    fn flush(s: &Setup, gate: &dyn Gate) -> Option<Outcome> {
+        let cx = Context {
+            egress: &s.egress,
+            gate,
+            dedup: &s.dedup,
+        };
+        s.uploads
+            .run(&cx, Some(Instant::now() + Duration::from_secs(5)), None)
+    }
+
+    #[test]
+    fn consent_is_asked_before_every_request() {
+        let s = setup(10, vec![]);
+        flush(&s, &YesFor(AtomicUsize::new(3)));
+        assert_eq!(s.seen.load(Ordering::SeqCst), 3, "the fourth ask said no");
+        assert_eq!(s.outbox.list().len(), 7);
+    }
+
+    #[test]
+    fn accepted_and_rejected_are_removed_retry_is_kept_in_order() {
+        let s = setup(3, vec![200, 400, 503]);
+        let last = flush(&s, &YesFor(AtomicUsize::new(100)));
+        assert!(matches!(
+            last,
+            Some(Outcome::Retry {
+                status: Some(503),
+                ..
+            })
+        ));
+        assert_eq!(s.outbox.list().len(), 1, "the 5xx one waits");
+        // The worker backs off; a flush tries again at once.
+        let cx = Context {
+            egress: &s.egress,
+            gate: &YesFor(AtomicUsize::new(100)),
+            dedup: &s.dedup,
+        };
+        assert!(s.uploads.run(&cx, None, None).is_none(), "backing off");
+        flush(&s, &YesFor(AtomicUsize::new(100)));
+        assert!(s.outbox.list().is_empty());
+    }
+
+    #[test]
+    fn a_hostile_pause_is_clamped_and_kept_on_disk() {
+        let s = setup(2, vec![429]);
+        flush(&s, &YesFor(AtomicUsize::new(100)));
+        assert_eq!(s.seen.load(Ordering::SeqCst), 1, "nothing after the 429");
+        let now = SystemTime::now();
+        let until = Pauses::load(&s.pauses).crash.paused_until(now).unwrap();
+        assert!(until <= now + egress::MAX_SERVER_PAUSE);
+        // A later run honours it without asking the server.
+        assert!(flush(&s, &YesFor(AtomicUsize::new(100))).is_none());
+        assert_eq!(s.seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_claimed_file_is_not_sent_twice() {
+        let s = setup(1, vec![]);
+        let path = s.outbox.list()[0].path.clone();
+        let claim = s.uploads.claims.take(&path).unwrap();
+        let cx = Context {
+            egress: &s.egress,
+            gate: &YesFor(AtomicUsize::new(100)),
+            dedup: &s.dedup,
+        };
+        // The worker moves on; a flush would wait for the claim (until its deadline).
+        s.uploads.run(&cx, None, None);
+        assert_eq!(s.seen.load(Ordering::SeqCst), 0);
+        drop(claim);
+        s.uploads.run(&cx, None, None);
+        assert_eq!(s.seen.load(Ordering::SeqCst), 1);
+    }
+}
