@@ -25,6 +25,27 @@ use crate::walk;
 /// many passes is an error (fail closed) rather than output that a second scrub would change.
 const MAX_PASSES: usize = 8;
 
+/// The longest string scrubbed, in bytes. A longer one is an error (fail closed): the work
+/// per string stays bounded whatever the input. Scrubbing is linear in the string's length,
+/// so this bounds the time too (about a second per 32 MiB in a release build).
+pub const MAX_STRING_BYTES: usize = 64 << 20;
+
+/// What [`Inner::scrub_str`] returns for a string over [`MAX_STRING_BYTES`] in place of a
+/// number of passes.
+pub(crate) const TOO_LONG: usize = 0;
+
+/// The error for a string that did not settle after `passes` passes, or was too long.
+pub(crate) fn str_error(path: String, passes: usize) -> ScrubError {
+    if passes == TOO_LONG {
+        ScrubError::TooLong {
+            path,
+            limit: MAX_STRING_BYTES,
+        }
+    } else {
+        ScrubError::Unstable { path, passes }
+    }
+}
+
 /// After this many rejected matches in one string, or once the rejected matches add up to
 /// more than twice the string's length, a rule resumes its search after a rejected match
 /// instead of one character into it: the search stays linear on huge adversarial input.
@@ -688,6 +709,9 @@ impl Inner {
         text: &str,
         hits: &mut Hits,
     ) -> Result<Option<String>, usize> {
+        if text.len() > MAX_STRING_BYTES {
+            return Err(TOO_LONG);
+        }
         let mut current: Option<String> = None;
         for _ in 0..MAX_PASSES {
             let source = current.as_deref().unwrap_or(text);
@@ -867,7 +891,8 @@ impl Inner {
         self.apply_edits(text2, &edits, hits).or(first)
     }
 
-    /// Spans of placeholders (and hashes) already in `text`, which no rule may touch.
+    /// Spans of placeholders (and hashes) already in `text`, which no rule may touch: sorted
+    /// and disjoint, so that an edit is checked against them by binary search.
     fn protected(&self, text: &str) -> Vec<Range<usize>> {
         let mut spans = Vec::new();
         if !text.contains('<') {
@@ -884,7 +909,15 @@ impl Inner {
             }
             from = start + 1;
         }
-        spans
+        spans.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(spans.len());
+        for span in spans {
+            match merged.last_mut() {
+                Some(last) if span.start < last.end => last.end = last.end.max(span.end),
+                _ => merged.push(span),
+            }
+        }
+        merged
     }
 
     /// Applies non-overlapping edits left to right; `None` if nothing changed.
@@ -898,12 +931,13 @@ impl Inner {
         let mut changed = false;
         for edit in edits {
             let range = &edit.range;
-            if range.start < last
-                || range.is_empty()
-                || protected
-                    .iter()
-                    .any(|p| p.start < range.end && range.start < p.end)
-            {
+            if range.start < last || range.is_empty() {
+                continue;
+            }
+            // The first protected span ending after the edit starts; it overlaps the edit if
+            // it also starts before the edit ends (spans are sorted and disjoint).
+            let first = protected.partition_point(|p| p.end <= range.start);
+            if protected.get(first).is_some_and(|p| p.start < range.end) {
                 continue;
             }
             let (Some(original), Some(before)) =
@@ -1084,6 +1118,9 @@ impl Scrubber {
     /// [`ScrubError`] if the text would not settle.
     pub fn scrub_text(&self, text: &str) -> Result<(String, Report), ScrubError> {
         let inner = &self.inner;
+        if text.len() > MAX_STRING_BYTES {
+            return Err(str_error(String::new(), TOO_LONG));
+        }
         let mut known = Learned::default();
         identity::learn_from_str(text, &mut known);
         let mut report = Report::new();
@@ -1095,10 +1132,7 @@ impl Scrubber {
             let mut hits = Hits::new();
             let result = inner
                 .scrub_str(&ctx, &current, &mut hits)
-                .map_err(|passes| ScrubError::Unstable {
-                    path: String::new(),
-                    passes,
-                })?;
+                .map_err(|passes| str_error(String::new(), passes))?;
             inner.record(&hits, "", &mut report);
             let Some(next) = result else {
                 return Ok((current, report));

@@ -85,6 +85,15 @@ pub enum ScrubError {
         /// How many passes over the string (or walks over the event) were made.
         passes: usize,
     },
+    /// A string was longer than [`MAX_STRING_BYTES`](crate::MAX_STRING_BYTES): it is not
+    /// scrubbed, and the value must be dropped like any other that failed.
+    #[error("string at `{path}` is longer than {limit} bytes")]
+    TooLong {
+        /// The field path of the string (array indices shown as `[]`).
+        path: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// An internal invariant of the engine did not hold.
     #[error("internal scrubber error at `{path}`: {message}")]
     Internal {

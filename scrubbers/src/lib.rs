@@ -140,7 +140,7 @@ mod walk;
 
 pub use builtin::builtin_rules;
 pub use config::{Redaction, RuleConfig, RuleKind, RulePack};
-pub use engine::{Scrubber, ScrubberBuilder};
+pub use engine::{MAX_STRING_BYTES, Scrubber, ScrubberBuilder};
 pub use error::{BuildError, ScrubError};
 pub use hash::hash_with_salt;
 pub use report::{Report, ReportEntry};

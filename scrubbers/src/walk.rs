@@ -107,6 +107,8 @@ fn learn(inner: &Inner, root: &Value, learned: &mut Learned) {
     let mut stack: Vec<&Value> = vec![root];
     while let Some(value) = stack.pop() {
         match value {
+            // Too long to scrub: the walk fails on it anyway.
+            Value::String(s) if s.len() > crate::MAX_STRING_BYTES => {}
             Value::String(s) => inner.learn(s, learned),
             Value::Array(items) => stack.extend(items.iter().rev()),
             Value::Object(map) => {
@@ -289,10 +291,7 @@ impl Walk<'_> {
     }
 
     fn unstable(path: &[Seg<'_>], passes: usize) -> ScrubError {
-        ScrubError::Unstable {
-            path: format_path(path),
-            passes,
-        }
+        crate::engine::str_error(format_path(path), passes)
     }
 
     /// Scrubs a leaf, or pushes a frame for a container. Returns whether a frame was pushed.
