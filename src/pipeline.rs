@@ -89,12 +89,14 @@ impl Scrubbed<Vec<UsageRecord>> {
 }
 
 /// How a run treats the stack trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Stack {
     /// Symbolicate it (function, file, line).
     Symbolicate,
     /// Bare addresses: past a flush's deadline, or the panic report's first copy.
     Addresses,
+    /// Already made by the caller (symbolicated within a deadline on another thread).
+    Given(Option<sentry::protocol::Stacktrace>),
 }
 
 /// What became of an event.
@@ -218,11 +220,15 @@ impl Pipeline {
             breadcrumb_seq,
             kind,
         } = captured;
+        // Where it was captured, for step 6, before step 3 consumes the raw stack.
+        let dedup_key = (kind != Kind::Panic && repeats.is_some())
+            .then(|| report::dedup_key(&event, backtrace.as_ref()));
         // 3.
         if let Some(mut bt) = backtrace {
             let st = match stack {
                 Stack::Symbolicate => report::stacktrace_from(&mut bt),
                 Stack::Addresses => report::stacktrace_unresolved(&bt),
+                Stack::Given(st) => st,
             };
             attach_stacktrace(&mut event, st);
         }
@@ -233,16 +239,11 @@ impl Pipeline {
             return Verdict::Dropped;
         }
         // 6.
-        let dedup_key = match (kind, repeats) {
-            (Kind::Panic, _) | (_, None) => None,
-            (_, Some(repeats)) => {
-                let key = report::dedup_key(&event);
-                if repeats.is_repeat(&key) {
-                    return Verdict::Repeat;
-                }
-                Some(key)
-            }
-        };
+        if let (Some(key), Some(repeats)) = (&dedup_key, repeats)
+            && repeats.is_repeat(key)
+        {
+            return Verdict::Repeat;
+        }
         // 7.
         self.enrichment(anonymous_id).apply(&mut event);
         let Ok(value) = serde_json::to_value(&event) else {

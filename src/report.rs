@@ -367,24 +367,20 @@ fn is_machinery(frame: &Frame) -> bool {
     func == "<unknown>" || MACHINERY.iter().any(|m| func.starts_with(m))
 }
 
-/// The key under which repeats of the same error are counted: the exception type and the
-/// location (the innermost in-app frame), or the message.
-pub(crate) fn dedup_key(event: &Event<'static>) -> String {
+/// The key under which repeats of the same error are counted: the exception types and
+/// where it was captured (the raw return addresses of the capturing thread's stack, which
+/// do not depend on whether symbolication had time to run), or, without a backtrace, the
+/// types and the message.
+pub(crate) fn dedup_key(event: &Event<'static>, stack: Option<&backtrace::Backtrace>) -> String {
+    use std::hash::{Hash, Hasher};
+    let location = stack.map(|bt| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for frame in bt.frames() {
+            (frame.ip() as usize).hash(&mut h);
+        }
+        format!("{:016x}", h.finish())
+    });
     if let Some(top) = event.exception.last() {
-        let location = top
-            .stacktrace
-            .as_ref()
-            .and_then(|st| st.frames.iter().rev().find(|f| f.in_app == Some(true)))
-            .map(|f| {
-                format!(
-                    "{}:{}",
-                    f.filename
-                        .as_deref()
-                        .or(f.function.as_deref())
-                        .unwrap_or("?"),
-                    f.lineno.unwrap_or(0)
-                )
-            });
         let types: Vec<&str> = event.exception.iter().map(|e| e.ty.as_str()).collect();
         match location {
             Some(location) => format!("{}@{location}", types.join("<")),

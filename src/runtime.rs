@@ -113,6 +113,11 @@ pub(crate) struct Runtime {
     panics_in_progress: AtomicUsize,
     stop: AtomicBool,
     worker_started: AtomicBool,
+    /// A flush with a deadline is waiting: the worker stops symbolicating (which can take
+    /// seconds in a large debug binary) so the reports are stored and sent in time.
+    flushing: AtomicUsize,
+    /// Until when the waiting flush lets symbolication go on (half its deadline).
+    flush_symbols_until: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -326,6 +331,8 @@ impl Runtime {
             panics_in_progress: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             worker_started: AtomicBool::new(false),
+            flushing: AtomicUsize::new(0),
+            flush_symbols_until: Mutex::new(None),
             paths,
             config,
         }
@@ -507,12 +514,21 @@ impl Runtime {
         wait.max(Duration::from_millis(5))
     }
 
-    /// Runs queued jobs. Past `deadline` (a flush's), events are still stored, but with
-    /// bare addresses instead of a symbolicated stack trace: symbolication can take seconds,
-    /// and a flush must not wait longer than its deadline.
+    /// Runs queued jobs. Past 3/4 of `deadline` (a flush's), or on the worker while a flush
+    /// waits, events are still stored, but with bare addresses instead of a symbolicated
+    /// stack trace: symbolication can take seconds, and a flush must leave time to send.
     fn run_jobs(&self, deadline: Option<Instant>) {
+        let start = Instant::now();
+        let symbolicate_until =
+            deadline.map(|d| start + d.saturating_duration_since(start) * 3 / 4);
         loop {
             // A flush waits for the worker's current job only until its deadline.
+            // While a flush runs, the queue is the flush's: the worker finishes the job it
+            // has (symbolication cut short) and leaves the rest, so no job is taken by a
+            // thread that the end of the process would stop half-way.
+            if deadline.is_none() && self.flushing.load(Ordering::Acquire) > 0 {
+                break;
+            }
             let _turn = match deadline {
                 Some(d) => match lock_until(&self.turn, d) {
                     Some(turn) => turn,
@@ -524,15 +540,58 @@ impl Runtime {
             match job {
                 Job::Capture(captured) => {
                     if switch::crash_on() {
-                        let stack = if deadline.is_none_or(|d| Instant::now() < d) {
-                            Stack::Symbolicate
-                        } else {
-                            Stack::Addresses
-                        };
+                        let stack = self.stack_within(&captured, symbolicate_until);
                         self.process(*captured, stack);
                     }
                 }
                 Job::Deletion(id) => self.send_deletion(id),
+            }
+        }
+    }
+
+    /// The capture's stack trace, symbolicated on a helper thread and waited for only while
+    /// there is time: until `until` (a flush's), or on the worker until a flush starts.
+    /// Symbolication of a large debug binary can take seconds; past that, the report keeps
+    /// bare addresses (a server with the debug files symbolicates them) and is sent in time.
+    fn stack_within(&self, captured: &Captured, until: Option<Instant>) -> Stack {
+        let Some(bt) = &captured.backtrace else {
+            return Stack::Addresses;
+        };
+        let out_of_time = || match until {
+            Some(t) => Instant::now() >= t,
+            None if self.flushing.load(Ordering::Acquire) > 0 => self
+                .flush_symbols_until
+                .lock()
+                .ok()
+                .and_then(|t| *t)
+                .is_none_or(|t| Instant::now() >= t),
+            None => false,
+        };
+        if out_of_time() {
+            return Stack::Addresses;
+        }
+        let mut copy = bt.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("consentry-symbols".into())
+            .spawn(move || {
+                crate::panic::mark_internal_thread();
+                let st = catch_unwind(AssertUnwindSafe(|| {
+                    crate::report::stacktrace_from(&mut copy)
+                }));
+                let _ = tx.send(st.ok().flatten());
+            });
+        if spawned.is_err() {
+            return Stack::Symbolicate;
+        }
+        loop {
+            match rx.recv_timeout(Duration::from_millis(10)) {
+                Ok(st) => return Stack::Given(st),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Stack::Addresses,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if out_of_time() => {
+                    return Stack::Addresses;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
         }
     }
@@ -720,10 +779,17 @@ impl Runtime {
         }
         // Usage first: its budget is short, and a ping stored now is not lost even if it
         // cannot be sent in time.
+        if let Ok(mut t) = self.flush_symbols_until.lock() {
+            let now = Instant::now();
+            // Three quarters of the deadline for symbols, the rest to scrub and send.
+            *t = Some(now + crash_deadline.saturating_duration_since(now) * 3 / 4);
+        }
+        self.flushing.fetch_add(1, Ordering::AcqRel);
         if switch::usage_on() {
             self.usage_tick(Some(usage_deadline));
         }
         self.run_jobs(Some(crash_deadline));
+        self.flushing.fetch_sub(1, Ordering::AcqRel);
         if switch::crash_on() {
             self.expire_dedup(all_repeats);
             self.upload(Some(crash_deadline), None);

@@ -10,6 +10,8 @@ use std::path::Path;
 fn edges(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut out = BTreeMap::new();
     let mut add = |module: &str, text: &str| {
+        // Unit tests may reach anywhere; the layers are about the code they test.
+        let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text);
         let deps: &mut BTreeSet<String> = out.entry(module.to_owned()).or_default();
         for line in text.lines() {
             let code = line.split("//").next().unwrap_or("");
@@ -200,7 +202,7 @@ fn one_egress_gate() {
         let text = std::fs::read_to_string(&path).expect("read");
         for (n, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
-            let calls_client = code.contains("http::post") || code.contains("http::{");
+            let calls_client = code.contains("http::post") || code.contains("http::Agent");
             if calls_client && name != "egress.rs" {
                 problems.push(format!(
                     "{name}:{}: only egress.rs may call the HTTP client",
