@@ -4,7 +4,8 @@
 //! They live below everything else so that the consent gate can turn reporting off without
 //! knowing the runtime, and the runtime can tell a forked child from its parent.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// `init` has not run: captures go to the early buffer.
 pub(crate) const UNINIT: u8 = 0;
@@ -19,8 +20,9 @@ pub(crate) const ON: u8 = 3;
 pub(crate) static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// The usage-ping switch, read by every `track`.
 pub(crate) static USAGE_ON: AtomicBool = AtomicBool::new(false);
-/// The process that ran `init` (0: none yet).
-static OWNER_PID: AtomicU32 = AtomicU32::new(0);
+/// Set in a child process forked after `init` (by a `pthread_atfork` child handler).
+static FORKED: AtomicBool = AtomicBool::new(false);
+static WATCH_FORKS: Once = Once::new();
 
 /// Crash reports are on, in the process that turned them on.
 pub(crate) fn crash_on() -> bool {
@@ -40,18 +42,39 @@ pub(crate) fn set_usage(on: bool) {
     USAGE_ON.store(on, Ordering::Release);
 }
 
-/// Records this process as the one that ran `init`.
+/// Records this process as the one that ran `init`: from now on a forked child knows it is
+/// one.
 pub(crate) fn claim_process() {
-    OWNER_PID.store(std::process::id(), Ordering::Release);
+    WATCH_FORKS.call_once(watch_forks);
 }
+
+/// Registers the child handler. The handler only stores to an atomic, which is
+/// async-signal-safe, as a handler that runs in a child of a multi-threaded process must be.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn watch_forks() {
+    extern "C" fn in_child() {
+        FORKED.store(true, Ordering::Release);
+    }
+    // SAFETY: `pthread_atfork` only records the three function pointers; `in_child` is a
+    // plain `extern "C"` function with no captures that stores to a static atomic.
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    if rc != 0 {
+        crate::diag::warn_once("atfork", || {
+            format!("cannot watch for fork (pthread_atfork: {rc}); do not fork after consentry::init")
+        });
+    }
+}
+
+#[cfg(not(unix))]
+fn watch_forks() {}
 
 /// Whether this is a child forked after `init`. A child has a copy of the parent's memory
 /// but not its threads: a lock the parent's worker held at the fork stays held forever in
 /// the child, so the child must never touch the runtime. It turns both switches off (its
-/// captures cost one load again) and reports nothing.
+/// captures cost one load again) and reports nothing. One atomic load.
 pub(crate) fn forked() -> bool {
-    let owner = OWNER_PID.load(Ordering::Acquire);
-    if owner == 0 || owner == std::process::id() {
+    if !FORKED.load(Ordering::Acquire) {
         return false;
     }
     STATE.store(OFF, Ordering::Release);
