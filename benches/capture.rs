@@ -78,7 +78,7 @@ fn benches(c: &mut Criterion) {
         })
     });
     let off = consentry::init(config(dir.path(), "off"));
-    assert!(consentry::status().is_off());
+    assert!(consentry::current_decision().is_off());
     g.bench_function("consentry after init, consent not given", |b| {
         b.iter(|| {
             consentry::capture_error(black_box(&ERR));
@@ -136,7 +136,7 @@ fn benches(c: &mut Criterion) {
             .outbox_limits(20, 1 << 20);
         consentry::enable(&cfg, Scope::All).unwrap();
         let guard = consentry::init(cfg);
-        assert!(consentry::status().crash);
+        assert!(consentry::current_decision().crash);
         g.bench_function(name, |b| {
             b.iter(|| {
                 consentry::capture_error(black_box(&ERR));

@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         "  threads started:  {}",
         threads_after.saturating_sub(threads_before)
     );
-    println!("  {}", consentry::status().crash_reason);
+    println!("  {}", consentry::current_decision().crash_reason);
     if allocations == 0 && threads_after == threads_before {
         ExitCode::SUCCESS
     } else {
@@ -106,7 +106,7 @@ fn with_init() -> ExitCode {
         let _ = consentry::enable(&config, consentry::Scope::All);
     }
     let guard = consentry::init(config.clone());
-    println!("{}", consentry::status());
+    println!("{}", consentry::current_decision());
     for line in 0..3 {
         let _ = mylib::parse("twelve", line);
     }

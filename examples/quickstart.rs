@@ -61,7 +61,7 @@ fn main() {
 
     // Non-interactive runs say yes on the command line; a terminal is asked below.
     if yes
-        && !consentry::status_of(&config).decision.crash
+        && !consentry::status_on_disk(&config).decision.crash
         && let Err(e) = consentry::enable(&config, Scope::All)
     {
         eprintln!("cannot record consent: {e}");
@@ -98,7 +98,7 @@ fn main() {
 
     consentry::flush(std::time::Duration::from_secs(2));
     let reports = consentry::pending_reports(&config);
-    let status = consentry::status_of(&config);
+    let status = consentry::status_on_disk(&config);
     println!();
     println!(
         "The outbox {} holds {} report(s). The newest ones, scrubbed, exactly as they would be sent:",

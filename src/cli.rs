@@ -295,7 +295,7 @@ fn pretty(value: &Value) -> String {
 }
 
 fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
-    let status = crate::inspect::status_of(config);
+    let status = crate::inspect::status_on_disk(config);
     if json {
         writeln!(out, "{}", pretty(&status.to_json()))?;
     } else {
@@ -313,7 +313,7 @@ fn enable(config: &Config, scope: Scope, out: &mut dyn Write) -> Result<(), Fail
         config.app_name,
         config.command()
     )?;
-    let decision = crate::inspect::status_of(config).decision;
+    let decision = crate::inspect::status_on_disk(config).decision;
     if !decision.crash && scope != Scope::Usage {
         writeln!(
             out,

@@ -23,7 +23,7 @@ use crate::settings::{ConsentSource, SettingsData};
 /// Whether crash reports and usage pings may be sent in this process, with the reasons.
 ///
 /// ```
-/// let decision = consentry::status();
+/// let decision = consentry::current_decision();
 /// // Without `init`, nothing is sent.
 /// assert!(!decision.crash && !decision.usage);
 /// println!("{decision}");
@@ -78,7 +78,7 @@ impl Decision {
     /// terminals, and no rule says no).
     ///
     /// ```
-    /// assert!(!consentry::status().can_ask());
+    /// assert!(!consentry::current_decision().can_ask());
     /// ```
     pub fn can_ask(&self) -> bool {
         self.next == NextStep::Ask
@@ -87,7 +87,7 @@ impl Decision {
     /// Whether nothing at all may be sent.
     ///
     /// ```
-    /// assert!(consentry::status().is_off());
+    /// assert!(consentry::current_decision().is_off());
     /// ```
     pub fn is_off(&self) -> bool {
         !self.crash && !self.usage

@@ -16,12 +16,12 @@ use crate::report::{self, Captured, Kind};
 use crate::settings::Settings;
 use crate::usage::{Prop, Queued};
 
-/// Everything `telemetry status` shows; see [`status_of`].
+/// Everything `telemetry status` shows; see [`status_on_disk`].
 ///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
 /// let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
-/// let status = consentry::status_of(&config);
+/// let status = consentry::status_on_disk(&config);
 /// println!("{status}");
 /// assert_eq!(status.to_json()["app"], "myapp");
 /// ```
@@ -58,17 +58,20 @@ pub struct Status {
     pub rate_limited_until: Option<String>,
 }
 
-/// The status of `config`'s app, as a run would see it now.
+/// The status of `config`'s app as its files and this environment say now: the decision a
+/// run would make (non-interactive), the settings, what waits in the outbox, pauses. It
+/// does not look at this process's runtime; for that, see
+/// [`current_decision`](crate::current_decision).
 ///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
 /// let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
-/// let status = consentry::status_of(&config);
+/// let status = consentry::status_on_disk(&config);
 /// assert!(!status.decision.crash);
 /// assert_eq!(status.outbox_reports, 0);
 /// assert!(status.crash_destination.contains("no DSN"));
 /// ```
-pub fn status_of(config: &Config) -> Status {
+pub fn status_on_disk(config: &Config) -> Status {
     let env = EnvSnapshot::from_process(&config.env_prefix());
     let paths = Paths::resolve(config, &env);
     let settings_file = paths.settings_file();
@@ -126,6 +129,12 @@ pub fn status_of(config: &Config) -> Status {
     }
 }
 
+/// The old name of [`status_on_disk`].
+#[deprecated(since = "0.2.0", note = "renamed `status_on_disk`")]
+pub fn status_of(config: &Config) -> Status {
+    status_on_disk(config)
+}
+
 fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
@@ -138,7 +147,7 @@ impl Status {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// let config = consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path());
-    /// let json = consentry::status_of(&config).to_json();
+    /// let json = consentry::status_on_disk(&config).to_json();
     /// assert_eq!(json["crash"]["enabled"], false);
     /// ```
     pub fn to_json(&self) -> Value {

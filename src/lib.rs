@@ -95,9 +95,11 @@ use std::time::Duration;
 pub use crate::config::{BeforeSend, Config, ConfigError, ConfigErrorKind, Ignore, Policy};
 pub use crate::consent::Decision;
 pub use crate::control::{Disabled, Scope, disable, enable};
+#[allow(deprecated)]
+pub use crate::inspect::status_of;
 pub use crate::inspect::{
     PendingReport, Preview, PreviewError, Status, pending_reports, preview, privacy_statement,
-    status_of,
+    status_on_disk,
 };
 pub use crate::level::Level;
 pub use crate::runtime::Guard;
@@ -130,7 +132,7 @@ use crate::switch::{ON, STATE, UNINIT, UNINIT_FULL, USAGE_ON};
 /// # let dir = tempfile::tempdir().unwrap();
 /// let guard = consentry::init(consentry::Config::new("myapp", "1.0.0").config_dir(dir.path()).data_dir(dir.path()));
 /// // Opt-in and nobody said yes yet: nothing will be sent.
-/// assert!(consentry::status().is_off());
+/// assert!(consentry::current_decision().is_off());
 /// drop(guard);
 /// ```
 pub fn init(config: Config) -> Guard {
@@ -147,17 +149,29 @@ pub fn init(config: Config) -> Guard {
     }
 }
 
-/// The current consent decision, with the reason for each kind.
+/// The decision this process is running with now, with the reason for each kind: what
+/// `init` decided, as changed since by `ask`, `disable` or a "no" read from the settings
+/// (off before `init`). For what the files and environment say for any app, without running
+/// it, see [`status_on_disk`].
 ///
 /// ```
-/// let decision = consentry::status();
+/// let decision = consentry::current_decision();
 /// assert!(!decision.crash);
 /// assert!(decision.crash_reason.contains("init"));
 /// ```
-pub fn status() -> Decision {
+pub fn current_decision() -> Decision {
     runtime::current()
         .map(|rt| rt.decision())
         .unwrap_or_else(|| Decision::off("disabled: consentry::init was not called"))
+}
+
+/// The old name of [`current_decision`].
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed `current_decision` (this process); `status_on_disk(&config)` reads the files"
+)]
+pub fn status() -> Decision {
+    current_decision()
 }
 
 /// On the first interactive run of an opt-in app, shows what is collected and asks y/N
@@ -173,7 +187,7 @@ pub fn status() -> Decision {
 /// assert!(decision.is_off());
 /// ```
 pub fn ask() -> Decision {
-    catch_unwind(prompt::ask).unwrap_or_else(|_| status())
+    catch_unwind(prompt::ask).unwrap_or_else(|_| current_decision())
 }
 
 /// Reports an error with its whole `source()` chain (one exception per link) and, unless

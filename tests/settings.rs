@@ -257,7 +257,7 @@ fn a_read_only_file_system_is_an_error_when_the_file_must_be_created() {
     assert!(err.to_string().contains("/proc/consentry-test-"), "{err}");
     // And the decision made from it sends nothing.
     let config = consentry::Config::new("myapp", "1").config_dir(path.parent().unwrap());
-    let status = consentry::status_of(&config);
+    let status = consentry::status_on_disk(&config);
     assert!(!status.decision.crash && !status.decision.usage);
     assert!(
         status
