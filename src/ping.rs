@@ -100,8 +100,12 @@ impl Pings {
         !self.has_pending()
     }
 
-    /// How long until a batch may be sent, if anything waits.
+    /// How long until a batch may be sent, if anything waits and usage pings are on (the
+    /// worker sleeps on this: it must never say "now" for something it will not do).
     pub(crate) fn time_until_due(&self) -> Option<Duration> {
+        if !crate::switch::usage_on() {
+            return None;
+        }
         if !self.queue.is_empty() {
             // Queued events are stored at once.
             return Some(Duration::ZERO);
@@ -200,6 +204,10 @@ impl Pings {
         if let Some(file) = &self.pauses
             && Pauses::load(file).usage.holds(&sink.display_url(), now)
         {
+            // Look again later, not at every wake-up.
+            if let Ok(mut state) = self.state.lock() {
+                state.retry_at = Some(Instant::now() + Duration::from_secs(30));
+            }
             return;
         }
         // Events kept in memory first (they have no file), then the store, oldest first.
