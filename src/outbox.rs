@@ -91,7 +91,7 @@ impl Outbox {
     /// The usage events of one file of the usage store.
     pub(crate) fn read_usage(&self, path: &Path) -> Option<Scrubbed<Vec<UsageRecord>>> {
         let bytes = fsx::read_capped(path, READ_MAX).ok()?;
-        serde_json::from_slice(&bytes).ok().map(Scrubbed::stored)
+        Scrubbed::from_usage_store(&bytes)
     }
 
     /// The bytes of a stored file, as they will be sent.

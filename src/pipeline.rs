@@ -82,9 +82,10 @@ fn set_extra(event: &mut Value, key: &str, value: Value) {
 }
 
 impl Scrubbed<Vec<UsageRecord>> {
-    /// Records read back from the usage store, which only ever holds scrubbed records.
-    pub(crate) fn stored(records: Vec<UsageRecord>) -> Scrubbed<Vec<UsageRecord>> {
-        Scrubbed(records)
+    /// Records read back from a file of the usage store, which only ever holds what
+    /// [`Pipeline::usage`] made (the store's writer takes only `Scrubbed` records).
+    pub(crate) fn from_usage_store(bytes: &[u8]) -> Option<Scrubbed<Vec<UsageRecord>>> {
+        serde_json::from_slice(bytes).ok().map(Scrubbed)
     }
 }
 
