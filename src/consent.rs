@@ -10,6 +10,8 @@
 //!    `sync=false` turns everything off; `crash_reports=false` / `usage=false` one kind.
 //! 4. CI turns everything off unless the app allows it.
 //! 5. A non-zero distributed rank turns everything off.
+//! 5a. A project-level file `.<app>-telemetry` saying `off` at the root of the repository
+//!     holding the working directory turns everything off.
 //! 6. The policy: opt-in needs a recorded "yes"; opt-out needs the first-run notice shown.
 
 use std::fmt;
@@ -84,6 +86,18 @@ impl Decision {
         self.next == NextStep::Ask
     }
 
+    /// Off only because nobody has decided yet (opt-in, or the opt-out notice pending).
+    pub(crate) fn undecided(&self) -> bool {
+        matches!(
+            self.next,
+            NextStep::Ask | NextStep::CannotAsk | NextStep::Notice
+        ) || self.crash_reason == "disabled: no consent"
+            || self
+                .crash_reasons
+                .iter()
+                .all(|r| r.starts_with("disabled: no consent given yet"))
+    }
+
     /// Whether nothing at all may be sent.
     ///
     /// ```
@@ -148,11 +162,14 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
         } else if value.trim().eq_ignore_ascii_case("crash") {
             usage_no.push(format!("disabled by {var}={value} (crash reports only)"));
             env_consent = Some(format!("enabled by {var}={value} (crash reports only)"));
+        } else if value.trim().eq_ignore_ascii_case("usage") {
+            crash_no.push(format!("disabled by {var}={value} (usage pings only)"));
+            env_consent = Some(format!("enabled by {var}={value} (usage pings only)"));
         } else if is_true_like(value) {
             env_consent = Some(format!("enabled by {var}={value}"));
         } else {
             both_no(
-                format!("disabled: unrecognised value {var}={value} (use 0, 1 or crash)"),
+                format!("disabled: unrecognised value {var}={value} (use 0, 1, crash or usage)"),
                 &mut crash_no,
                 &mut usage_no,
             );
@@ -170,6 +187,15 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
             );
             blocked = true;
         }
+    }
+
+    if let Some(file) = inputs.env.project_opt_out() {
+        both_no(
+            format!("disabled by the project's file {} (off)", file.display()),
+            &mut crash_no,
+            &mut usage_no,
+        );
+        blocked = true;
     }
 
     let settings = match inputs.settings {
@@ -341,6 +367,24 @@ pub(crate) fn decide_for(
         allow_ci: config.allow_ci,
         interactive,
     })
+}
+
+/// The environment a child process needs to keep this process's "no": `DO_NOT_TRACK=1` and
+/// `<APP>_TELEMETRY=0` when nothing may be sent (a rule or the user said no, not merely
+/// undecided), `<APP>_TELEMETRY=crash` or `usage` when one kind is off. A "yes" is not
+/// exported: the child decides with its own settings.
+pub(crate) fn child_vars(prefix: &str, d: &Decision) -> Vec<(String, String)> {
+    let var = format!("{prefix}_TELEMETRY");
+    match (d.crash, d.usage) {
+        (true, true) => Vec::new(),
+        (true, false) => vec![(var, "crash".to_owned())],
+        (false, true) => vec![(var, "usage".to_owned())],
+        (false, false) if d.next == NextStep::None && !d.undecided() => vec![
+            (var, "0".to_owned()),
+            ("DO_NOT_TRACK".to_owned(), "1".to_owned()),
+        ],
+        (false, false) => Vec::new(),
+    }
 }
 
 /// Records a "no" for both kinds.

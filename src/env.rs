@@ -32,6 +32,36 @@ pub(crate) const RANK_VARS: &[&str] =
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct EnvSnapshot {
     vars: BTreeMap<String, OsString>,
+    /// A project-level opt-out file (`.<app>-telemetry` saying `off`) at the root of the
+    /// repository holding the working directory.
+    project_opt_out: Option<std::path::PathBuf>,
+}
+
+/// The most directories walked up from the working directory to find a repository root.
+const PROJECT_WALK_MAX: usize = 64;
+
+/// The project-level opt-out file of `app` that applies here: walks up from the working
+/// directory to the first directory holding `.git` (a directory, or a file for worktrees
+/// and submodules) and returns `<root>/.<app>-telemetry` if it says `off` (`0`, `false`,
+/// `no` too). Committed to a repository, it turns reporting off for everyone who runs the app
+/// there. Read with the same care as every file (regular, not a link, 1 KiB at most).
+pub(crate) fn project_opt_out(app: &str) -> Option<std::path::PathBuf> {
+    project_opt_out_from(&std::env::current_dir().ok()?, app)
+}
+
+fn project_opt_out_from(cwd: &std::path::Path, app: &str) -> Option<std::path::PathBuf> {
+    let root = cwd
+        .ancestors()
+        .take(PROJECT_WALK_MAX)
+        .find(|dir| std::fs::symlink_metadata(dir.join(".git")).is_ok())?;
+    let file = root.join(format!(".{app}-telemetry"));
+    let bytes = crate::fsx::read_capped(&file, 1024).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+    is_false_like(first).then_some(file)
 }
 
 /// The placeholder [`EnvSnapshot::get`] returns for a value that is not UTF-8: set,
@@ -55,6 +85,25 @@ impl EnvSnapshot {
         )
     }
 
+    /// [`EnvSnapshot::from_process`] for `app`, with its project-level opt-out file.
+    pub(crate) fn for_app(app: &str, prefix: &str) -> Self {
+        let mut env = Self::from_process(prefix);
+        env.project_opt_out = project_opt_out(app);
+        env
+    }
+
+    /// The project-level opt-out file that applies, if any.
+    pub(crate) fn project_opt_out(&self) -> Option<&std::path::Path> {
+        self.project_opt_out.as_deref()
+    }
+
+    /// The same snapshot with a project-level opt-out file (tests).
+    #[cfg(test)]
+    pub(crate) fn with_project_opt_out(mut self, file: impl Into<std::path::PathBuf>) -> Self {
+        self.project_opt_out = Some(file.into());
+        self
+    }
+
     /// A snapshot made of the given pairs (tests, and callers that filter the environment).
     pub(crate) fn from_pairs<K: Into<String>, V: Into<OsString>>(
         pairs: impl IntoIterator<Item = (K, V)>,
@@ -64,6 +113,7 @@ impl EnvSnapshot {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            project_opt_out: None,
         }
     }
 
@@ -139,6 +189,27 @@ mod tests {
         assert!(env.ci().is_some());
         assert_eq!(env.get("X_DATA_DIR"), Some(NOT_UTF8));
         assert_eq!(env.get_os("X_DATA_DIR"), Some(bad.as_os_str()));
+    }
+
+    #[test]
+    fn the_project_file_is_found_at_the_repository_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        let cwd = root.join("a/b");
+        let none = project_opt_out_from(&cwd, "myapp");
+        std::fs::write(
+            root.join(".myapp-telemetry"),
+            "# telemetry for this repo\noff\n",
+        )
+        .unwrap();
+        let found = project_opt_out_from(&cwd, "myapp");
+        std::fs::write(root.join(".myapp-telemetry"), "on\n").unwrap();
+        let on = project_opt_out_from(&cwd, "myapp");
+        assert_eq!(none, None);
+        assert_eq!(found, Some(root.join(".myapp-telemetry")));
+        assert_eq!(on, None);
     }
 
     #[test]

@@ -165,6 +165,28 @@ pub fn current_decision() -> Decision {
         .unwrap_or_else(|| Decision::off("disabled: consentry::init was not called"))
 }
 
+/// The environment variables a child process needs to keep this process's "no", even where
+/// its settings directory differs (a sidecar, a daemon, the app spawning itself):
+/// `DO_NOT_TRACK=1` and `<APP>_TELEMETRY=0` when the user or a rule said no,
+/// `<APP>_TELEMETRY=crash` (or `usage`) when one kind is off. Empty before `init`, when
+/// everything is on, and when nobody has decided yet.
+///
+/// ```
+/// let mut cmd = std::process::Command::new("true");
+/// cmd.envs(consentry::child_env());
+/// ```
+pub fn child_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    catch_unwind(|| {
+        runtime::current()
+            .map(|rt| consent::child_vars(&rt.config.env_prefix(), &rt.decision()))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// The old name of [`current_decision`].
 #[deprecated(
     since = "0.2.0",

@@ -198,7 +198,7 @@ pub(crate) fn init(config: Config) -> Guard {
         drop(crate::early::drain());
         return Guard { runtime: None };
     }
-    let env = EnvSnapshot::from_process(&config.env_prefix());
+    let env = EnvSnapshot::for_app(&config.app_name, &config.env_prefix());
     warn_unusable_dirs(&config, &env);
     let paths = Paths::resolve(&config, &env);
     let (settings, decision) = decide_on_disk(

@@ -224,12 +224,14 @@ impl SettingsData {
     }
 
     /// Retires the anonymous id (usage consent withdrawn): if it may have been sent, it is
-    /// owed a deletion request; a new random id replaces it. Returns the retired id if one is
-    /// owed.
+    /// owed a deletion request; a new random id replaces it, and a new salt the old one, so
+    /// `Prop::hashed` values sent later cannot be linked to those sent under the old id.
+    /// Returns the retired id if one is owed.
     pub(crate) fn retire_id(&mut self) -> Option<Uuid> {
         let used = self.consent.decided_yes_once();
         let old = self.anonymous_id;
         self.anonymous_id = Uuid::new_v4();
+        self.salt = new_salt();
         (used && !self.pending_deletion.contains(&old)).then(|| {
             self.pending_deletion.push(old);
             old

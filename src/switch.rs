@@ -61,7 +61,9 @@ fn watch_forks() {
     let rc = unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
     if rc != 0 {
         crate::diag::warn_once("atfork", || {
-            format!("cannot watch for fork (pthread_atfork: {rc}); do not fork after consentry::init")
+            format!(
+                "cannot watch for fork (pthread_atfork: {rc}); do not fork after consentry::init"
+            )
         });
     }
 }

@@ -282,8 +282,14 @@ fn a_no_through_update_retires_the_id_as_disable_does() {
     // Granted, then withdrawn through update: the old id is owed a deletion request.
     s.update([("sync", true), ("usage", true)]).unwrap();
     let used = s.anonymous_id();
+    let salt = read(&path)["salt"].clone();
     s.update([("sync", false)]).unwrap();
     assert_ne!(s.anonymous_id(), used);
+    assert_ne!(
+        read(&path)["salt"],
+        salt,
+        "hashed values cannot be linked across ids"
+    );
     assert_eq!(read(&path)["pending_deletion"][0], used.to_string());
     assert!(s.consent().decided && !s.consent().granted);
 }

@@ -257,3 +257,71 @@ fn answers() {
         assert!(!is_yes(no), "{no:?}");
     }
 }
+
+#[test]
+fn a_project_file_saying_off_beats_a_yes_and_is_named() {
+    let env = EnvSnapshot::from_pairs([("MYAPP_TELEMETRY", "1")])
+        .with_project_opt_out("/repo/.myapp-telemetry");
+    let data = settings(S::Granted).unwrap();
+    let d = decide(&Inputs {
+        prefix: "MYAPP",
+        command: "myapp telemetry",
+        env: &env,
+        settings: Ok(&data),
+        policy: IN,
+        allow_ci: false,
+        interactive: true,
+    });
+    assert!(d.is_off());
+    assert!(
+        d.crash_reason.contains("/repo/.myapp-telemetry"),
+        "{}",
+        d.crash_reason
+    );
+    assert!(!d.can_ask());
+}
+
+#[test]
+fn children_inherit_a_no_but_not_an_open_question() {
+    let decide_with = |pairs: &[(&str, &str)], s: S, interactive: bool| {
+        let env = EnvSnapshot::from_pairs(pairs.iter().copied());
+        let data = settings(s).unwrap();
+        decide(&Inputs {
+            prefix: "MYAPP",
+            command: "myapp telemetry",
+            env: &env,
+            settings: Ok(&data),
+            policy: IN,
+            allow_ci: false,
+            interactive,
+        })
+    };
+    let vars = |d: &Decision| child_vars("MYAPP", d);
+    let no = decide_with(&[("DO_NOT_TRACK", "1")], S::Granted, false);
+    assert_eq!(
+        vars(&no),
+        [
+            ("MYAPP_TELEMETRY".to_owned(), "0".to_owned()),
+            ("DO_NOT_TRACK".to_owned(), "1".to_owned())
+        ]
+    );
+    assert_eq!(vars(&decide_with(&[], S::Declined, false)).len(), 2);
+    assert!(vars(&decide_with(&[], S::Granted, false)).is_empty());
+    assert!(
+        vars(&decide_with(&[], S::Fresh, true)).is_empty(),
+        "undecided"
+    );
+    assert!(
+        vars(&decide_with(&[], S::Fresh, false)).is_empty(),
+        "undecided"
+    );
+    assert_eq!(
+        vars(&decide_with(&[], S::GrantedUsageOff, false)),
+        [("MYAPP_TELEMETRY".to_owned(), "crash".to_owned())]
+    );
+    // What the child then decides with its own, fresh settings: the same no.
+    let child = decide_with(&[("MYAPP_TELEMETRY", "crash")], S::Fresh, false);
+    assert!(child.crash && !child.usage);
+    let child = decide_with(&[("MYAPP_TELEMETRY", "usage")], S::Fresh, false);
+    assert!(!child.crash && child.usage);
+}
