@@ -58,6 +58,13 @@ impl Kind {
 pub(crate) trait Gate {
     /// Whether `kind` may be sent now. Implementations re-read the settings if they changed.
     fn allows(&self, kind: Kind) -> bool;
+
+    /// Whether a payload captured at `at` may be sent: nothing captured before consent was
+    /// given (while undecided, declined, or kept locally) is uploaded by a later "yes"; only
+    /// the user's explicit `telemetry send` does that.
+    fn allows_captured_at(&self, _kind: Kind, _at: SystemTime) -> bool {
+        true
+    }
 }
 
 /// The HTTP client, behind a trait so tests can answer anything without a server.
@@ -99,6 +106,9 @@ pub(crate) struct Request<'a> {
     /// The payload as the audit log records it (the scrubbed event, the usage batch).
     pub(crate) record: Value,
     pub(crate) timeout: Duration,
+    /// When the oldest data in it was captured, for the gate's "nothing from before
+    /// consent" rule.
+    pub(crate) captured_at: Option<SystemTime>,
 }
 
 /// What became of a request: the same table for every kind.
@@ -222,7 +232,12 @@ impl Egress {
 
     /// Consent gate, send, audit, outcome: see the module docs.
     pub(crate) fn send(&self, gate: &dyn Gate, request: Request<'_>) -> Outcome {
-        if request.kind != Kind::Deletion && !gate.allows(request.kind) {
+        if request.kind != Kind::Deletion
+            && (!gate.allows(request.kind)
+                || request
+                    .captured_at
+                    .is_some_and(|at| !gate.allows_captured_at(request.kind, at)))
+        {
             return Outcome::NotAllowed;
         }
         // No time left: nothing was tried, and nothing is learnt about the server.
@@ -411,6 +426,7 @@ mod tests {
             body: b"{}",
             record: serde_json::json!({"n": 1}),
             timeout: Duration::from_secs(1),
+            captured_at: None,
         }
     }
 

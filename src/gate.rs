@@ -95,6 +95,20 @@ pub(crate) struct ConsentOnDisk {
     ids: Mutex<(Uuid, String)>,
     /// The stamp of the settings file when last read (`Some(None)`: it did not exist).
     seen: Mutex<Option<Option<Stamp>>>,
+    /// When the consent in force was given (from the settings); nothing captured before it
+    /// is uploaded. `None`: no such limit (consent from the environment, or none needed).
+    consent_since: Mutex<Option<std::time::SystemTime>>,
+}
+
+/// When the recorded consent was given, if it is a "yes" recorded with a time.
+pub(crate) fn consent_since(data: &crate::settings::SettingsData) -> Option<std::time::SystemTime> {
+    let c = &data.consent;
+    if !(c.decided && c.granted) {
+        return None;
+    }
+    let at = c.at.as_deref()?;
+    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(std::time::SystemTime::from(t))
 }
 
 impl ConsentOnDisk {
@@ -112,6 +126,18 @@ impl ConsentOnDisk {
             decision: Mutex::new(decision),
             ids: Mutex::new(ids),
             seen: Mutex::new(None),
+            consent_since: Mutex::new(None),
+        }
+    }
+
+    /// When the consent in force was given; see [`consent_since`].
+    pub(crate) fn consent_since(&self) -> Option<std::time::SystemTime> {
+        self.consent_since.lock().ok().and_then(|t| *t)
+    }
+
+    pub(crate) fn set_consent_since(&self, since: Option<std::time::SystemTime>) {
+        if let Ok(mut t) = self.consent_since.lock() {
+            *t = since;
         }
     }
 
@@ -178,10 +204,11 @@ impl ConsentOnDisk {
             *seen = Some(stamp);
         }
         let (settings, decision) = decide_on_disk(&self.config, &self.env, settings, false);
-        if let Ok(s) = &settings
-            && let Ok(mut ids) = self.ids.lock()
-        {
-            ids.0 = s.anonymous_id();
+        if let Ok(s) = &settings {
+            if let Ok(mut ids) = self.ids.lock() {
+                ids.0 = s.anonymous_id();
+            }
+            self.set_consent_since(consent_since(s.data()));
         }
         let was = self.decision();
         let withdrawn = Withdrawn {

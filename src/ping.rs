@@ -270,9 +270,22 @@ impl Pings {
         let timeout = deadline.map_or(BACKGROUND_TIMEOUT, |d| {
             d.saturating_duration_since(Instant::now())
         });
+        // Events captured before consent was given are never sent by a later "yes": they are
+        // dropped from the batch (the batch is then done with).
+        let records: Vec<UsageRecord> = records
+            .iter()
+            .filter(|r| {
+                record_time(r).is_none_or(|at| cx.gate.allows_captured_at(egress::Kind::Usage, at))
+            })
+            .cloned()
+            .collect();
+        if records.is_empty() {
+            return true;
+        }
+        let captured_at = records.iter().filter_map(record_time).min();
         let body = sink.body(
             cx.anonymous_id,
-            records,
+            &records,
             &cx.pipeline.usage_metadata(),
             &crate::settings::now_rfc3339(),
         );
@@ -289,6 +302,7 @@ impl Pings {
                 body: &bytes,
                 record: body,
                 timeout,
+                captured_at,
             },
         );
         self.settle(&shown, &outcome)
@@ -350,6 +364,13 @@ impl Pings {
     }
 }
 
+/// When a usage event was captured (`micros` since the Unix epoch).
+fn record_time(r: &UsageRecord) -> Option<SystemTime> {
+    (r.micros > 0)
+        .then(|| SystemTime::UNIX_EPOCH.checked_add(Duration::from_micros(r.micros)))
+        .flatten()
+}
+
 /// Sends one deletion request carrying only `id` (the one request sent without consent: it
 /// is the user's request to be forgotten). Returns whether the sink accepted it. Nothing is
 /// sent to a sink that fails validation, nor in debug mode, which prints the request
@@ -395,6 +416,7 @@ pub(crate) fn send_deletion(
             body: &bytes,
             record: body,
             timeout,
+            captured_at: None,
         },
     );
     matches!(outcome, Outcome::Accepted { .. })

@@ -43,7 +43,7 @@ pub(crate) fn ask() -> Decision {
     match recorded {
         Ok(settings) => {
             let new = consent::decide_for(config, rt.env(), Ok(settings.data()), false);
-            rt.remember_settings_version();
+            rt.remember_settings(settings.data());
             let msg = if granted {
                 format!(
                     "Thank you. Turn it off any time with '{} disable'.",

@@ -210,6 +210,10 @@ pub(crate) fn init(config: Config) -> Guard {
     if let Err(e) = &settings {
         diag::warn_once("settings-unusable", || format!("{e}; nothing will be sent"));
     }
+    let mut settings_since = settings
+        .as_ref()
+        .ok()
+        .and_then(|s| crate::gate::consent_since(s.data()));
     let (anonymous_id, salt, pending_deletion) = settings
         .as_ref()
         .map(|s| {
@@ -243,6 +247,7 @@ pub(crate) fn init(config: Config) -> Guard {
             d.notice_shown_at = Some(crate::settings::now_rfc3339());
             d.consent.decide(true, ConsentSource::Default);
         });
+        settings_since = crate::gate::consent_since(settings.data());
         if let Err(e) = recorded {
             diag::warn_once("notice-record", || {
                 format!("cannot record that the notice was shown: {e}")
@@ -257,6 +262,7 @@ pub(crate) fn init(config: Config) -> Guard {
         (anonymous_id, salt),
     ));
     runtime.consent.remember_version();
+    runtime.consent.set_consent_since(settings_since);
     if let Ok(mut slot) = RUNTIME.write() {
         *slot = Some(runtime.clone());
     }
@@ -385,8 +391,11 @@ impl Runtime {
         self.consent.decision()
     }
 
-    pub(crate) fn remember_settings_version(&self) {
+    /// Takes note of settings this process just wrote (the prompt's answer).
+    pub(crate) fn remember_settings(&self, data: &crate::settings::SettingsData) {
         self.consent.remember_version();
+        self.consent
+            .set_consent_since(crate::gate::consent_since(data));
     }
 
     fn start_worker(self: &Arc<Self>) {
@@ -862,6 +871,13 @@ impl Runtime {
 }
 
 impl Gate for Runtime {
+    fn allows_captured_at(&self, _kind: egress::Kind, at: std::time::SystemTime) -> bool {
+        // Consent times have whole seconds: a capture in the same second is after it.
+        self.consent
+            .consent_since()
+            .is_none_or(|since| at + Duration::from_secs(1) >= since)
+    }
+
     /// Consent at this moment: the settings file re-read if it changed (a "no" given in
     /// another terminal stops the very next request), the switches (off after a fork).
     fn allows(&self, kind: egress::Kind) -> bool {

@@ -81,6 +81,14 @@ impl Drop for Claim<'_> {
     }
 }
 
+/// When a stored event was captured: its `timestamp` (Unix seconds).
+fn captured_at(event: &serde_json::Value) -> Option<SystemTime> {
+    let secs = event.get("timestamp")?.as_f64()?;
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs_f64(secs.min(1e11))))
+        .flatten()
+}
+
 /// Takes `lock`, waiting at most until `deadline`.
 pub(crate) fn lock_until<T>(
     lock: &Mutex<T>,
@@ -218,6 +226,12 @@ impl Uploads {
                 continue;
             };
             let record = crate::report::event_of_envelope(&bytes).unwrap_or_default();
+            let captured_at = captured_at(&record);
+            // Captured before consent was given: kept for an explicit `telemetry send`,
+            // never uploaded by the "yes" that came later.
+            if captured_at.is_some_and(|at| !cx.gate.allows_captured_at(egress::Kind::Crash, at)) {
+                continue;
+            }
             let outcome = cx.egress.send(
                 cx.gate,
                 Request {
@@ -228,6 +242,7 @@ impl Uploads {
                     body: &bytes,
                     record,
                     timeout,
+                    captured_at,
                 },
             );
             if !self.settle(cx, &path, &outcome) {
@@ -461,6 +476,28 @@ mod tests {
         // A later run honours it without asking the server.
         assert!(flush(&s, &YesFor(AtomicUsize::new(100))).is_none());
         assert_eq!(s.seen.load(Ordering::SeqCst), 1);
+    }
+
+    /// Consent given now: everything stored before is older.
+    struct GivenNow(SystemTime);
+    impl Gate for GivenNow {
+        fn allows(&self, _: egress::Kind) -> bool {
+            true
+        }
+        fn allows_captured_at(&self, _: egress::Kind, at: SystemTime) -> bool {
+            at >= self.0
+        }
+    }
+
+    #[test]
+    fn nothing_captured_before_consent_is_uploaded_by_the_later_yes() {
+        let s = setup(2, vec![]);
+        let gate = GivenNow(SystemTime::now() + Duration::from_secs(5));
+        flush(&s, &gate);
+        assert_eq!(s.seen.load(Ordering::SeqCst), 0);
+        assert_eq!(s.outbox.list().len(), 2, "kept for an explicit send");
+        flush(&s, &GivenNow(SystemTime::now() - Duration::from_secs(60)));
+        assert_eq!(s.seen.load(Ordering::SeqCst), 2);
     }
 
     #[test]
