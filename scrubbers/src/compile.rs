@@ -80,7 +80,7 @@ impl Stats {
                 run += 1;
                 digit_run = digit_run.max(run);
                 digit_dots += usize::from(p1 == b'.' && p2.is_ascii_digit());
-            } else if (b == b' ' || b == b'-') && p1.is_ascii_digit() {
+            } else if (b == b' ' || b == b'-' || b == b'.') && p1.is_ascii_digit() {
                 // A single separator keeps the run going.
             } else {
                 run = 0;
@@ -255,6 +255,7 @@ pub(crate) fn compile_rule(cfg: &RuleConfig, builtin: bool) -> Result<CompiledRu
                         | Validator::SecretAssignment
                         | Validator::SecretElement
                         | Validator::SecretFlag
+                        | Validator::RandomAssignment
                         | Validator::EnvName
                 )
             ) && re.capture_names().all(|n| n != Some("name"))

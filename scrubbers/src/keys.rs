@@ -58,6 +58,8 @@ pub(crate) const SECRET_NAMES: &[&str] = &[
     "forwardedfor",
     "xrealip",
     "pass",
+    "pw",
+    "pwd",
     "passcode",
     "pin",
     "signature",
@@ -166,9 +168,41 @@ fn any_run_in(key: &str, contains: impl Fn(&str) -> bool) -> bool {
     false
 }
 
-/// Whether a key or `name=` holds a secret by its name.
+/// Whether a key or `name=` holds a secret by its name. Bundler's per-host credentials
+/// (`BUNDLE_GEMS__EXAMPLE__COM=user:pass`) count too.
 pub(crate) fn is_secret_key(key: &str) -> bool {
-    any_run_in(key, |w| SECRET_NAMES.contains(&w))
+    if negated(key) {
+        return false;
+    }
+    let bundler = key.len() > 7
+        && key
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("bundle_"))
+        && key.contains("__");
+    bundler || any_run_in(key, |w| SECRET_NAMES.contains(&w))
+}
+
+/// Words that, first in a name, say its value is not a real secret: `not_secret`,
+/// `nonMatchingToken`, `fake_token`, `dummy_password`, `example_api_key`.
+const NEGATING_WORDS: &[&str] = &[
+    "not",
+    "non",
+    "no",
+    "fake",
+    "dummy",
+    "example",
+    "sample",
+    "mock",
+    "placeholder",
+    "invalid",
+];
+
+fn negated(key: &str) -> bool {
+    let words = words(key.trim_start_matches(['$', '@', '-', '_']));
+    words.len() >= 2
+        && words
+            .first()
+            .is_some_and(|w| NEGATING_WORDS.contains(&w.as_str()))
 }
 
 /// English words ending in `key` that name no key.
@@ -182,6 +216,9 @@ const KEY_WORDS: &[&str] = &[
 /// these also name harmless things (`primary_key`, `sort_key`), so the caller checks the
 /// value (see `validate::looks_secret`).
 pub(crate) fn is_weak_secret_key(key: &str) -> bool {
+    if negated(key) {
+        return false;
+    }
     let words = words(key);
     let Some(last) = words.iter().rev().find(|w| {
         !w.bytes().all(|b| b.is_ascii_digit()) && !TRAILING_KEY_NOISE.contains(&w.as_str())

@@ -84,16 +84,20 @@
 //! | `url-credentials` | `user:pass` in `scheme://user:pass@host`, also `scheme://:pass@host` and JSON-escaped `scheme:\/\/...` | `<redacted>` |
 //! | `secret-query-param` | values of secret-looking query parameters (`?token=`, `&api_key=`, `&password=`, `&pwd=`, `&jwt=`, `&sig=`) | `<redacted>` |
 //! | `secret-key-value` | the value in `name=value` / `name: value` text and in the assignments of programming languages and build files (`:=`, `::=`, `?=`, `.=`, `=>`, `==`, typed `var name string = "v"`, backquoted values, after `%3D`) when the name is a secret's, a quoted value up to its closing quote; names ending in `key`, `token` or `secret` only when the value looks random; harmless values stay (booleans, numbers up to 3 digits, placeholders like `<YOUR_API_KEY>` or `xxxx`, references like `var.db_password` or `${TOKEN}`); after `name:` in prose a few plain words stay (`unexpected token: identifier`) | `<redacted>` |
+//! | `random-value` | a value that looks randomly generated (20 characters or more, letters and digits mixed as no word or identifier is, high entropy) assigned to any name but a hash's or an id's (`sha`, `commit`, `id`, `uuid`, `etag`, ...); hex in one case (git SHAs, addresses), UUIDs, paths and dotted names stay | `<redacted>` |
+//! | `kubernetes-secret` | the base64 values in the `data:` of a Kubernetes `kind: Secret` manifest | `<redacted>` |
 //! | `env-secret` | values of the given environment whose name looks secret (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*KEY*`, `*AUTH*`, `*SESSION*`, `*COOKIE*`, ...) or that hold URL credentials, anywhere; plain words only under `*PASSWORD*`, `*PASSWD*`, `*SECRET*`, `*TOKEN*` names, as whole words | `<redacted>` |
 //! | `env-assignment` | the value in `NAME=value` environment dumps when the name looks secret (a quoted value whole) | `<redacted>` |
 //! | `email` | email addresses (not `git@host` remotes, not `icon@2x.png`) | `<email>` |
 //! | `ipv4` | IPv4 addresses except loopback, `0.0.0.0`, `255.255.255.255` and versions (`v1.2.3.4`, `version 1.2.3.4`) | `<ip>` |
 //! | `mac-address` | MAC addresses | `<mac>` |
 //! | `ipv6` | IPv6 addresses except `::1` and `::` (Rust paths stay) | `<ip>` |
-//! | `credit-card` | card numbers in a card network's range, Luhn-checked | `<card>` |
-//! | `iban` | IBANs, length and mod-97 checked | `<iban>` |
-//! | `us-ssn` | US social security numbers in valid ranges | `<ssn>` |
+//! | `credit-card` | card numbers in a card network's range (and 15-digit UATP), Luhn-checked; not the account digits of an IBAN | `<card>` |
+//! | `iban` | IBANs, length and mod-97 checked, also grouped with spaces or dashes | `<iban>` |
+//! | `us-ssn` | US social security numbers in valid ranges (`123-45-6789`, also with spaces or dots) | `<ssn>` |
 //! | `phone` | phone numbers in international format (`+44 20 7946 0958`) | `<phone>` |
+//! | `phone-national` | phone numbers in national formats (`(415) 555-0132`, `415-555-0132`, `090-1234-5678`, `09-7625400`), and Chinese mobile numbers (`13812345678`) after a word like `phone` or `tel` | `<phone>` |
+//! | `crypto-address` | Bitcoin addresses (`1...`, `3...`, `bc1...`, checksums checked) | `<crypto>` |
 //! | `home-path` | home directories: `/home/u`, `/Users/u`, `C:\Users\u` (any separator, JSON-escaped, `\\?\`, any drive; names with spaces or apostrophes), user folders on shares (`\\host\Users\u`, `\\host\c$\Users\u`, `\\host\home\u`, `//host/Users/u`), WSL `/mnt/c/Users/u` and `\\wsl$\distro\home\u`, `file://` and percent-encoded forms (any `%XX` in the name) | the running user's home becomes `~`; in others the user becomes `<user>` |
 //! | `user-name` | user names, given or learned from the event's home paths (`/home/u` and `/Users/u` only when a path follows; `u` also from `u.DOMAIN` profile folders) and `USER=` pairs, as whole words in any case, not in Rust paths (`a::u`); learned ones also not next to `_` nor as a file's name (`u.rs`) | `<user>` |
 //! | `full-name` | the user's full name, also as `alice.smith`, `alice_smith`, ... | `<user>` |

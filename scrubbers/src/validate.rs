@@ -17,6 +17,7 @@ pub(crate) fn needs_captures(validator: Validator) -> bool {
             | Validator::SecretAssignment
             | Validator::SecretElement
             | Validator::SecretFlag
+            | Validator::RandomAssignment
             | Validator::EnvName
             | Validator::AuthCredential
     )
@@ -40,6 +41,8 @@ pub(crate) fn check(
         Validator::Iban => return iban(hay, span),
         Validator::Ssn => ssn(hay, span.clone(), text),
         Validator::Phone => phone(hay, span.clone(), text),
+        Validator::PhoneNational => phone_national(hay, span.clone(), text),
+        Validator::CryptoAddress => crypto_address(text),
         Validator::Email => email(text),
         Validator::TokenLike => token_like(text),
         Validator::AuthCredential => return auth_credential(hay, caps?, span),
@@ -55,6 +58,8 @@ pub(crate) fn check(
         Validator::SecretElement => return secret_element(hay, caps?, span),
         Validator::SecretFlag => return secret_flag(hay, caps?, span),
         Validator::PemBody => pem_body(text),
+        Validator::RandomAssignment => return random_assignment(hay, caps?, span),
+        Validator::KubernetesSecret => kubernetes_secret(hay, span.clone(), text),
         Validator::SlackToken => slack_token(text),
         Validator::EnvName => {
             let name = caps.and_then(|caps| caps.name("name"))?.as_str();
@@ -220,6 +225,8 @@ fn card(hay: &str, span: Range<usize>, text: &str) -> bool {
         .take(2)
         .fold(0u32, |acc, d| acc * 10 + u32::from(*d));
     let network = match digits.first() {
+        // UATP: 15 digits starting with 1.
+        Some(1) => digits.len() == 15,
         Some(2) => (22..=27).contains(&prefix2),
         Some(3) => matches!(prefix2, 30 | 34..=39),
         Some(4) => true,
@@ -288,6 +295,7 @@ const IBAN_LENGTHS: &[(&str, usize)] = &[
     ("BG", 22),
     ("BH", 22),
     ("BR", 29),
+    ("BI", 27),
     ("BY", 28),
     ("CH", 21),
     ("CR", 22),
@@ -295,11 +303,13 @@ const IBAN_LENGTHS: &[(&str, usize)] = &[
     ("CZ", 24),
     ("DE", 22),
     ("DK", 18),
+    ("DJ", 27),
     ("DO", 28),
     ("EE", 20),
     ("EG", 29),
     ("ES", 24),
     ("FI", 18),
+    ("FK", 18),
     ("FO", 18),
     ("FR", 27),
     ("GB", 22),
@@ -308,6 +318,7 @@ const IBAN_LENGTHS: &[(&str, usize)] = &[
     ("GL", 18),
     ("GR", 27),
     ("GT", 28),
+    ("HN", 28),
     ("HR", 21),
     ("HU", 28),
     ("IE", 22),
@@ -324,15 +335,19 @@ const IBAN_LENGTHS: &[(&str, usize)] = &[
     ("LT", 20),
     ("LU", 20),
     ("LV", 21),
+    ("LY", 25),
     ("MC", 27),
     ("MD", 24),
     ("ME", 22),
+    ("MN", 20),
     ("MK", 19),
     ("MR", 27),
     ("MT", 31),
     ("MU", 30),
+    ("NI", 28),
     ("NL", 18),
     ("NO", 15),
+    ("OM", 23),
     ("PK", 24),
     ("PL", 28),
     ("PS", 29),
@@ -340,12 +355,15 @@ const IBAN_LENGTHS: &[(&str, usize)] = &[
     ("QA", 29),
     ("RO", 24),
     ("RS", 22),
+    ("RU", 33),
     ("SA", 24),
     ("SC", 31),
+    ("SD", 18),
     ("SE", 24),
     ("SI", 19),
     ("SK", 24),
     ("SM", 27),
+    ("SO", 23),
     ("ST", 25),
     ("SV", 28),
     ("TL", 23),
@@ -355,6 +373,7 @@ const IBAN_LENGTHS: &[(&str, usize)] = &[
     ("VA", 22),
     ("VG", 24),
     ("XK", 20),
+    ("YE", 30),
 ];
 
 /// IBANs: the country's length and the mod-97 checksum. The regex may run on into the next
@@ -372,7 +391,7 @@ fn iban(hay: &str, span: Range<usize>) -> Option<Range<usize>> {
         if compact.len() == len {
             break;
         }
-        if b != b' ' {
+        if b != b' ' && b != b'-' {
             compact.push(b);
             end = span.start + i + 1;
         }
@@ -397,15 +416,22 @@ fn iban(hay: &str, span: Range<usize>) -> Option<Range<usize>> {
     (rem == 1).then_some(span.start..end)
 }
 
-/// US social security numbers: valid area, group and serial numbers, not part of a longer
-/// dashed number.
+/// US social security numbers: valid area, group and serial numbers, one separator (`-`,
+/// space or `.`) used twice, not part of a longer number with that separator.
 fn ssn(hay: &str, span: Range<usize>, text: &str) -> bool {
-    if (before(hay, span.start) == Some('-') && is_digit(second_before(hay, span.start)))
-        || (after(hay, span.end) == Some('-') && is_digit(second_after(hay, span.end)))
+    let seps: Vec<char> = text.chars().filter(|c| !c.is_ascii_digit()).collect();
+    let Some(&sep) = seps.first() else {
+        return false;
+    };
+    if seps.iter().any(|c| *c != sep)
+        || (before(hay, span.start) == Some(sep) && is_digit(second_before(hay, span.start)))
+        || (after(hay, span.end) == Some(sep) && is_digit(second_after(hay, span.end)))
+        || matches!(before(hay, span.start), Some('.' | '-' | '+' | '/'))
+        || matches!(after(hay, span.end), Some('.' | '-') if is_digit(second_after(hay, span.end)))
     {
         return false;
     }
-    let mut parts = text.split('-').map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = text.split(sep).map(|p| p.parse::<u32>().unwrap_or(0));
     let (area, group, serial) = (
         parts.next().unwrap_or(0),
         parts.next().unwrap_or(0),
@@ -424,6 +450,126 @@ fn phone(hay: &str, span: Range<usize>, text: &str) -> bool {
     }
     let digits = text.bytes().filter(u8::is_ascii_digit).count();
     (8..=15).contains(&digits)
+}
+
+/// Words that say a number nearby is a phone number.
+const PHONE_WORDS: &[&str] = &[
+    "phone",
+    "tel",
+    "mobile",
+    "cell",
+    "call",
+    "fax",
+    "whatsapp",
+    "sms",
+    "number",
+    "\u{7535}\u{8bdd}",
+    "\u{624b}\u{673a}",
+    "\u{96fb}\u{8a71}",
+];
+
+/// Phone numbers in national formats: `(415) 555-0132`, `415-555-0132`, `090-1234-5678`,
+/// `09-7625400`, each with 9 to 11 digits and not glued to a word or a longer number; and
+/// Chinese mobile numbers (`13812345678`), only after a word saying it is a phone number.
+fn phone_national(hay: &str, span: Range<usize>, text: &str) -> bool {
+    if before(hay, span.start)
+        .is_some_and(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '+' | '/' | '-' | ':'))
+        || after(hay, span.end).is_some_and(|c| c.is_alphanumeric() || c == '_')
+        || (matches!(after(hay, span.end), Some('-' | '.' | '/' | ':'))
+            && is_digit(second_after(hay, span.end)))
+    {
+        return false;
+    }
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+    if !(9..=11).contains(&digits) {
+        return false;
+    }
+    let groups: Vec<usize> = text.split('-').map(str::len).collect();
+    // `000-12-3456` is the shape of an SSN; trunk-prefixed numbers with two dashes have
+    // 10 or 11 digits (`03-1234-5678`, `090-1234-5678`).
+    if groups == [3, 2, 4] || (groups.len() == 3 && text.starts_with('0') && digits < 10) {
+        return false;
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        // A bare number: only with a word before it saying what it is.
+        let from = span.start.saturating_sub(32);
+        let mut from = from;
+        while !hay.is_char_boundary(from) {
+            from += 1;
+        }
+        let window = hay.get(from..span.start).unwrap_or("").to_lowercase();
+        return PHONE_WORDS.iter().any(|w| window.contains(w));
+    }
+    true
+}
+
+/// Bitcoin addresses: base58check (`1...`, `3...`) or bech32 (`bc1...`) with a valid checksum.
+fn crypto_address(text: &str) -> bool {
+    if let Some(rest) = text.strip_prefix("bc1") {
+        return bech32_ok("bc", rest);
+    }
+    base58check_ok(text)
+}
+
+fn base58check_ok(text: &str) -> bool {
+    const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let mut bytes: Vec<u8> = Vec::with_capacity(32);
+    for c in text.bytes() {
+        let Some(mut carry) = ALPHABET.iter().position(|a| *a == c) else {
+            return false;
+        };
+        for b in bytes.iter_mut().rev() {
+            carry += usize::from(*b) * 58;
+            *b = (carry & 0xff) as u8;
+            carry >>= 8;
+        }
+        while carry > 0 {
+            bytes.insert(0, (carry & 0xff) as u8);
+            carry >>= 8;
+        }
+    }
+    let zeros = text.bytes().take_while(|b| *b == b'1').count();
+    let mut full = vec![0u8; zeros];
+    full.extend(bytes);
+    if full.len() != 25 {
+        return false;
+    }
+    let (payload, check) = full.split_at(21);
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(Sha256::digest(payload));
+    hash.get(..4) == Some(check)
+}
+
+fn bech32_ok(hrp: &str, data: &str) -> bool {
+    const CHARSET: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+    const GEN: [u32; 5] = [
+        0x3b6a_57b2,
+        0x2650_8e6d,
+        0x1ea1_19fa,
+        0x3d42_33dd,
+        0x2a14_62b3,
+    ];
+    let mut values: Vec<u32> = hrp.bytes().map(|b| u32::from(b >> 5)).collect();
+    values.push(0);
+    values.extend(hrp.bytes().map(|b| u32::from(b & 31)));
+    for c in data.bytes() {
+        let Some(v) = CHARSET.iter().position(|a| *a == c.to_ascii_lowercase()) else {
+            return false;
+        };
+        values.push(v as u32);
+    }
+    let mut chk: u32 = 1;
+    for v in values {
+        let top = chk >> 25;
+        chk = ((chk & 0x1ff_ffff) << 5) ^ v;
+        for (i, g) in GEN.iter().enumerate() {
+            if (top >> i) & 1 == 1 {
+                chk ^= g;
+            }
+        }
+    }
+    // bech32 (segwit v0) or bech32m (v1+).
+    chk == 1 || chk == 0x2bc8_30a3
 }
 
 /// File extensions that look like top-level domains in `icon@2x.png`.
@@ -699,9 +845,15 @@ fn secret_flag(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Option<Ran
         return None;
     }
     if matches!(name, "u" | "user") {
-        // curl's `-u user:password`.
-        let ok = value.contains(':') && !value.contains("://") && !value.ends_with(':');
-        return ok.then_some(inner);
+        // curl's `-u user:password`, `-u "key:"`, `--user "{id}":"{secret}"`: the whole
+        // argument, up to the next space.
+        let rest = hay.get(span.start..)?;
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let arg = rest.get(..end)?;
+        let ok = arg.contains(':')
+            && !arg.contains("://")
+            && arg.trim_matches(['"', '\'', ':']).len() >= 4;
+        return ok.then_some(span.start..span.start + end);
     }
     let lower = value.to_ascii_lowercase();
     if !quoted && (FLAG_PROSE.contains(&lower.as_str()) || PROSE_VALUES.contains(&lower.as_str())) {
@@ -757,6 +909,185 @@ fn slack_token(text: &str) -> bool {
     rest.len() >= 20 && (longest_digits >= 8 || token_like(rest)) && !harmless_value(text)
 }
 
+/// Names of values that are random by nature and help debugging: hashes, ids, checksums.
+const RANDOM_NAME_WORDS: &[&str] = &[
+    "sha",
+    "sha1",
+    "sha256",
+    "sha512",
+    "md5",
+    "hash",
+    "digest",
+    "checksum",
+    "crc",
+    "commit",
+    "rev",
+    "revision",
+    "id",
+    "ids",
+    "uuid",
+    "guid",
+    "etag",
+    "nonce",
+    "trace",
+    "span",
+    "event",
+    "request",
+    "build",
+    "version",
+    "integrity",
+    "fingerprint",
+    "salt",
+    "iv",
+    "seed",
+    "oid",
+    "ref",
+    "tree",
+    "parent",
+    "blob",
+    "object",
+    "hmac",
+    "signature",
+    "sig",
+    "path",
+    "file",
+    "url",
+    "uri",
+    "name",
+    "type",
+    "format",
+    "pattern",
+    "regex",
+    "class",
+    "module",
+    "function",
+    "symbol",
+];
+
+/// `name = value` where the name says nothing but the value is a random string: an API key
+/// of a service without a known format. See [`very_random`].
+fn random_assignment(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Option<Range<usize>> {
+    let name = caps.name("name")?.as_str();
+    if keys::words(name)
+        .iter()
+        .any(|w| RANDOM_NAME_WORDS.contains(&w.trim_end_matches(|c: char| c.is_ascii_digit())))
+    {
+        return None;
+    }
+    let inner = value_span(hay, span.clone());
+    // After `word:` in prose (`my address is: ...`) only a quoted value counts.
+    let sep = caps.name("sep").map_or("", |m| m.as_str());
+    let quoted = inner.start != span.start || caps.name("quote").is_some();
+    let identifier = name
+        .chars()
+        .any(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
+    if sep.trim() == ":" && !identifier && caps.name("quote").is_none() {
+        return None;
+    }
+    let _ = quoted;
+    very_random(hay.get(inner.clone())?).then_some(inner)
+}
+
+/// Whether a value looks like a randomly generated secret rather than anything a program
+/// prints for debugging: 20 to 512 characters of a token alphabet, letters and digits
+/// mixed in a way no word or identifier is, high entropy. Guard rails keep hashes and ids
+/// (hex in one case: git SHAs, addresses, build ids), UUIDs, paths, file and host names.
+pub(crate) fn very_random(value: &str) -> bool {
+    let n = value.len();
+    if !(20..=512).contains(&n)
+        || !value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-' | b'.' | b'~')
+        })
+        || value.starts_with(['/', '.', '-'])
+        || value.starts_with("0x")
+        || value.contains("//")
+        || harmless_value(value)
+    {
+        return false;
+    }
+    let hex = value.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    let upper = value.bytes().any(|b| b.is_ascii_uppercase());
+    let lower = value.bytes().any(|b| b.is_ascii_lowercase());
+    if hex && !(upper && lower) {
+        return false;
+    }
+    // A dotted name ending in a word (`com.example.app`, `libfoo.so`, `host.local`).
+    if let Some((_, last)) = value.rsplit_once('.')
+        && !last.is_empty()
+        && last.len() <= 12
+        && last.bytes().all(|b| b.is_ascii_lowercase())
+    {
+        return false;
+    }
+    let digits = value.bytes().filter(u8::is_ascii_digit).count();
+    let letters = value.bytes().filter(u8::is_ascii_alphabetic).count();
+    if digits < 2 || letters < 4 {
+        return false;
+    }
+    // Changes between upper case, lower case and digits: about 2 in 3 characters of a
+    // random string, about 1 in 5 of an identifier (`MyLongClassName2`).
+    let class = |b: u8| {
+        if b.is_ascii_uppercase() {
+            0
+        } else if b.is_ascii_lowercase() {
+            1
+        } else if b.is_ascii_digit() {
+            2
+        } else {
+            3
+        }
+    };
+    let changes = value
+        .as_bytes()
+        .windows(2)
+        .filter(|w| matches!(w, [a, b] if class(*a) != class(*b)))
+        .count();
+    if changes * 3 < n {
+        return false;
+    }
+    let mut counts = [0u32; 128];
+    for b in value.bytes() {
+        if let Some(c) = counts.get_mut(usize::from(b & 127)) {
+            *c += 1;
+        }
+    }
+    let len = n as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = f64::from(*c) / len;
+            -p * p.log2()
+        })
+        .sum();
+    entropy >= 3.6 && (upper && lower || n >= 32)
+}
+
+/// A value in the `data:` of a Kubernetes `kind: Secret` manifest: base64 of the secret.
+fn kubernetes_secret(hay: &str, span: Range<usize>, text: &str) -> bool {
+    if !text.len().is_multiple_of(4)
+        || text.len() < 12
+        || !(text.ends_with('=') || token_like(text))
+    {
+        return false;
+    }
+    let mut from = span.start.saturating_sub(4096);
+    while !hay.is_char_boundary(from) {
+        from += 1;
+    }
+    let mut to = (span.end + 4096).min(hay.len());
+    while !hay.is_char_boundary(to) {
+        to -= 1;
+    }
+    let window = hay.get(from..to).unwrap_or("").to_ascii_lowercase();
+    window.match_indices("kind:").any(|(i, _)| {
+        window.get(i + 5..).is_some_and(|r| {
+            r.trim_start_matches([' ', '\t', '\'', '"'])
+                .starts_with("secret")
+        })
+    })
+}
+
 /// Values under secret names that are no secret: booleans, small numbers, empty and
 /// placeholder values (`<YOUR_API_KEY>`, `xxxx`, `your-token-here`, `${TOKEN}`, `%s`,
 /// `{{ secret }}`), references to where the secret lives (`var.db_password`,
@@ -775,6 +1106,17 @@ pub(crate) fn harmless_value(value: &str) -> bool {
         return true;
     }
     let v = v.strip_suffix(':').unwrap_or(v);
+    // A constant's or variable's name (`K8S_CRED`, `DB_PASSWORD`): where the secret is.
+    if v.len() <= 40
+        && v.contains('_')
+        && v.bytes().next().is_some_and(|b| b.is_ascii_uppercase())
+        && v.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && v.split('_')
+            .all(|w| w.bytes().any(|b| b.is_ascii_uppercase()))
+    {
+        return true;
+    }
     let lower = v.to_ascii_lowercase();
     if matches!(
         lower.as_str(),

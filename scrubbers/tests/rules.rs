@@ -1750,3 +1750,156 @@ fn vendor_tokens() {
         keep(kept);
     }
 }
+
+/// Personal data in more formats: national phone numbers, SSNs with spaces or dots,
+/// Bitcoin addresses, UATP cards, IBANs grouped with dashes.
+#[test]
+fn personal_formats() {
+    for (rule, input, expected) in [
+        (
+            "phone-national",
+            "call (212) 555-0147 now",
+            "call <phone> now",
+        ),
+        ("phone-national", "tel 212-555-0147", "tel <phone>"),
+        ("phone-national", "携帯 090-2222-3333", "携帯 <phone>"),
+        ("phone-national", "office 03-5555-1234", "office <phone>"),
+        ("phone-national", "phone: 13912345678", "phone: <phone>"),
+        ("phone-national", "id 13912345678", "id 13912345678"),
+        ("phone-national", "2024-01-15 12:00", "2024-01-15 12:00"),
+        ("phone-national", "v1.212-555-0147-x", "v1.212-555-0147-x"),
+        ("us-ssn", "ssn 219 09 9999", "ssn <ssn>"),
+        ("us-ssn", "ssn 219.09.9999", "ssn <ssn>"),
+        ("us-ssn", "ssn 219.09-9999", "ssn 219.09-9999"),
+        ("us-ssn", "1.219.09.9999", "1.219.09.9999"),
+        (
+            "crypto-address",
+            "to 1eBMeTpiB6V3JQLTvaK3u944WAVRfVGmK ok",
+            "to <crypto> ok",
+        ),
+        (
+            "crypto-address",
+            "to 32LCHBxGG5Qs8U6mb2EuUXVzD2TD1qYbUi",
+            "to <crypto>",
+        ),
+        (
+            "crypto-address",
+            "bc1qq8w4ur23clxd5mzfsh79vn6pg0kaytjegnezmj",
+            "<crypto>",
+        ),
+        (
+            "crypto-address",
+            "to 1eBMeTpiB6V3JQLTvaK3u944WAVRgyG3f ok",
+            "to 1eBMeTpiB6V3JQLTvaK3u944WAVRgyG3f ok",
+        ),
+        ("credit-card", "uatp 100000000000124", "uatp <card>"),
+        ("iban", "GB40-ABCD-1122-3344-5566-77", "<iban>"),
+        ("iban", "LY27002048000020100120399", "<iban>"),
+        (
+            "iban",
+            "GB41 ABCD 1122 3344 5566 77",
+            "GB41 ABCD 1122 3344 5566 77",
+        ),
+    ] {
+        check(rule, input, expected);
+    }
+}
+
+/// Random-looking values in secret positions, whatever the name; hashes and ids stay.
+#[test]
+fn random_values_and_manifests() {
+    for (rule, input, expected) in [
+        (
+            "random-value",
+            "acme_cfg = Qm9x3LpZ7rT2vWn8Yk4sHd6J",
+            "acme_cfg = <redacted>",
+        ),
+        (
+            "random-value",
+            "\"acme\": \"Qm9x3LpZ7rT2vWn8Yk4sHd6J\"",
+            "\"acme\": \"<redacted>\"",
+        ),
+        (
+            "random-value",
+            "commit = Qm9x3LpZ7rT2vWn8Yk4sHd6J",
+            "commit = Qm9x3LpZ7rT2vWn8Yk4sHd6J",
+        ),
+        (
+            "random-value",
+            "head = 3f786850e387550fdab836ed7e6dc881de23001b",
+            "head = 3f786850e387550fdab836ed7e6dc881de23001b",
+        ),
+        (
+            "random-value",
+            "ref: 0f8e2c4a-1b3d-4e5f-9a8b-7c6d5e4f3a2b",
+            "ref: 0f8e2c4a-1b3d-4e5f-9a8b-7c6d5e4f3a2b",
+        ),
+        (
+            "random-value",
+            "class = MyVeryLongClassNameForTests2",
+            "class = MyVeryLongClassNameForTests2",
+        ),
+        (
+            "random-value",
+            "lib = libfoo-Qm9x3LpZ7rT2vWn8.so",
+            "lib = libfoo-Qm9x3LpZ7rT2vWn8.so",
+        ),
+        (
+            "random-value",
+            "my address is: Qm9x3LpZ7rT2vWn8Yk4sHd6J",
+            "my address is: Qm9x3LpZ7rT2vWn8Yk4sHd6J",
+        ),
+        (
+            "kubernetes-secret",
+            "kind: Secret\ndata:\n  extra: cGFzc3dvcmQxMjM=\n",
+            "kind: Secret\ndata:\n  extra: <redacted>\n",
+        ),
+        (
+            "kubernetes-secret",
+            "kind: ConfigMap\ndata:\n  extra: cGFzc3dvcmQxMjM=\n",
+            "kind: ConfigMap\ndata:\n  extra: cGFzc3dvcmQxMjM=\n",
+        ),
+        (
+            "secret-key-value",
+            "BUNDLE_GEMS__ACME__COM=deploy:Qm9x3Lp",
+            "BUNDLE_GEMS__ACME__COM=<redacted>",
+        ),
+        (
+            "secret-key-value",
+            "db_pwd = 'Qm9x3Lp'",
+            "db_pwd = '<redacted>'",
+        ),
+        (
+            "secret-key-value",
+            "squareToken=sq0x\\Qm9x]3Lp",
+            "squareToken=<redacted>",
+        ),
+        (
+            "secret-key-value",
+            "not_secret = hello-there",
+            "not_secret = hello-there",
+        ),
+        (
+            "secret-key-value",
+            "fakeToken := \"Qm9x3LpZ7rT2\"",
+            "fakeToken := \"Qm9x3LpZ7rT2\"",
+        ),
+        (
+            "secret-key-value",
+            "CREDENTIALS = \"VAULT_DB_CRED\"",
+            "CREDENTIALS = \"VAULT_DB_CRED\"",
+        ),
+        (
+            "secret-flag",
+            "curl --user ops:'Qm9x3Lp' -X GET",
+            "curl --user <redacted> -X GET",
+        ),
+        (
+            "secret-flag",
+            "curl -u \"Qm9x3LpZ7rT2:\" x",
+            "curl -u <redacted> x",
+        ),
+    ] {
+        check(rule, input, expected);
+    }
+}
