@@ -97,6 +97,10 @@ pub enum Command {
         /// Only usage pings
         #[arg(long)]
         usage: bool,
+        /// Record on this machine only: build and scrub reports, keep them (see `log`,
+        /// `pending`), send nothing
+        #[arg(long)]
+        local: bool,
     },
     /// Turn crash reports and usage pings off (both unless one is named); deletes waiting reports
     Disable {
@@ -222,7 +226,11 @@ pub fn run_with(
 ) -> u8 {
     let result = match command {
         Command::Status { json } => status(config, *json, out),
-        Command::Enable { crash, usage } => enable(config, scope(*crash, *usage), out),
+        Command::Enable {
+            crash,
+            usage,
+            local,
+        } => enable(config, scope(*crash, *usage), *local, out),
         Command::Disable { crash, usage } => disable(config, scope(*crash, *usage), out),
         Command::Settings { json, args } => settings_cmd(config, *json, args, out, err),
         Command::Preview { json } => preview(config, *json, out),
@@ -304,12 +312,22 @@ fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failur
     Ok(())
 }
 
-fn enable(config: &Config, scope: Scope, out: &mut dyn Write) -> Result<(), Failure> {
-    control::enable_with(config, scope, ConsentSource::Cli)?;
+fn enable(config: &Config, scope: Scope, local: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    let mode = if local {
+        crate::settings::Mode::Local
+    } else {
+        crate::settings::Mode::On
+    };
+    control::enable_with(config, scope, ConsentSource::Cli, mode)?;
     writeln!(
         out,
-        "{} on for {}. Turn off with '{} disable'.",
+        "{} {} for {}. Turn off with '{} disable'.",
         what(scope),
+        if local {
+            "kept on this machine only (local mode: nothing is sent)"
+        } else {
+            "on"
+        },
         config.app_name,
         config.command()
     )?;

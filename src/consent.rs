@@ -9,9 +9,9 @@
 //! 3. Settings: unusable settings (no directory, unwritable) mean "undecided and cannot ask";
 //!    `sync=false` turns everything off; `crash_reports=false` / `usage=false` one kind.
 //! 4. CI turns everything off unless the app allows it.
-//! 5. A non-zero distributed rank turns everything off.
-//! 5a. A project-level file `.<app>-telemetry` saying `off` at the root of the repository
-//!     holding the working directory turns everything off.
+//! 5. A non-zero distributed rank turns everything off; so does a project-level file
+//!    `.<app>-telemetry` saying `off` at the root of the repository holding the working
+//!    directory.
 //! 6. The policy: opt-in needs a recorded "yes"; opt-out needs the first-run notice shown.
 
 use std::fmt;
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::config::{Config, Policy};
 use crate::env::{EnvSnapshot, is_false_like, is_true_like};
-use crate::settings::{ConsentSource, SettingsData};
+use crate::settings::{ConsentSource, Mode, SettingsData};
 
 /// Whether crash reports and usage pings may be sent in this process, with the reasons.
 ///
@@ -33,10 +33,15 @@ use crate::settings::{ConsentSource, SettingsData};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Decision {
-    /// Crash and error reports may be sent.
+    /// Crash and error reports are recorded (and sent, unless `crash_mode` is local).
     pub crash: bool,
-    /// Usage pings may be sent.
+    /// Usage pings are recorded (and sent, unless `usage_mode` is local).
     pub usage: bool,
+    /// What crash reports do: [`Mode::Off`] when `crash` is false; [`Mode::Local`] when
+    /// they are kept on this machine only.
+    pub crash_mode: Mode,
+    /// What usage pings do; see `crash_mode`.
+    pub usage_mode: Mode,
     /// Why `crash` is what it is, as a sentence (`disabled by DO_NOT_TRACK=1`).
     pub crash_reason: String,
     /// Why `usage` is what it is, as a sentence.
@@ -68,6 +73,8 @@ impl Decision {
         Decision {
             crash: false,
             usage: false,
+            crash_mode: Mode::Off,
+            usage_mode: Mode::Off,
             crash_reason: reason.clone(),
             usage_reason: reason.clone(),
             crash_reasons: vec![reason.clone()],
@@ -110,17 +117,16 @@ impl Decision {
 
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let word = |on: bool| if on { "on" } else { "off" };
         writeln!(
             f,
             "crash reports: {} ({})",
-            word(self.crash),
+            self.crash_mode.as_str(),
             self.crash_reason
         )?;
         write!(
             f,
             "usage pings:   {} ({})",
-            word(self.usage),
+            self.usage_mode.as_str(),
             self.usage_reason
         )
     }
@@ -226,10 +232,10 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
             both_no(reason, &mut crash_no, &mut usage_no);
             blocked = true;
         }
-        if !data.crash_reports {
+        if data.crash_reports.is_off() {
             crash_no.push("disabled by crash_reports=false in the settings".to_owned());
         }
-        if !data.usage {
+        if data.usage.is_off() {
             usage_no.push("disabled by usage=false in the settings".to_owned());
         }
     }
@@ -338,11 +344,28 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
             ),
         }
     };
-    let (crash, crash_reason, crash_reasons) = resolve(crash_no);
-    let (usage, usage_reason, usage_reasons) = resolve(usage_no);
+    let (crash, mut crash_reason, crash_reasons) = resolve(crash_no);
+    let (usage, mut usage_reason, usage_reasons) = resolve(usage_no);
+    // On means as the settings say: sent, or kept on this machine (`local`).
+    let mode = |on: bool, set: Option<Mode>, reason: &mut String| {
+        if !on {
+            return Mode::Off;
+        }
+        match set {
+            Some(Mode::Local) => {
+                reason.push_str("; kept on this machine only (local mode): nothing is sent");
+                Mode::Local
+            }
+            _ => Mode::On,
+        }
+    };
+    let crash_mode = mode(crash, settings.map(|d| d.crash_reports), &mut crash_reason);
+    let usage_mode = mode(usage, settings.map(|d| d.usage), &mut usage_reason);
     Decision {
         crash,
         usage,
+        crash_mode,
+        usage_mode,
         crash_reason,
         usage_reason,
         crash_reasons,

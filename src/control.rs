@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::paths::Paths;
-use crate::settings::{ConsentSource, Settings, SettingsError};
+use crate::settings::{ConsentSource, Mode, Settings, SettingsError};
 
 /// Which kind of reporting `enable` and `disable` act on.
 ///
@@ -68,30 +68,32 @@ pub(crate) fn forget_waiting(paths: &Paths, crash: bool, usage: bool) -> usize {
     deleted
 }
 
-/// Gives consent for `scope`, recorded as coming from `via`.
+/// Gives consent for `scope`, recorded as coming from `via`, in `mode` (on, or local:
+/// recorded on this machine only).
 pub(crate) fn enable_settings(
     settings: &mut Settings,
     scope: Scope,
     via: ConsentSource,
+    mode: Mode,
 ) -> Result<(), SettingsError> {
     settings.modify(|d| {
         let had_consent = d.consent.decided && d.consent.granted && d.sync;
         d.sync = true;
         match scope {
             Scope::All => {
-                d.crash_reports = true;
-                d.usage = true;
+                d.crash_reports = mode;
+                d.usage = mode;
             }
             Scope::Crash => {
-                d.crash_reports = true;
+                d.crash_reports = mode;
                 if !had_consent {
-                    d.usage = false;
+                    d.usage = Mode::Off;
                 }
             }
             Scope::Usage => {
-                d.usage = true;
+                d.usage = mode;
                 if !had_consent {
-                    d.crash_reports = false;
+                    d.crash_reports = Mode::Off;
                 }
             }
         }
@@ -106,7 +108,7 @@ pub(crate) fn record_answer(
     via: ConsentSource,
 ) -> Result<(), SettingsError> {
     if granted {
-        enable_settings(settings, Scope::All, via)
+        enable_settings(settings, Scope::All, via, Mode::On)
     } else {
         settings.modify(|d| {
             d.sync = false;
@@ -129,8 +131,8 @@ fn disable_settings(
                 d.sync = false;
                 d.consent.decide(false, via);
             }
-            Scope::Crash => d.crash_reports = false,
-            Scope::Usage => d.usage = false,
+            Scope::Crash => d.crash_reports = Mode::Off,
+            Scope::Usage => d.usage = Mode::Off,
         }
         if scope != Scope::Crash
             && let Some(old) = d.retire_id()
@@ -153,17 +155,35 @@ fn disable_settings(
 /// assert!(settings.crash_reports() && !settings.usage());
 /// ```
 pub fn enable(config: &Config, scope: Scope) -> Result<(), SettingsError> {
-    enable_with(config, scope, ConsentSource::Api)
+    enable_with(config, scope, ConsentSource::Api, Mode::On)
+}
+
+/// Turns `scope` to local mode (what `telemetry enable --local` does): reports are built,
+/// scrubbed and kept on this machine, where `telemetry log` and `pending` show them, and
+/// nothing is sent. What is recorded in local mode is never sent by a later `enable`; only
+/// an explicit `telemetry send` sends it.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use consentry::{Config, Mode, Scope};
+/// let config = Config::new("myapp", "1.0.0").config_dir(dir.path());
+/// consentry::enable_local(&config, Scope::All).unwrap();
+/// let settings = consentry::Settings::load(&config).unwrap();
+/// assert_eq!(settings.crash_mode(), Mode::Local);
+/// ```
+pub fn enable_local(config: &Config, scope: Scope) -> Result<(), SettingsError> {
+    enable_with(config, scope, ConsentSource::Api, Mode::Local)
 }
 
 pub(crate) fn enable_with(
     config: &Config,
     scope: Scope,
     via: ConsentSource,
+    mode: Mode,
 ) -> Result<(), SettingsError> {
     let paths = Paths::of(config);
     let mut settings = Settings::load_for(config, &paths)?;
-    enable_settings(&mut settings, scope, via)
+    enable_settings(&mut settings, scope, via, mode)
 }
 
 /// Withdraws consent for `scope` (what `telemetry disable` does): effective at once in this

@@ -72,8 +72,8 @@ pub(crate) fn load_settings(config: &Config, paths: &Paths) -> Result<Settings, 
 pub(crate) fn recorded_no(data: &crate::settings::SettingsData) -> Withdrawn {
     let declined = !data.sync || (data.consent.decided && !data.consent.granted);
     Withdrawn {
-        crash: declined || !data.crash_reports,
-        usage: declined || !data.usage,
+        crash: declined || data.crash_reports.is_off(),
+        usage: declined || data.usage.is_off(),
     }
 }
 
@@ -179,6 +179,12 @@ impl ConsentOnDisk {
         if let Ok(mut d) = self.decision.lock() {
             d.crash &= !crash;
             d.usage &= !usage;
+            if crash {
+                d.crash_mode = crate::settings::Mode::Off;
+            }
+            if usage {
+                d.usage_mode = crate::settings::Mode::Off;
+            }
         }
     }
 
@@ -218,6 +224,18 @@ impl ConsentOnDisk {
         let mut merged = decision;
         merged.crash &= was.crash;
         merged.usage &= was.usage;
+        // A mode changes at the next start too, except towards fewer sends: on -> local
+        // takes effect now (nothing more leaves), local -> on waits.
+        let keep = |was: crate::settings::Mode, now: crate::settings::Mode, on: bool| {
+            use crate::settings::Mode::*;
+            match (on, was, now) {
+                (false, _, _) => Off,
+                (true, Local, _) | (true, _, Local) => Local,
+                _ => On,
+            }
+        };
+        merged.crash_mode = keep(was.crash_mode, merged.crash_mode, merged.crash);
+        merged.usage_mode = keep(was.usage_mode, merged.usage_mode, merged.usage);
         self.set_decision(merged);
         withdrawn
     }
@@ -232,6 +250,8 @@ mod tests {
         let mut d = Decision::off("x");
         d.crash = true;
         d.usage = true;
+        d.crash_mode = crate::settings::Mode::On;
+        d.usage_mode = crate::settings::Mode::On;
         d
     }
 
@@ -284,7 +304,7 @@ mod tests {
     fn recorded_noes() {
         let mut d = SettingsData::default();
         assert_eq!(recorded_no(&d), Withdrawn::default());
-        d.usage = false;
+        d.usage = crate::settings::Mode::Off;
         assert_eq!(
             recorded_no(&d),
             Withdrawn {

@@ -94,7 +94,7 @@ use std::time::Duration;
 
 pub use crate::config::{BeforeSend, Config, ConfigError, ConfigErrorKind, Ignore, Policy};
 pub use crate::consent::Decision;
-pub use crate::control::{Disabled, Scope, disable, enable};
+pub use crate::control::{Disabled, Scope, disable, enable, enable_local};
 #[allow(deprecated)]
 pub use crate::inspect::status_of;
 pub use crate::inspect::{
@@ -104,7 +104,7 @@ pub use crate::inspect::{
 pub use crate::level::Level;
 pub use crate::runtime::Guard;
 pub use crate::settings::{
-    Consent, ConsentSource, Recovery, SCHEMA_VERSION, SETTABLE_KEYS, Settings, SettingsError,
+    Consent, ConsentSource, Mode, Recovery, SCHEMA_VERSION, SETTABLE_KEYS, Settings, SettingsError,
 };
 pub use crate::sink::Sink;
 pub use crate::usage::{MAX_NAME_LEN, MAX_PROPS, MAX_VALUE_LEN, Prop, UsageEvent, valid_name};

@@ -58,6 +58,9 @@ pub(crate) struct Context<'a> {
     pub(crate) gate: &'a dyn Gate,
     pub(crate) pipeline: &'a Pipeline,
     pub(crate) anonymous_id: Uuid,
+    /// Local mode: events are stored and recorded in this audit log (if any) as kept on
+    /// this machine, and nothing is sent.
+    pub(crate) local_log: Option<Option<&'a std::path::Path>>,
 }
 
 impl Pings {
@@ -127,6 +130,17 @@ impl Pings {
     /// Moves queued events, scrubbed, to the usage store. With no sink configured nothing
     /// can ever be sent: they are dropped (debug mode prints them instead).
     pub(crate) fn stash(&self, pipeline: &Pipeline, anonymous_id: Uuid) {
+        self.stash_logged(pipeline, anonymous_id, None);
+    }
+
+    /// [`Pings::stash`]; with `local_log`, each stored batch is also written to that audit
+    /// log as kept on this machine (local mode).
+    fn stash_logged(
+        &self,
+        pipeline: &Pipeline,
+        anonymous_id: Uuid,
+        local_log: Option<&std::path::Path>,
+    ) {
         let queued = self.queue.take();
         if queued.is_empty() {
             return;
@@ -148,6 +162,17 @@ impl Pings {
             .map_or(25, Sink::max_events_per_request)
             .max(1);
         for chunk in records.chunks(per_file) {
+            if let Some(log) = local_log {
+                let list: Vec<&UsageRecord> = chunk.iter().map(Scrubbed::get).collect();
+                crate::audit::append(
+                    log,
+                    "usage",
+                    "none: local mode, kept on this machine",
+                    None,
+                    None,
+                    serde_json::to_value(list).unwrap_or_default(),
+                );
+            }
             let stored = self
                 .store
                 .as_ref()
@@ -192,6 +217,15 @@ impl Pings {
                 Err(std::sync::TryLockError::WouldBlock) => return,
             },
         };
+        if let Some(local_log) = cx.local_log {
+            // Local mode: stored (and logged), never sent; the worker need not look again
+            // until something new is queued.
+            self.stash_logged(cx.pipeline, cx.anonymous_id, local_log);
+            if let Ok(mut state) = self.state.lock() {
+                state.retry_at = Some(Instant::now() + Duration::from_secs(3600));
+            }
+            return;
+        }
         self.stash(cx.pipeline, cx.anonymous_id);
         if deadline.is_none() && self.time_until_due() != Some(Duration::ZERO) {
             return;
@@ -490,6 +524,7 @@ mod tests {
             gate: &Yes,
             pipeline: &pipeline,
             anonymous_id: Uuid::nil(),
+            local_log: None,
         };
         // A process that tracks and exits at once: the event is stored, scrubbed, first.
         let first = pings();
@@ -525,6 +560,7 @@ mod tests {
             gate: &Yes,
             pipeline: &pipeline,
             anonymous_id: Uuid::nil(),
+            local_log: None,
         };
         for _ in 0..3 {
             let p = Pings::new(
@@ -545,6 +581,75 @@ mod tests {
                 .len(),
             3,
             "nothing lost"
+        );
+    }
+}
+
+#[cfg(test)]
+mod local_tests {
+    use super::*;
+    use crate::usage::{Prop, Queued};
+
+    struct Never;
+    impl egress::Wire for Never {
+        fn post(
+            &self,
+            _: &str,
+            _: &[(&str, String)],
+            _: &[u8],
+            _: Duration,
+        ) -> Result<crate::http::Answer, crate::http::NetError> {
+            panic!("local mode opened a connection")
+        }
+    }
+    struct Yes;
+    impl Gate for Yes {
+        fn allows(&self, _: egress::Kind) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn local_mode_stores_and_logs_and_never_sends() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sent.jsonl");
+        let pipeline = Pipeline::new(crate::Config::new("app", "1.0"), "salt".into(), Uuid::nil());
+        let egress = Egress::new(Box::new(Never), Some(log.clone()));
+        let pings = Pings::new(
+            UsageQueue::new(25),
+            Some(Sink::json("http://127.0.0.1:9/u")),
+            Some(dir.path().join("usage")),
+            None,
+            Duration::from_secs(30),
+            false,
+        );
+        pings.queue.push(Queued {
+            name: "started".into(),
+            props: vec![("mode".into(), Prop::from("fast"))],
+            time: SystemTime::now(),
+        });
+        let cx = Context {
+            egress: &egress,
+            gate: &Yes,
+            pipeline: &pipeline,
+            anonymous_id: Uuid::nil(),
+            local_log: Some(Some(&log)),
+        };
+        pings.tick(&cx, Some(Instant::now() + Duration::from_secs(1)));
+        assert_eq!(pings.stored_files().len(), 1);
+        let records = crate::audit::read(&log);
+        assert_eq!(records.len(), 1);
+        assert!(records[0]["status"].is_null());
+        assert!(
+            records[0]["destination"]
+                .as_str()
+                .unwrap()
+                .contains("local mode")
+        );
+        assert!(
+            pings
+                .time_until_due()
+                .is_none_or(|d| d > Duration::from_secs(60))
         );
     }
 }

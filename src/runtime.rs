@@ -33,7 +33,7 @@ use crate::paths::Paths;
 use crate::ping::Pings;
 use crate::pipeline::{Pipeline, Scrubbed, Stack, Verdict};
 use crate::report::{BREADCRUMBS, Captured, Kind};
-use crate::settings::{ConsentSource, Settings};
+use crate::settings::{ConsentSource, Mode, Settings};
 use crate::switch;
 use crate::transport::SentryTarget;
 use crate::upload::{Uploads, lock_until};
@@ -674,17 +674,16 @@ impl Runtime {
 
     /// With no DSN, the audit log records what was kept locally instead of sent.
     fn audit_local(&self, event: &Scrubbed) {
-        if self.uploads.is_none()
-            && let Some(log) = self.paths.audit_log()
-        {
-            crate::audit::append(
-                &log,
-                "crash",
-                "none: no DSN configured, kept in the local outbox",
-                None,
-                None,
-                event.get().clone(),
-            );
+        let local = self.consent.decision().crash_mode == Mode::Local;
+        let destination = if local {
+            "none: local mode, kept on this machine"
+        } else if self.uploads.is_none() {
+            "none: no DSN configured, kept in the local outbox"
+        } else {
+            return;
+        };
+        if let Some(log) = self.paths.audit_log() {
+            crate::audit::append(&log, "crash", destination, None, None, event.get().clone());
         }
     }
 
@@ -722,7 +721,8 @@ impl Runtime {
     }
 
     fn upload(&self, deadline: Option<Instant>, only: Option<&Path>) -> Option<egress::Outcome> {
-        if self.debug {
+        // Local mode opens no socket at all.
+        if self.debug || self.consent.decision().crash_mode != Mode::On {
             return None;
         }
         let uploads = self.uploads.as_ref()?;
@@ -735,11 +735,14 @@ impl Runtime {
     }
 
     fn usage_tick(&self, deadline: Option<Instant>) {
+        let local = self.consent.decision().usage_mode == Mode::Local;
+        let log = self.paths.audit_log();
         let cx = crate::ping::Context {
             egress: &self.egress,
             gate: self,
             pipeline: &self.pipeline,
             anonymous_id: self.consent.ids().0,
+            local_log: local.then_some(log.as_deref()),
         };
         self.pings.tick(&cx, deadline);
     }
@@ -884,9 +887,10 @@ impl Gate for Runtime {
         let withdrawn = self.consent.recheck();
         self.withdrawn(withdrawn);
         let decision = self.consent.decision();
+        // Local mode never sends: consent to record is not consent to send.
         match kind {
-            egress::Kind::Crash => switch::crash_on() && decision.crash,
-            egress::Kind::Usage => switch::usage_on() && decision.usage,
+            egress::Kind::Crash => switch::crash_on() && decision.crash_mode == Mode::On,
+            egress::Kind::Usage => switch::usage_on() && decision.usage_mode == Mode::On,
             egress::Kind::Deletion => true,
         }
     }

@@ -153,6 +153,82 @@ impl Consent {
     }
 }
 
+/// What a kind of reporting does: nothing, record on this machine only, or send.
+///
+/// In the settings file a mode is `false`/`"off"`, `"local"`, or `true`/`"on"`.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let mut s = consentry::Settings::load_from(dir.path().join("s.json")).unwrap();
+/// s.update([("crash_reports", "local")]).unwrap();
+/// assert_eq!(s.crash_mode(), consentry::Mode::Local);
+/// assert_eq!(s.get("crash_reports"), Some(serde_json::json!("local")));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Nothing is recorded or sent.
+    Off,
+    /// Reports are built and scrubbed exactly as for sending, kept in the outbox and the
+    /// audit log marked "kept locally", and never sent (no socket is opened).
+    Local,
+    /// Reports are sent (when consent is given).
+    #[default]
+    On,
+}
+
+impl Mode {
+    /// Whether this kind is recorded at all.
+    pub fn is_off(self) -> bool {
+        self == Mode::Off
+    }
+
+    /// The word users type and see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Local => "local",
+            Mode::On => "on",
+        }
+    }
+
+    /// Parses `off`/`local`/`on` and the boolean spellings (`true`, `0`, `no`, ...).
+    pub(crate) fn parse(value: &Value) -> Option<Mode> {
+        match value {
+            Value::Bool(true) => Some(Mode::On),
+            Value::Bool(false) => Some(Mode::Off),
+            Value::String(s) if s.trim().eq_ignore_ascii_case("local") => Some(Mode::Local),
+            Value::String(s) if crate::env::is_true_like(s) => Some(Mode::On),
+            Value::String(s) if crate::env::is_false_like(s) => Some(Mode::Off),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Mode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Booleans stay booleans, so files written by earlier versions read the same.
+        match self {
+            Mode::Off => s.serialize_bool(false),
+            Mode::On => s.serialize_bool(true),
+            Mode::Local => s.serialize_str("local"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+        let v = Value::deserialize(d)?;
+        // A string that spells a boolean is accepted as on the command line; anything else
+        // (a number, "perhaps") is a type error, which makes the whole file corrupt: "no".
+        Mode::parse(&v).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "expected true, false, \"off\", \"local\" or \"on\", found {v}"
+            ))
+        })
+    }
+}
+
 /// The contents of `settings.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SettingsData {
@@ -160,10 +236,10 @@ pub(crate) struct SettingsData {
     pub(crate) schema_version: u32,
     #[serde(default = "yes")]
     pub(crate) sync: bool,
-    #[serde(default = "yes")]
-    pub(crate) crash_reports: bool,
-    #[serde(default = "yes")]
-    pub(crate) usage: bool,
+    #[serde(default)]
+    pub(crate) crash_reports: Mode,
+    #[serde(default)]
+    pub(crate) usage: Mode,
     #[serde(default = "Uuid::new_v4")]
     pub(crate) anonymous_id: Uuid,
     #[serde(default = "new_salt")]
@@ -201,8 +277,8 @@ impl Default for SettingsData {
         SettingsData {
             schema_version: SCHEMA_VERSION,
             sync: true,
-            crash_reports: true,
-            usage: true,
+            crash_reports: Mode::On,
+            usage: Mode::On,
             anonymous_id: Uuid::new_v4(),
             salt: new_salt(),
             consent: Consent::default(),
@@ -538,7 +614,17 @@ impl Settings {
     /// assert!(s.crash_reports());
     /// ```
     pub fn crash_reports(&self) -> bool {
+        !self.data.crash_reports.is_off()
+    }
+
+    /// What crash and error reports do: off, local, on.
+    pub fn crash_mode(&self) -> Mode {
         self.data.crash_reports
+    }
+
+    /// What usage pings do: off, local, on.
+    pub fn usage_mode(&self) -> Mode {
+        self.data.usage
     }
 
     /// Whether usage pings are allowed.
@@ -549,7 +635,7 @@ impl Settings {
     /// assert!(s.usage());
     /// ```
     pub fn usage(&self) -> bool {
-        self.data.usage
+        !self.data.usage.is_off()
     }
 
     /// The random anonymous id sent with reports.
@@ -640,14 +726,15 @@ impl Settings {
             .into_iter()
             .map(|(key, value)| validate_change(key.as_ref(), &value.into()))
             .collect::<Result<Vec<_>, _>>()?;
-        let withdraws = changes.iter().any(|(_, on)| !on);
+        let withdraws = changes.iter().any(|(_, mode)| mode.is_off());
         let apply = |data: &mut SettingsData| {
-            let usage_before = data.sync && data.usage;
+            let usage_before = data.sync && !data.usage.is_off();
             for (key, value) in &changes {
                 match *key {
                     "sync" => {
-                        data.sync = *value;
-                        data.consent.decide(*value, via);
+                        let on = !value.is_off();
+                        data.sync = on;
+                        data.consent.decide(on, via);
                     }
                     "crash_reports" => data.crash_reports = *value,
                     "usage" => data.usage = *value,
@@ -658,7 +745,7 @@ impl Settings {
             // sent is retired (its deletion request is sent by the app's next start) and
             // replaced. Waiting reports are deleted by the next process that reads this "no"
             // (see `gate`), and at once by the CLI.
-            if usage_before && !(data.sync && data.usage) {
+            if usage_before && (!data.sync || data.usage.is_off()) {
                 data.retire_id();
             }
         };
@@ -764,7 +851,7 @@ fn test_delay() {
 pub(crate) fn validate_change(
     key: &str,
     value: &Value,
-) -> Result<(&'static str, bool), SettingsError> {
+) -> Result<(&'static str, Mode), SettingsError> {
     let Some(key) = SETTABLE_KEYS.iter().copied().find(|k| *k == key) else {
         return Err(match key {
             "anonymous_id" | "salt" => SettingsError::ReadOnlyKey {
@@ -784,18 +871,17 @@ pub(crate) fn validate_change(
             },
         });
     };
-    let parsed = match value {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) if crate::env::is_true_like(s) => Some(true),
-        Value::String(s) if crate::env::is_false_like(s) => Some(false),
-        _ => None,
-    };
+    let parsed = Mode::parse(value).filter(|m| key != "sync" || *m != Mode::Local);
     parsed
-        .map(|b| (key, b))
+        .map(|m| (key, m))
         .ok_or_else(|| SettingsError::InvalidValue {
             key: key.to_owned(),
             value: value.to_string(),
-            expected: "a boolean (true/false, 1/0, yes/no, on/off)",
+            expected: if key == "sync" {
+                "a boolean (true/false, 1/0, yes/no, on/off)"
+            } else {
+                "off, local or on (or a boolean: true/false, 1/0, yes/no)"
+            },
         })
 }
 
@@ -965,7 +1051,7 @@ mod tests {
         let (data, complete) = parse(br#"{"sync": false}"#).unwrap();
         assert!(!complete);
         assert!(!data.sync);
-        assert!(data.crash_reports);
+        assert_eq!(data.crash_reports, Mode::On);
     }
 
     #[test]
@@ -1007,15 +1093,15 @@ mod tests {
     fn changes_are_validated() {
         assert_eq!(
             validate_change("sync", &Value::from("False")).unwrap(),
-            ("sync", false)
+            ("sync", Mode::Off)
         );
         assert_eq!(
             validate_change("usage", &Value::from("on")).unwrap(),
-            ("usage", true)
+            ("usage", Mode::On)
         );
         assert_eq!(
             validate_change("crash_reports", &Value::from(true)).unwrap(),
-            ("crash_reports", true)
+            ("crash_reports", Mode::On)
         );
         assert!(matches!(
             validate_change("sync", &Value::from("maybe")),

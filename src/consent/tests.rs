@@ -1,7 +1,7 @@
 //! The consent matrix, one row per case: environment, settings, policy -> decision.
 
 use super::*;
-use crate::settings::Consent;
+use crate::settings::{Consent, Mode};
 
 /// Settings states a row can start from.
 #[derive(Clone, Copy)]
@@ -58,16 +58,16 @@ fn settings(s: S) -> Result<SettingsData, &'static str> {
         }
         S::GrantedCrashOff => {
             d.consent = given(ConsentSource::Cli);
-            d.crash_reports = false;
+            d.crash_reports = Mode::Off;
         }
         S::GrantedUsageOff => {
             d.consent = given(ConsentSource::Cli);
-            d.usage = false;
+            d.usage = Mode::Off;
         }
-        S::FreshUsageOff => d.usage = false,
+        S::FreshUsageOff => d.usage = Mode::Off,
         S::FreshBothOff => {
-            d.usage = false;
-            d.crash_reports = false;
+            d.usage = Mode::Off;
+            d.crash_reports = Mode::Off;
         }
         S::NoticeShown => d.notice_shown_at = Some("2026-11-19T08:00:00Z".into()),
         S::DefaultGranted => {
