@@ -659,6 +659,14 @@ impl Inner {
             .flatten()
     }
 
+    /// The index of the enabled rule named `name`, if any.
+    pub(crate) fn enabled_rule(&self, name: &str) -> Option<usize> {
+        (0..self.rule_count()).find(|&i| {
+            self.enabled.get(i).copied().unwrap_or(false)
+                && self.rule(i).is_some_and(|r| r.name == name)
+        })
+    }
+
     /// The first enabled key rule matching `key`.
     pub(crate) fn key_rule_for(&self, key: &str) -> Option<usize> {
         self.key_rules.iter().copied().find(|&i| {

@@ -240,6 +240,11 @@ fn card(hay: &str, span: Range<usize>, text: &str) -> bool {
     luhn(&digits)
 }
 
+/// Whether a number's digits are a card number (network range and Luhn).
+pub(crate) fn is_card_number(digits: &str) -> bool {
+    card(digits, 0..digits.len(), digits)
+}
+
 /// Whether `hay[..at]` ends with the start of an IBAN (`DE89 3704 `, `IS14 A159 `): then the
 /// digits that follow are its account number, not a card.
 fn after_iban_head(hay: &str, at: usize) -> bool {

@@ -12,7 +12,9 @@ use serde_json::{Map, Value};
 use crate::engine::{Ctx, Hits, Inner};
 use crate::error::ScrubError;
 use crate::identity::{self, IdentityMatcher, Learned};
+use crate::keys;
 use crate::report::Report;
+use crate::validate;
 
 /// Strings up to this long are remembered when clean, so that the field names and function
 /// names that repeat through an event are scrubbed once.
@@ -168,6 +170,10 @@ struct Walk<'s> {
 
 /// Scrubs `root` in place.
 pub(crate) fn scrub_value(inner: &Inner, root: &mut Value) -> Result<Report, ScrubError> {
+    let mut pem_report = Report::new();
+    if let Some(rule) = inner.enabled_rule("pem-private-key") {
+        split_keys(inner, rule, root, &mut pem_report);
+    }
     let mut known = Learned::default();
     learn(inner, root, &mut known);
     let mut learned = inner.learned_matcher(&known)?;
@@ -187,6 +193,7 @@ pub(crate) fn scrub_value(inner: &Inner, root: &mut Value) -> Result<Report, Scr
         walk.run(root)?;
         let uncovered = std::mem::take(&mut walk.uncovered);
         report.merge(walk.report);
+        report.merge(std::mem::take(&mut pem_report));
         let added = known.absorb(uncovered);
         let Some(new_filter) = inner.learned_matcher(&added)? else {
             return Ok(report);
@@ -201,6 +208,134 @@ pub(crate) fn scrub_value(inner: &Inner, root: &mut Value) -> Result<Report, Scr
         path: String::new(),
         passes: MAX_ROUNDS,
     })
+}
+
+/// Whether a line could be part of a PEM key's body: base64, maybe in quotes or a string
+/// literal with a comma or `\n`, 16 characters or more.
+fn is_key_body_line(line: &str) -> bool {
+    let t = line
+        .trim()
+        .trim_end_matches(',')
+        .trim_end_matches(['+', ';'])
+        .trim()
+        .trim_matches(['"', '\'', '`']);
+    let t = t.strip_suffix("\\n").unwrap_or(t);
+    let t = t.strip_suffix("\\r").unwrap_or(t);
+    t.len() >= 16
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+}
+
+fn opens_key(line: &str) -> bool {
+    line.contains("-----BEGIN") && line.contains("PRIVATE KEY") && !line.contains("-----END")
+}
+
+/// A PEM private key split over several strings: the lines of a frame's `pre_context`,
+/// `context_line` and `post_context`, consecutive breadcrumb messages, or the items of any
+/// array of strings. The string with `-----BEGIN ... PRIVATE KEY-----` is scrubbed by the
+/// `pem-private-key` rule itself; the body lines that follow it, up to the end marker or
+/// the first line that is not base64, are replaced here.
+fn split_keys(inner: &Inner, rule: usize, root: &mut Value, report: &mut Report) {
+    let mut stack: Vec<&mut Value> = vec![root];
+    let mut count = 0u64;
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Object(map) => {
+                let is_frame = map.contains_key("context_line")
+                    || map.contains_key("pre_context")
+                    || map.contains_key("post_context");
+                let is_crumbs = map
+                    .get("values")
+                    .and_then(Value::as_array)
+                    .is_some_and(|v| v.iter().any(|c| c.get("message").is_some()));
+                if is_frame || is_crumbs {
+                    let mut lines: Vec<&mut String> = Vec::new();
+                    let (mut pre, mut line, mut post, mut values) = (None, None, None, None);
+                    for (k, v) in map.iter_mut() {
+                        match k.as_str() {
+                            "pre_context" => pre = Some(v),
+                            "context_line" => line = Some(v),
+                            "post_context" => post = Some(v),
+                            "values" => values = Some(v),
+                            _ => stack.push(v),
+                        }
+                    }
+                    for part in [pre, line, post] {
+                        match part {
+                            Some(Value::String(s)) => lines.push(s),
+                            Some(Value::Array(items)) => {
+                                lines.extend(items.iter_mut().filter_map(|v| match v {
+                                    Value::String(s) => Some(s),
+                                    _ => None,
+                                }));
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let Some(Value::Array(crumbs)) = values {
+                        for crumb in crumbs.iter_mut() {
+                            if let Value::Object(c) = crumb {
+                                for (k, v) in c.iter_mut() {
+                                    match (k.as_str(), v) {
+                                        ("message", Value::String(s)) => lines.push(s),
+                                        (_, v) => stack.push(v),
+                                    }
+                                }
+                            } else {
+                                stack.push(crumb);
+                            }
+                        }
+                    } else if let Some(v) = values {
+                        stack.push(v);
+                    }
+                    count += redact_key_bodies(inner, rule, lines);
+                } else {
+                    stack.extend(map.values_mut());
+                }
+            }
+            Value::Array(items) => {
+                if items.iter().any(|v| v.as_str().is_some_and(opens_key)) {
+                    let lines: Vec<&mut String> = items
+                        .iter_mut()
+                        .filter_map(|v| match v {
+                            Value::String(s) => Some(s),
+                            _ => None,
+                        })
+                        .collect();
+                    count += redact_key_bodies(inner, rule, lines);
+                } else {
+                    stack.extend(items.iter_mut());
+                }
+            }
+            _ => {}
+        }
+    }
+    if count > 0 {
+        report.add(inner.rule_name(rule), "", count);
+    }
+}
+
+/// Replaces the body lines that follow a line opening a private key; returns how many.
+fn redact_key_bodies(inner: &Inner, rule: usize, lines: Vec<&mut String>) -> u64 {
+    let mut open = false;
+    let mut count = 0;
+    for line in lines {
+        if open {
+            if line.contains("-----END") || !is_key_body_line(line) {
+                open = false;
+            } else {
+                if let Some(new) = inner.redact_whole(rule, line) {
+                    *line = new;
+                    count += 1;
+                }
+                continue;
+            }
+        }
+        if opens_key(line) {
+            open = true;
+        }
+    }
+    count
 }
 
 impl Walk<'_> {
@@ -310,7 +445,11 @@ impl Walk<'_> {
                         .then(|| self.inner.hostname_rule())
                         .flatten()
                 });
-                if let Some(rule) = denied {
+                let by_name = match (denied, key) {
+                    (None, Some(key)) => self.secret_by_name(key, s),
+                    _ => None,
+                };
+                if let Some(rule) = denied.or(by_name) {
                     if let Some(new) = self.inner.redact_whole(rule, s) {
                         *s = new;
                         self.hits.push((rule, 1));
@@ -331,7 +470,12 @@ impl Walk<'_> {
                 Ok(false)
             }
             Value::Number(n) => {
-                if let Some(rule) = denied
+                // A card number stored as a JSON number.
+                let card = n
+                    .as_u64()
+                    .filter(|v| *v >= 1_000_000_000_000 && validate::is_card_number(&v.to_string()))
+                    .and_then(|_| self.inner.enabled_rule("credit-card"));
+                if let Some(rule) = denied.or(card)
                     && n.as_u64() != Some(0)
                 {
                     *value = Value::from(0);
@@ -352,6 +496,7 @@ impl Walk<'_> {
             Value::Array(items) => {
                 if denied.is_none() {
                     self.redact_pair(items, path);
+                    self.redact_argv(items, path);
                 }
                 stack.push(Frame {
                     children: Children::Array(items.iter_mut()),
@@ -361,6 +506,68 @@ impl Walk<'_> {
                 Ok(true)
             }
             Value::Bool(_) | Value::Null => Ok(false),
+        }
+    }
+
+    /// The rule that redacts a string under `key` by the key's name and the value's look,
+    /// for names beyond the deny list: ones that always name a secret (`otp`, `creds`,
+    /// `x_forwarded_for`) unless the value is harmless (`false`, `<YOUR_KEY>`), and ones that
+    /// may (`ENCRYPTION_KEY`, `stripeToken`) when the value looks random.
+    fn secret_by_name(&mut self, key: &str, value: &str) -> Option<usize> {
+        if key.len() > 64 || value.is_empty() || value.len() > 4096 {
+            return None;
+        }
+        let secret = if keys::is_secret_key(key) {
+            !validate::harmless_value(value)
+        } else {
+            keys::is_weak_secret_key(key) && validate::looks_secret(value)
+        };
+        if !secret {
+            return None;
+        }
+        self.inner.enabled_rule("deny-key")
+    }
+
+    /// `["--password", "x"]`, `["-u", "user:pass"]`: command lines as argument lists, where
+    /// a secret-looking flag's value is the next item.
+    fn redact_argv(&mut self, items: &mut [Value], path: &[Seg<'_>]) {
+        let Some(rule) = self.inner.enabled_rule("secret-flag") else {
+            return;
+        };
+        let mut i = 0;
+        while i + 1 < items.len() {
+            let flag = match items.get(i) {
+                Some(Value::String(s)) if s.starts_with('-') && s.len() <= 66 => s.clone(),
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let name = flag.trim_start_matches('-');
+            let Some(Value::String(value)) = items.get_mut(i + 1) else {
+                i += 1;
+                continue;
+            };
+            let valid_name =
+                !name.is_empty() && flag.len() - name.len() <= 2 && !name.contains(['=', ' ', '<']);
+            let secret = valid_name
+                && !value.starts_with('-')
+                && !validate::harmless_value(value)
+                && if matches!(name, "u" | "user") {
+                    value.contains(':') && !value.contains("://")
+                } else if keys::is_secret_key(name) {
+                    true
+                } else {
+                    keys::is_weak_secret_key(name) && validate::looks_secret(value)
+                };
+            if secret && let Some(new) = self.inner.redact_whole(rule, value) {
+                *value = new;
+                self.hits.push((rule, 1));
+                self.record(path, "[]");
+                i += 2;
+                continue;
+            }
+            i += 1;
         }
     }
 

@@ -1903,3 +1903,75 @@ fn random_values_and_manifests() {
         check(rule, input, expected);
     }
 }
+
+/// Scrubs `event` and checks it becomes `expected`, and that a second scrub changes nothing.
+#[track_caller]
+fn check_event(event: serde_json::Value, expected: serde_json::Value) {
+    let mut scrubbed = event.clone();
+    SCRUBBER.scrub_value(&mut scrubbed).unwrap();
+    assert_eq!(scrubbed, expected, "on {event}");
+    let mut again = scrubbed.clone();
+    SCRUBBER.scrub_value(&mut again).unwrap();
+    assert_eq!(again, scrubbed, "not idempotent on {event}");
+}
+
+/// Secrets that JSON structure hides from the text rules: argument lists, keys named like
+/// a secret's, cards as numbers, keys split over source lines or breadcrumbs.
+#[test]
+fn structured_secrets() {
+    use serde_json::json;
+    // argv as a list: the value after a secret-looking flag.
+    check_event(
+        json!({"argv": ["app", "--password", "q7Rk2mVx9Lp", "--verbose"]}),
+        json!({"argv": ["app", "--password", "<redacted>", "--verbose"]}),
+    );
+    check_event(
+        json!({"argv": ["curl", "-u", "ops:q7Rk2mVx9Lp", "https://x.test"]}),
+        json!({"argv": ["curl", "-u", "<redacted>", "https://x.test"]}),
+    );
+    check_event(
+        json!({"argv": ["app", "--token", "--verbose", "--level", "3"]}),
+        json!({"argv": ["app", "--token", "--verbose", "--level", "3"]}),
+    );
+    // Keys beyond the deny list.
+    check_event(
+        json!({"otp": "482913", "creds": "q7Rk2mVx9Lp", "x_forwarded_for": "203.0.113.9"}),
+        json!({"otp": "<redacted>", "creds": "<redacted>", "x_forwarded_for": "<redacted>"}),
+    );
+    check_event(
+        json!({"SIGNING_KEY": "9fQ2xL7pRt4Kw8Zm", "sort_key": "created_at", "otp": "false"}),
+        json!({"SIGNING_KEY": "<redacted>", "sort_key": "created_at", "otp": "false"}),
+    );
+    // A card stored as a number; other numbers stay.
+    check_event(
+        json!({"card": 4_111_111_111_111_111_u64, "ts": 1_700_000_000_000_u64}),
+        json!({"card": 0, "ts": 1_700_000_000_000_u64}),
+    );
+    // A key split over a frame's source lines.
+    let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC";
+    check_event(
+        json!({"frames": [{
+            "pre_context": ["const KEY: &str = \"", "-----BEGIN PRIVATE KEY-----"],
+            "context_line": body,
+            "post_context": [body, "-----END PRIVATE KEY-----", "\";", "fn main() {}"],
+        }]}),
+        json!({"frames": [{
+            "pre_context": ["const KEY: &str = \"", "<secret:private-key>"],
+            "context_line": "<secret:private-key>",
+            "post_context": ["<secret:private-key>", "-----END PRIVATE KEY-----", "\";", "fn main() {}"],
+        }]}),
+    );
+    // ... and over consecutive breadcrumbs.
+    check_event(
+        json!({"breadcrumbs": {"values": [
+            {"message": "loaded -----BEGIN RSA PRIVATE KEY-----"},
+            {"message": body},
+            {"message": "connected"},
+        ]}}),
+        json!({"breadcrumbs": {"values": [
+            {"message": "loaded <secret:private-key>"},
+            {"message": "<secret:private-key>"},
+            {"message": "connected"},
+        ]}}),
+    );
+}
