@@ -792,7 +792,7 @@ fn notice_was_shown(config: &Config) -> bool {
     let Some(path) = crate::paths::Paths::of(config).settings_file() else {
         return false;
     };
-    std::fs::read(path)
+    crate::fsx::read_capped(&path, crate::fsx::SMALL_FILE_MAX)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
         .is_some_and(|v| v.get("notice_shown_at").is_some_and(|t| !t.is_null()))

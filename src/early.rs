@@ -220,7 +220,18 @@ pub(crate) fn drain() -> Vec<Event<'static>> {
             } else {
                 let mut exceptions: Vec<Exception> = links
                     .map(|l| Exception {
-                        ty: sentry::parse_type_from_debug(l.ty.as_str()).to_owned(),
+                        // A type name cut inside a token is dropped like a cut value.
+                        ty: {
+                            let debug = if l.ty.cut {
+                                bound::drop_partial_tail(l.ty.as_str())
+                            } else {
+                                l.ty.as_str()
+                            };
+                            match sentry::parse_type_from_debug(debug) {
+                                "" => "Error".to_owned(),
+                                ty => ty.to_owned(),
+                            }
+                        },
                         value: Some(l.value.reportable()),
                         ..Default::default()
                     })

@@ -204,11 +204,18 @@ struct InFlight {
     record: Value,
 }
 
+/// Requests on the wire, and whether the gate is closed (the process is exiting).
+#[derive(Debug, Default)]
+struct Flights {
+    closed: bool,
+    open: HashMap<u64, InFlight>,
+}
+
 /// The egress gate.
 pub(crate) struct Egress {
     wire: Box<dyn Wire>,
     audit_log: Option<PathBuf>,
-    in_flight: Mutex<HashMap<u64, InFlight>>,
+    in_flight: Mutex<Flights>,
     next_id: AtomicU64,
 }
 
@@ -225,7 +232,7 @@ impl Egress {
         Egress {
             wire,
             audit_log,
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(Flights::default()),
             next_id: AtomicU64::new(0),
         }
     }
@@ -248,8 +255,15 @@ impl Egress {
             };
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut map) = self.in_flight.lock() {
-            map.insert(
+        {
+            let Ok(mut flights) = self.in_flight.lock() else {
+                return Outcome::NotAllowed;
+            };
+            // Closed at exit: no request starts after the in-flight ones were logged.
+            if flights.closed {
+                return Outcome::NotAllowed;
+            }
+            flights.open.insert(
                 id,
                 InFlight {
                     kind: request.kind,
@@ -274,8 +288,10 @@ impl Egress {
             },
         };
         // Taken back unless the process gave up on it meanwhile (then it was logged there).
-        let entry = self.in_flight.lock().ok().and_then(|mut m| m.remove(&id));
-        if let Some(entry) = entry {
+        // The line is written with the lock held, so `abandon_in_flight` cannot miss it.
+        if let Ok(mut flights) = self.in_flight.lock()
+            && let Some(entry) = flights.open.remove(&id)
+        {
             match &answer {
                 Ok(a) => self.audit(entry, Some(a.status), None),
                 Err(e) if e.may_have_reached() => self.audit(entry, None, Some(e.to_string())),
@@ -285,15 +301,17 @@ impl Egress {
         outcome
     }
 
-    /// At exit, past the deadline: writes each request still waiting for its answer to the
-    /// audit log with no status (it may have reached the server; its payload stays on disk
-    /// and is sent again, with the same ids, by a later run).
-    pub(crate) fn abandon_in_flight(&self) {
-        let entries: Vec<InFlight> = self
-            .in_flight
-            .lock()
-            .map(|mut m| m.drain().map(|(_, v)| v).collect())
-            .unwrap_or_default();
+    /// At exit, past the deadline: closes the gate (no request starts any more) and writes
+    /// each request still waiting for its answer to the audit log with no status (it may
+    /// have reached the server; its payload stays on disk and is sent again, with the same
+    /// ids, by a later run). Returns the kinds that were abandoned.
+    pub(crate) fn close_and_abandon(&self) -> Vec<Kind> {
+        let Ok(mut flights) = self.in_flight.lock() else {
+            return Vec::new();
+        };
+        flights.closed = true;
+        let entries: Vec<InFlight> = flights.open.drain().map(|(_, v)| v).collect();
+        let kinds = entries.iter().map(|e| e.kind).collect();
         for entry in entries {
             self.audit(
                 entry,
@@ -301,6 +319,7 @@ impl Egress {
                 Some("no answer before the process exited".to_owned()),
             );
         }
+        kinds
     }
 
     fn audit(&self, entry: InFlight, status: Option<u16>, note: Option<String>) {

@@ -332,11 +332,12 @@ pub fn pending_reports(config: &Config) -> Vec<PendingReport> {
     let Some(dir) = Paths::of(config).outbox_dir() else {
         return Vec::new();
     };
-    crate::outbox::Outbox::new(dir, usize::MAX, u64::MAX)
+    let outbox = crate::outbox::Outbox::new(dir, usize::MAX, u64::MAX);
+    outbox
         .list()
         .into_iter()
         .filter_map(|entry| {
-            let bytes = std::fs::read(&entry.path).ok()?;
+            let bytes = outbox.read(&entry.path).ok()?;
             Some(PendingReport {
                 event: report::event_of_envelope(&bytes)?,
                 path: entry.path,

@@ -418,7 +418,7 @@ pub fn capture_anyhow(err: &anyhow::Error) -> Option<EventId> {
             let bt = err.backtrace();
             let captured_bt = bt.status() == std::backtrace::BacktraceStatus::Captured;
             if captured_bt
-                && let Some(st) = sentry::integrations::backtrace::parse_stacktrace(&bt.to_string())
+                && let Some(st) = report::parsed_stacktrace(&bt.to_string())
                 && let Some(top) = event.exception.values.last_mut()
             {
                 top.stacktrace = Some(st);

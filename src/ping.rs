@@ -206,6 +206,19 @@ impl Pings {
 
     /// Stores what is queued, then sends what is due (everything, with a deadline).
     pub(crate) fn tick(&self, cx: &Context<'_>, deadline: Option<Instant>) {
+        // Stored first, and outside the send lock: a request in flight on the worker (up to
+        // its background timeout) must never keep an exiting process from writing what it
+        // tracked to disk.
+        if let Some(local_log) = cx.local_log {
+            // Local mode: stored (and logged), never sent; the worker need not look again
+            // until something new is queued.
+            self.stash_logged(cx.pipeline, cx.anonymous_id, local_log);
+            if let Ok(mut state) = self.state.lock() {
+                state.retry_at = Some(Instant::now() + Duration::from_secs(3600));
+            }
+            return;
+        }
+        self.stash(cx.pipeline, cx.anonymous_id);
         let _sending = match deadline {
             Some(d) => match lock_until(&self.sending, d) {
                 Some(g) => g,
@@ -217,16 +230,6 @@ impl Pings {
                 Err(std::sync::TryLockError::WouldBlock) => return,
             },
         };
-        if let Some(local_log) = cx.local_log {
-            // Local mode: stored (and logged), never sent; the worker need not look again
-            // until something new is queued.
-            self.stash_logged(cx.pipeline, cx.anonymous_id, local_log);
-            if let Ok(mut state) = self.state.lock() {
-                state.retry_at = Some(Instant::now() + Duration::from_secs(3600));
-            }
-            return;
-        }
-        self.stash(cx.pipeline, cx.anonymous_id);
         if deadline.is_none() && self.time_until_due() != Some(Duration::ZERO) {
             return;
         }
@@ -235,8 +238,13 @@ impl Pings {
             return;
         }
         let now = SystemTime::now();
+        // A server's pause holds for everyone; an endpoint that did not answer is skipped
+        // only by flushes with a deadline (a short CLI at exit), while the worker of a
+        // long-running process keeps trying with its own backoff.
         if let Some(file) = &self.pauses
-            && Pauses::load(file).usage.holds(&sink.display_url(), now)
+            && Pauses::load(file)
+                .usage
+                .holds(&sink.display_url(), now, deadline.is_some())
         {
             // Look again later, not at every wake-up.
             if let Ok(mut state) = self.state.lock() {
@@ -282,6 +290,10 @@ impl Pings {
                 i += 1;
             }
             if batch.is_empty() {
+                // Files with no events (`[]`): nothing to send, ever.
+                for path in taken {
+                    store.remove(path);
+                }
                 continue;
             }
             if !self.send_batch(cx, sink, &batch, deadline) {
@@ -368,6 +380,13 @@ impl Pings {
                 if let Some(file) = &self.pauses {
                     Pauses::record_pause(file, egress::Kind::Usage, endpoint, *until);
                 }
+                // Also in memory: with no pauses file (or one that cannot be written) the
+                // worker must still wait, not ask again at once.
+                let left = until
+                    .duration_since(now)
+                    .unwrap_or_default()
+                    .clamp(Duration::from_secs(1), egress::MAX_SERVER_PAUSE);
+                state.retry_at = Some(Instant::now() + left);
                 false
             }
             Outcome::Retry { error, .. } => {
@@ -382,8 +401,16 @@ impl Pings {
                 }
                 false
             }
-            Outcome::NotAllowed => false,
+            Outcome::NotAllowed => {
+                state.retry_at = Some(Instant::now() + Duration::from_secs(30));
+                false
+            }
         }
+    }
+
+    /// The endpoint, for the pauses file.
+    pub(crate) fn endpoint(&self) -> Option<String> {
+        self.sink.as_ref().map(Sink::display_url)
     }
 
     /// Consent for usage withdrawn: everything waiting is deleted, in memory and on disk.

@@ -20,6 +20,9 @@ use crate::scrub::{Report, Scrubber};
 use crate::sink::UsageRecord;
 use crate::usage::{MAX_VALUE_LEN, Prop, Queued};
 
+/// The largest event stored (Sentry accepts 1 MiB per event).
+pub(crate) const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
 /// A payload that went through the scrub step. Only this module can make one; its contents
 /// can be read, never replaced.
 #[derive(Debug, Clone, PartialEq)]
@@ -305,6 +308,16 @@ impl Pipeline {
                     None => return Ok(None),
                 },
             };
+            // The hook may have made the event larger than anything the caller could: past
+            // Sentry's own limit it would never be accepted, and it must not crowd the outbox.
+            let size = serde_json::to_vec(&v)
+                .map(|b| b.len())
+                .unwrap_or(usize::MAX);
+            if size > MAX_EVENT_BYTES {
+                return Err(format!(
+                    "the event is {size} bytes after the app's hook, over the {MAX_EVENT_BYTES}-byte limit"
+                ));
+            }
             Ok(Some((Scrubbed(v), report)))
         }));
         outcome.unwrap_or_else(|_| {

@@ -305,6 +305,56 @@ pub(crate) fn stacktrace_from(bt: &mut backtrace::Backtrace) -> Option<Stacktrac
     (!st.frames.is_empty()).then_some(st)
 }
 
+/// The most frames walked on the caller's thread (the walk costs per frame; a deep
+/// recursion is cut here, then [`bound::FRAMES_MAX`] of these are kept).
+const WALK_MAX: usize = 512;
+
+/// A raw backtrace of the calling thread: return addresses only, no symbols.
+///
+/// `backtrace::Backtrace::new_unresolved` takes the crate's global lock, which a
+/// symbolication running on consentry's own threads holds for as long as it takes to load
+/// debug information (seconds for a large debug binary): the app's thread would wait for it.
+/// On Unix the unwinder is thread-safe, so the walk is done without that lock.
+#[allow(unsafe_code)]
+pub(crate) fn raw_backtrace() -> backtrace::Backtrace {
+    #[cfg(unix)]
+    {
+        let mut frames: Vec<backtrace::BacktraceFrame> = Vec::with_capacity(64);
+        // SAFETY: `trace_unsynchronized` is unsafe only because the unwinder of some
+        // platforms (dbghelp on Windows) is not thread-safe; on Unix it is
+        // `_Unwind_Backtrace`, which is. The callback only copies the frame.
+        unsafe {
+            backtrace::trace_unsynchronized(|frame| {
+                frames.push(frame.clone().into());
+                frames.len() < WALK_MAX
+            });
+        }
+        backtrace::Backtrace::from(frames)
+    }
+    #[cfg(not(unix))]
+    {
+        backtrace::Backtrace::new_unresolved()
+    }
+}
+
+/// A stack trace parsed from std's `Backtrace` text (anyhow's), bounded like ours: at most
+/// [`bound::FRAMES_MAX`] frames and the text of each cut.
+pub(crate) fn parsed_stacktrace(text: &str) -> Option<Stacktrace> {
+    // A deep recursion prints megabytes; only the frames that are kept are parsed.
+    let text = bound::cut(text, 64 * 1024);
+    let mut st = sentry::integrations::backtrace::parse_stacktrace(&text)?;
+    for frame in &mut st.frames {
+        if let Some(f) = frame.function.take() {
+            frame.function = Some(bound::cut_owned(f, 1024));
+        }
+        if let Some(p) = frame.abs_path.take() {
+            frame.abs_path = Some(bound::cut_owned(p, 1024));
+        }
+    }
+    bound_frames(&mut st);
+    Some(st)
+}
+
 /// At most [`bound::FRAMES_MAX`] frames: the outermost and the innermost (a deep recursion
 /// keeps where it started and where it failed).
 fn bound_frames(st: &mut Stacktrace) {

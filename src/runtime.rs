@@ -183,6 +183,10 @@ pub(crate) fn init_failed() -> Guard {
 
 /// Sets consentry up for this process; see [`crate::init`].
 pub(crate) fn init(config: Config) -> Guard {
+    // A forked child must not take locks the parent may have held at the fork.
+    if switch::forked() {
+        return Guard { runtime: None };
+    }
     if current().is_some() {
         diag::warn_once("init-twice", || {
             "consentry::init was called twice; the second call is ignored".to_owned()
@@ -454,7 +458,7 @@ impl Runtime {
         backtrace: bool,
     ) -> Option<Uuid> {
         let backtrace =
-            (backtrace && self.config.attach_backtrace).then(backtrace::Backtrace::new_unresolved);
+            (backtrace && self.config.attach_backtrace).then(crate::report::raw_backtrace);
         let id = event.event_id;
         self.push(Job::Capture(Box::new(Captured {
             event,
@@ -499,10 +503,12 @@ impl Runtime {
             }
             let wait = self.next_wake();
             if let Ok(jobs) = self.jobs.lock() {
+                // While a flush runs, the queue is the flush's: waiting on it would spin.
                 let _ = self.wake.wait_timeout_while(jobs, wait, |jobs| {
-                    jobs.queue.is_empty()
-                        && !self.stop.load(Ordering::Acquire)
-                        && self.pings.time_until_due() != Some(Duration::ZERO)
+                    !self.stop.load(Ordering::Acquire)
+                        && (self.flushing.load(Ordering::Acquire) > 0
+                            || (jobs.queue.is_empty()
+                                && self.pings.time_until_due() != Some(Duration::ZERO)))
                 });
             }
         }
@@ -510,6 +516,9 @@ impl Runtime {
 
     /// How long the worker may sleep: until the next retry, usage batch or dedup expiry.
     fn next_wake(&self) -> Duration {
+        if self.flushing.load(Ordering::Acquire) > 0 {
+            return Duration::from_millis(50);
+        }
         let mut wait = Duration::from_secs(5);
         if let Some(next) = self.uploads.as_ref().and_then(Uploads::next_retry) {
             wait = wait.min(next.saturating_duration_since(Instant::now()));
@@ -735,6 +744,12 @@ impl Runtime {
     }
 
     fn usage_tick(&self, deadline: Option<Instant>) {
+        // A "no" given elsewhere stops storing too, not only sending.
+        let withdrawn = self.consent.recheck();
+        self.withdrawn(withdrawn);
+        if !switch::usage_on() {
+            return;
+        }
         let local = self.consent.decision().usage_mode == Mode::Local;
         let log = self.paths.audit_log();
         let cx = crate::ping::Context {
@@ -824,7 +839,24 @@ impl Runtime {
                 true,
             )
         }));
-        self.egress.abandon_in_flight();
+        // Nothing starts past this point; what is still on the wire is logged, and its
+        // endpoint is skipped by the next runs' exit flushes for a while (it did not answer
+        // within the budget).
+        for kind in self.egress.close_and_abandon() {
+            let endpoint = match kind {
+                egress::Kind::Crash => self.uploads.as_ref().map(|u| u.endpoint().to_owned()),
+                egress::Kind::Usage => self.pings.endpoint(),
+                egress::Kind::Deletion => None,
+            };
+            if let (Some(file), Some(endpoint)) = (self.paths.pauses_file(), endpoint) {
+                crate::transport::Pauses::record_unreachable(
+                    &file,
+                    kind,
+                    &endpoint,
+                    std::time::SystemTime::now(),
+                );
+            }
+        }
         let dropped = self.dropped.load(Ordering::Relaxed) + self.pings.queue.dropped();
         if dropped > 0 && self.debug {
             diag::eprint_line(&format!(

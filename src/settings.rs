@@ -1020,7 +1020,11 @@ fn move_aside(path: &Path) -> Result<PathBuf, SettingsError> {
         n += 1;
     }
     if fs::hard_link(path, &target).is_err() {
-        fs::copy(path, &target).map_err(io_err("keep a copy of", path))?;
+        // No hard links here: a copy, bounded (a file too large to copy stays where it is,
+        // and the settings stay unusable, which means "no").
+        let bytes = fsx::read_capped(path, 16 * fsx::SMALL_FILE_MAX)
+            .map_err(io_err("keep a copy of", path))?;
+        fsx::write_atomically(&target, &bytes).map_err(io_err("keep a copy of", path))?;
     }
     Ok(target)
 }

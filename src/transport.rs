@@ -88,15 +88,14 @@ fn secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// A stored time, clamped to at most `max` from `now` (a corrupt file, `u64::MAX`, a clock
-/// set back) and never an overflow.
+/// A stored time, if it is in the future and no more than `max` from `now`. A time further
+/// away (a corrupt file, `u64::MAX`, a clock that was set back) was never written by a
+/// server's clamped pause: it is ignored, so no stored value can hold sending off for
+/// longer than `max`. Never an overflow.
 fn clamp_stored(stored: u64, now: SystemTime, max: Duration) -> Option<SystemTime> {
     let latest = now.checked_add(max).unwrap_or(now);
-    let t = UNIX_EPOCH
-        .checked_add(Duration::from_secs(stored))
-        .unwrap_or(latest)
-        .min(latest);
-    (t > now).then_some(t)
+    let t = UNIX_EPOCH.checked_add(Duration::from_secs(stored))?;
+    (t > now && t <= latest + Duration::from_secs(1)).then_some(t)
 }
 
 impl Pause {
@@ -110,10 +109,12 @@ impl Pause {
         clamp_stored(self.unreachable_until, now, UNREACHABLE_MAX)
     }
 
-    /// Whether sending to `endpoint` is held off now, by the server or by its silence.
-    pub(crate) fn holds(&self, endpoint: &str, now: SystemTime) -> bool {
+    /// Whether sending to `endpoint` is held off now: by the server's pause, or, for a
+    /// flush with a deadline (`at_exit`), by its recent silence.
+    pub(crate) fn holds(&self, endpoint: &str, now: SystemTime, at_exit: bool) -> bool {
         self.endpoint == endpoint
-            && (self.paused_until(now).is_some() || self.unreachable_until(now).is_some())
+            && (self.paused_until(now).is_some()
+                || (at_exit && self.unreachable_until(now).is_some()))
     }
 }
 
@@ -213,8 +214,12 @@ mod tests {
             now + Duration::from_secs(30),
         );
         let until = Pauses::load(&path).crash.paused_until(now).unwrap();
-        assert!(Pauses::load(&path).crash.holds("e", now));
-        assert!(!Pauses::load(&path).crash.holds("another server", now));
+        assert!(Pauses::load(&path).crash.holds("e", now, false));
+        assert!(
+            !Pauses::load(&path)
+                .crash
+                .holds("another server", now, false)
+        );
         let left = until.duration_since(now).unwrap();
         assert!(left > Duration::from_secs(28) && left <= Duration::from_secs(31));
         assert_eq!(Pauses::load(&path).usage.paused_until(now), None);
@@ -241,11 +246,13 @@ mod tests {
         .unwrap();
         let now = SystemTime::now();
         let p = Pauses::load(&path);
-        assert!(p.crash.paused_until(now).unwrap() <= now + MAX_SERVER_PAUSE);
-        assert!(p.crash.unreachable_until(now).unwrap() <= now + UNREACHABLE_MAX);
-        // Formatting the time (what `status` does) must not overflow either.
-        let shown = time::OffsetDateTime::from(p.usage.paused_until(now).unwrap());
-        assert!(shown.year() < 3000);
+        // Further than a server could have asked: never written by us, ignored.
+        assert_eq!(p.crash.paused_until(now), None);
+        assert_eq!(p.crash.unreachable_until(now), None);
+        assert!(!p.crash.holds("", now, true));
+        let far = now + MAX_SERVER_PAUSE * 3;
+        std::fs::write(&path, format!(r#"{{"crash":{{"until":{}}}}}"#, secs(far))).unwrap();
+        assert_eq!(Pauses::load(&path).crash.paused_until(now), None);
         std::fs::write(&path, b"{not json").unwrap();
         assert_eq!(Pauses::load(&path), Pauses::default());
     }

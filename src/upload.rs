@@ -147,12 +147,20 @@ impl Uploads {
         self.backoff.lock().ok().and_then(|b| b.next)
     }
 
-    /// Whether a server-imposed pause or a recent silence holds sending off.
-    fn paused(&self, now: SystemTime) -> bool {
+    /// Whether a server-imposed pause (or, for a flush at exit, a recent silence) holds
+    /// sending off.
+    fn paused(&self, now: SystemTime, at_exit: bool) -> bool {
         let Some(file) = &self.pauses else {
             return false;
         };
-        Pauses::load(file).crash.holds(self.target.url(), now)
+        Pauses::load(file)
+            .crash
+            .holds(self.target.url(), now, at_exit)
+    }
+
+    /// The endpoint, for the pauses file.
+    pub(crate) fn endpoint(&self) -> &str {
+        self.target.url()
     }
 
     /// Sends waiting envelopes, oldest first (or only `only`). With a deadline (flush,
@@ -173,7 +181,7 @@ impl Uploads {
                 Err(std::sync::TryLockError::WouldBlock) => return None,
             },
         };
-        if self.paused(SystemTime::now()) {
+        if self.paused(SystemTime::now(), deadline.is_some()) {
             return None;
         }
         if let Ok(b) = self.backoff.lock() {
@@ -472,7 +480,7 @@ mod tests {
         assert_eq!(s.seen.load(Ordering::SeqCst), 1, "nothing after the 429");
         let now = SystemTime::now();
         let until = Pauses::load(&s.pauses).crash.paused_until(now).unwrap();
-        assert!(until <= now + egress::MAX_SERVER_PAUSE);
+        assert!(until <= now + egress::MAX_SERVER_PAUSE + Duration::from_secs(2));
         // A later run honours it without asking the server.
         assert!(flush(&s, &YesFor(AtomicUsize::new(100))).is_none());
         assert_eq!(s.seen.load(Ordering::SeqCst), 1);
