@@ -88,6 +88,7 @@ pub(crate) enum Validator {
     PhoneNational,
     CryptoAddress,
     Email,
+    HostShape,
     TokenLike,
     AuthCredential,
     SecretParam,

@@ -133,11 +133,111 @@ pub(crate) fn token_eligible(name: &str) -> bool {
         && !COMMON_NAMES.iter().any(|c| name.eq_ignore_ascii_case(c))
 }
 
+/// Whether a name too short or common to chase everywhere is still replaced where it stands
+/// in an identity position (`user root`, `root@vm`, `as root`, `for root on vm`, `host vm`).
+pub(crate) fn position_eligible(name: &str) -> bool {
+    let name = name.trim();
+    let n = name.chars().count();
+    (2..=128).contains(&n)
+        && name.chars().any(char::is_alphabetic)
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '$'))
+        && !matches!(
+            name.to_ascii_lowercase().as_str(),
+            "localhost"
+                | "unknown"
+                | "none"
+                | "null"
+                | "undefined"
+                | "true"
+                | "false"
+                | "redacted"
+                | "hostname"
+                | "name"
+                | "user"
+                | "host"
+                | "me"
+                | "you"
+        )
+}
+
+/// Words after which a user name is in an identity position.
+const USER_CUES: &[&str] = &[
+    "user",
+    "username",
+    "user name",
+    "login",
+    "logged in as",
+    "as",
+    "for",
+    "by",
+    "owner",
+    "uid",
+    "account",
+    "sudo -u",
+    "su",
+];
+
+/// Words after which a hostname is in an identity position.
+const HOST_CUES: &[&str] = &[
+    "host",
+    "hostname",
+    "host name",
+    "on",
+    "machine",
+    "computer",
+    "node",
+    "server",
+    "at",
+];
+
+/// Whether the match at `range` stands where a user or host name would: after a cue word
+/// (`user root`, `as root`, `host vm`, `on vm`, also with `=`, `:` or quotes between), as
+/// the user of `user@host` or the host after `@`, or after `~`.
+fn in_identity_position(text: &str, range: &Range<usize>, kind: IdKind) -> bool {
+    let before = text.get(..range.start).unwrap_or("");
+    let after = text.get(range.end..).unwrap_or("");
+    if after.starts_with('@') && kind != IdKind::Host {
+        return true;
+    }
+    if before.ends_with('@') && kind == IdKind::Host {
+        return true;
+    }
+    if before.ends_with('~') && kind == IdKind::User {
+        return true;
+    }
+    let trimmed = before.trim_end_matches(['"', '\'', '`']);
+    let trimmed = trimmed.trim_end_matches([' ', '\t']);
+    let trimmed = trimmed.strip_suffix([':', '=']).unwrap_or(trimmed);
+    let trimmed = trimmed.trim_end_matches([' ', '\t']);
+    if trimmed.len() == before.len() {
+        return false;
+    }
+    let cues = if kind == IdKind::Host {
+        HOST_CUES
+    } else {
+        USER_CUES
+    };
+    cues.iter().any(|cue| {
+        trimmed.len() >= cue.len()
+            && trimmed
+                .get(trimmed.len() - cue.len()..)
+                .is_some_and(|t| t.eq_ignore_ascii_case(cue))
+            && trimmed
+                .get(..trimmed.len() - cue.len())
+                .and_then(|s| s.chars().next_back())
+                .is_none_or(|c| !c.is_alphanumeric() && c != '_' && c != '-')
+    })
+}
+
 /// The names to find, each with its kind, de-duplicated case-insensitively (the first kind
-/// given for a name wins).
+/// given for a name wins). A name that is too short or common to replace everywhere is only
+/// replaced in an identity position (see [`in_identity_position`]).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct IdentitySet {
     names: BTreeMap<String, (String, IdKind)>,
+    positional: BTreeMap<String, (String, IdKind)>,
 }
 
 impl IdentitySet {
@@ -145,6 +245,13 @@ impl IdentitySet {
     pub(crate) fn add(&mut self, kind: IdKind, name: &str) -> bool {
         let name = name.trim();
         if !token_eligible(name) {
+            if position_eligible(name) {
+                let folded = name.to_lowercase();
+                if !self.names.contains_key(&folded) && !self.positional.contains_key(&folded) {
+                    self.positional.insert(folded, (name.to_owned(), kind));
+                    return true;
+                }
+            }
             return false;
         }
         let folded = name.to_lowercase();
@@ -181,12 +288,14 @@ impl IdentitySet {
     }
 
     pub(crate) fn contains(&self, name: &str) -> bool {
-        self.names.contains_key(&name.trim().to_lowercase())
+        let folded = name.trim().to_lowercase();
+        self.names.contains_key(&folded) || self.positional.contains_key(&folded)
     }
 
     pub(crate) fn names(&self) -> impl Iterator<Item = (&str, IdKind)> {
         self.names
             .values()
+            .chain(self.positional.values())
             .map(|(name, kind)| (name.as_str(), *kind))
     }
 
@@ -198,7 +307,14 @@ impl IdentitySet {
     ) -> Result<IdentityMatcher, BuildError> {
         let mut patterns = Vec::new();
         let mut kinds = Vec::new();
-        for (name, kind) in self.names() {
+        let mut positional = Vec::new();
+        let all = self
+            .names
+            .values()
+            .map(|v| (v, false))
+            .chain(self.positional.values().map(|v| (v, true)));
+        for ((name, kind), only_positioned) in all {
+            let (name, kind) = (name.as_str(), *kind);
             if !keep(kind) {
                 continue;
             }
@@ -220,6 +336,7 @@ impl IdentitySet {
                 if !patterns.contains(&variant) {
                     patterns.push(variant);
                     kinds.push(kind);
+                    positional.push(only_positioned);
                 }
             }
         }
@@ -245,6 +362,7 @@ impl IdentitySet {
         Ok(IdentityMatcher {
             ac: Some(ac),
             kinds,
+            positional,
             patterns,
             learned: !prebuilt,
         })
@@ -259,6 +377,8 @@ impl IdentitySet {
 pub(crate) struct IdentityMatcher {
     ac: Option<AhoCorasick>,
     kinds: Vec<IdKind>,
+    /// Per pattern: replaced only in an identity position.
+    positional: Vec<bool>,
     patterns: Vec<String>,
     learned: bool,
 }
@@ -285,6 +405,12 @@ impl IdentityMatcher {
             if let Some(kind) = self.kinds.get(m.pattern().as_usize())
                 && !range.is_empty()
                 && is_token_boundary(text, &range)
+                && (!self
+                    .positional
+                    .get(m.pattern().as_usize())
+                    .copied()
+                    .unwrap_or(false)
+                    || in_identity_position(text, &range, *kind))
                 && !in_rust_path(text, &range)
                 && !(self.learned
                     && (touches_underscore(text, &range) || is_file_stem(text, &range)))

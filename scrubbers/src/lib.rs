@@ -102,10 +102,16 @@
 //! | `user-name` | user names, given or learned from the event's home paths (`/home/u` and `/Users/u` only when a path follows; `u` also from `u.DOMAIN` profile folders) and `USER=` pairs, as whole words in any case, not in Rust paths (`a::u`); learned ones also not next to `_` nor as a file's name (`u.rs`) | `<user>` |
 //! | `full-name` | the user's full name, also as `alice.smith`, `alice_smith`, ... | `<user>` |
 //! | `hostname` | hostnames and their short form, given or learned from `server_name`, `contexts.device.name`, `HOSTNAME=` / `COMPUTERNAME=` and UNC paths `\\host\share`; `server_name` and `contexts.device.name` are replaced whole, however short the name | `<hostname>` |
+//! | `hostname-shape` | machine names by their shape anywhere: Windows defaults (`DESKTOP-1A2B3C4`, `LAPTOP-...`, `WIN-...`, `WS-...`), personal machines (`alices-MBP`, `Alices-MacBook-Pro.local`, `bob-thinkpad`, `bob-XPS-13`, `bob-laptop`), single-label `.local`, `.lan`, `.localdomain`, `.home.arpa` names (not `svc.cluster.local`) | `<hostname>` |
 //! | `deny-key` | the whole value under a secret-looking map key (`password`, `pass`, `pwd`, `secret`, `token`, `jwt`, `bearer`, `api_key`, `authorization`, `cookie`, `session`, `csrf`, `private_key`, `credentials`, `username`, ...; compared by words, so `X-Api-Key` and `apiKey` match) | `<redacted>` (numbers become `0`) |
 //!
-//! Short or common names (`root`, `admin`, `user`, `test`, names under 3 characters) are
-//! never chased through free text, but their home paths are still scrubbed.
+//! Short or common names (`root`, `admin`, `user`, `test`, `vm`, `dev`, names under 3
+//! characters) are not chased through free text, where they are ordinary words (`root
+//! cause`, `dev build`). They are replaced where they stand in an identity position: after
+//! `user`, `login`, `as`, `for`, `by`, `owner` (users) or `host`, `hostname`, `on`,
+//! `machine`, `node`, `server`, `at` (hosts), with `=`, `:` or quotes between, as the user
+//! of `user@host` and the host after `@`, after `~`, and in home paths. `server_name` and
+//! `contexts.device.name` are replaced whole.
 //!
 //! What stays: error types, messages around the removed parts, crate names and versions,
 //! file names, relative paths, line and column numbers, function and module names, OS and

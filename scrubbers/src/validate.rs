@@ -44,6 +44,7 @@ pub(crate) fn check(
         Validator::PhoneNational => phone_national(hay, span.clone(), text),
         Validator::CryptoAddress => crypto_address(text),
         Validator::Email => email(text),
+        Validator::HostShape => host_shape(hay, span.clone(), text),
         Validator::TokenLike => token_like(text),
         Validator::AuthCredential => return auth_credential(hay, caps?, span),
         Validator::SecretParam => {
@@ -575,6 +576,30 @@ fn bech32_ok(hrp: &str, data: &str) -> bool {
     }
     // bech32 (segwit v0) or bech32m (v1+).
     chk == 1 || chk == 0x2bc8_30a3
+}
+
+/// Names in `.local`/`.lan` that are services rather than machines.
+const NOT_MACHINES: &[&str] = &[
+    "cluster",
+    "svc",
+    "localhost",
+    "example",
+    "my",
+    "your",
+    "host",
+];
+
+/// A machine name by its shape: not part of a longer dotted name (`svc.cluster.local`),
+/// a path (`/etc/x.local`) or a file name.
+fn host_shape(hay: &str, span: Range<usize>, text: &str) -> bool {
+    if matches!(
+        before(hay, span.start),
+        Some('.' | '/' | '\\' | '_' | '-' | '$')
+    ) {
+        return false;
+    }
+    let label = text.split('.').next().unwrap_or(text);
+    !NOT_MACHINES.iter().any(|n| label.eq_ignore_ascii_case(n))
 }
 
 /// File extensions that look like top-level domains in `icon@2x.png`.

@@ -512,7 +512,9 @@ fn hostname() {
     check("hostname", "on ALICE-LAPTOP", "on <hostname>");
     check("hostname", "ssh alice-laptop:22", "ssh <hostname>:22");
     check("user-name", "alice-laptops", "<user>-laptops");
-    check("hostname", "xalice-laptop", "xalice-laptop");
+    check("hostname", "xalice-laptopx", "xalice-laptopx");
+    // A name shaped like a personal machine's goes whoever it is.
+    check("hostname-shape", "xalice-laptop", "<hostname>");
     // Learned from the text.
     check(
         "hostname",
@@ -1974,4 +1976,63 @@ fn structured_secrets() {
             {"message": "connected"},
         ]}}),
     );
+}
+
+/// Machine names by their shape, and short or common names only where they stand as a
+/// user or host.
+#[test]
+fn names_by_shape_and_position() {
+    for (rule, input, expected) in [
+        (
+            "hostname-shape",
+            "built on DESKTOP-7QK2M4Z today",
+            "built on <hostname> today",
+        ),
+        ("hostname-shape", "ping bobs-MBP.lan", "ping <hostname>"),
+        (
+            "hostname-shape",
+            "from Bobs-MacBook-Pro.local.",
+            "from <hostname>.",
+        ),
+        ("hostname-shape", "bob-thinkpad: up", "<hostname>: up"),
+        ("hostname-shape", "printer.local", "<hostname>"),
+        (
+            "hostname-shape",
+            "db.svc.cluster.local",
+            "db.svc.cluster.local",
+        ),
+        (
+            "hostname-shape",
+            "see settings.local.json",
+            "see settings.local.json",
+        ),
+        ("hostname-shape", "signal-desktop 7.1", "signal-desktop 7.1"),
+        ("hostname-shape", "WS-Federation", "WS-Federation"),
+    ] {
+        check(rule, input, expected);
+    }
+    let scrubber = Scrubber::builder()
+        .user("root")
+        .hostname("vm")
+        .build()
+        .unwrap();
+    for (rule, input, expected) in [
+        (
+            "user-name",
+            "permission denied for root on vm",
+            "permission denied for <user> on <hostname>",
+        ),
+        (
+            "user-name",
+            "ssh root@vm failed",
+            "ssh <user>@<hostname> failed",
+        ),
+        ("user-name", "running as root", "running as <user>"),
+        ("user-name", "user 'root' unknown", "user '<user>' unknown"),
+        ("hostname", "host=vm", "host=<hostname>"),
+        ("user-name", "the root cause", "the root cause"),
+        ("hostname", "a vm image", "a vm image"),
+    ] {
+        check_with(&scrubber, rule, input, expected);
+    }
 }
