@@ -126,8 +126,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the audit log: every payload that was sent, as sent (or, with --outbox, the
-    /// crash reports still waiting to be sent)
+    /// Print the audit log, one line per request: when, kind, destination, status, title
+    /// (--full adds each payload as sent)
     Log {
         /// Only the last N records
         #[arg(long, short = 'n', value_name = "N")]
@@ -135,9 +135,50 @@ pub enum Command {
         /// Print one JSON record per line
         #[arg(long)]
         json: bool,
+        /// Print each payload too, as it was sent
+        #[arg(long)]
+        full: bool,
         /// Print the crash reports waiting in the outbox instead
         #[arg(long)]
         outbox: bool,
+    },
+    /// List the crash reports waiting to be sent: id, when, size, title
+    Pending {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one waiting report exactly as it would be sent
+    Show {
+        /// Its id (a unique prefix is enough)
+        id: String,
+    },
+    /// Send waiting reports now (your decision: also reports kept locally or from before
+    /// consent)
+    Send {
+        /// The report's id (a unique prefix is enough)
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Every waiting report
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Delete waiting reports without sending them
+    Discard {
+        /// The report's id (a unique prefix is enough)
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Every waiting report
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Write one waiting report, scrubbed, to a file (to attach it to a bug report)
+    Export {
+        /// The report's id (a unique prefix is enough)
+        id: String,
+        /// Where to write it
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
     },
     /// Print the privacy statement: what is collected, where it goes, how to say no
     Privacy,
@@ -237,7 +278,17 @@ pub fn run_with(
         Command::Privacy => {
             write!(out, "{}", crate::inspect::privacy_statement(config)).map_err(Failure::from)
         }
-        Command::Log { last, json, outbox } => log(config, *last, *json, *outbox, out),
+        Command::Log {
+            last,
+            json,
+            full,
+            outbox,
+        } => log(config, *last, *json, *full, *outbox, out),
+        Command::Pending { json } => pending(config, *json, out),
+        Command::Show { id } => show(config, id, out),
+        Command::Send { id, all } => send(config, id.as_deref(), *all, out),
+        Command::Discard { id, all } => discard(config, id.as_deref(), *all, out),
+        Command::Export { id, output } => export(config, id, output, out),
         Command::Scrub { files, .. } => {
             return scrub_files(files, &command.scrub_options(), Some(config), out, err);
         }
@@ -456,10 +507,122 @@ fn preview(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failu
     Ok(())
 }
 
+impl From<crate::review::ReviewError> for Failure {
+    fn from(e: crate::review::ReviewError) -> Failure {
+        use crate::review::ReviewError;
+        let code = match e {
+            ReviewError::NotFound(_) | ReviewError::Ambiguous(_) => EXIT_USAGE,
+            _ => EXIT_FAILED,
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn pending(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    let waiting = crate::review::waiting_reports(config);
+    if json {
+        for w in &waiting {
+            let line = serde_json::json!({
+                "id": w.id, "captured_at": w.captured_at, "kind": "crash",
+                "title": w.title, "size": w.size,
+            });
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
+    if waiting.is_empty() {
+        writeln!(out, "No crash report is waiting.")?;
+        return Ok(());
+    }
+    for w in &waiting {
+        writeln!(
+            out,
+            "{}  {}  crash  {:>7} bytes  {}",
+            &w.id[..8.min(w.id.len())],
+            w.captured_at,
+            w.size,
+            w.title
+        )?;
+    }
+    writeln!(
+        out,
+        "{} waiting. '{cmd} show ID' prints one as it would be sent; '{cmd} send ID' or \
+         '{cmd} discard ID' decides.",
+        waiting.len(),
+        cmd = config.command()
+    )?;
+    Ok(())
+}
+
+fn show(config: &Config, id: &str, out: &mut dyn Write) -> Result<(), Failure> {
+    let w = crate::review::find_report(config, id)?;
+    writeln!(out, "{}", pretty(&w.event))?;
+    Ok(())
+}
+
+fn chosen(
+    config: &Config,
+    id: Option<&str>,
+    all: bool,
+) -> Result<Vec<crate::review::Waiting>, Failure> {
+    if all {
+        return Ok(crate::review::waiting_reports(config));
+    }
+    Ok(vec![crate::review::find_report(config, id.unwrap_or(""))?])
+}
+
+fn send(config: &Config, id: Option<&str>, all: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    let reports = chosen(config, id, all)?;
+    let mut sent = 0;
+    for r in &reports {
+        crate::review::send(config, r)?;
+        sent += 1;
+    }
+    writeln!(
+        out,
+        "Sent {sent} report(s). '{} log' shows them.",
+        config.command()
+    )?;
+    Ok(())
+}
+
+fn discard(
+    config: &Config,
+    id: Option<&str>,
+    all: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let reports = chosen(config, id, all)?;
+    let n = crate::review::discard(config, &reports);
+    writeln!(out, "Deleted {n} report(s) without sending them.")?;
+    Ok(())
+}
+
+fn export(
+    config: &Config,
+    id: &str,
+    to: &std::path::Path,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let w = crate::review::find_report(config, id)?;
+    crate::review::export(&w, to)?;
+    writeln!(
+        out,
+        "Wrote report {} (scrubbed, as it would be sent) to {}.",
+        w.id,
+        to.display()
+    )?;
+    Ok(())
+}
+
 fn log(
     config: &Config,
     last: Option<usize>,
     json: bool,
+    full: bool,
     outbox: bool,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
@@ -496,21 +659,69 @@ fn log(
         if json {
             writeln!(out, "{}", serde_json::to_string(record).unwrap_or_default())?;
         } else {
-            let status = record["status"]
-                .as_u64()
-                .map_or_else(|| "-".to_owned(), |s| s.to_string());
+            let status = record["status"].as_u64().map_or_else(
+                || {
+                    record["note"]
+                        .as_str()
+                        .map_or_else(|| "kept".to_owned(), |n| format!("no answer: {n}"))
+                },
+                |s| s.to_string(),
+            );
             writeln!(
                 out,
-                "{} {} -> {} ({})",
+                "{}  {:<8} {} -> {}  {}",
                 record["time"].as_str().unwrap_or("?"),
                 record["kind"].as_str().unwrap_or("?"),
                 record["destination"].as_str().unwrap_or("?"),
-                status
+                status,
+                record_title(&record["payload"])
             )?;
-            writeln!(out, "{}", pretty(&record["payload"]))?;
+            if full {
+                writeln!(out, "{}", pretty(&record["payload"]))?;
+            }
         }
     }
     Ok(())
+}
+
+/// A short title for an audit record's payload: the error, the message, or the usage
+/// events' names.
+fn record_title(payload: &Value) -> String {
+    let events = payload["events"]
+        .as_array()
+        .or_else(|| payload["batch"].as_array())
+        .or_else(|| payload.as_array());
+    if let Some(events) = events {
+        let names: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e["name"].as_str().or_else(|| e["event"].as_str()))
+            .take(5)
+            .collect();
+        let more = events.len().saturating_sub(names.len());
+        let mut t = names.join(", ");
+        if more > 0 {
+            t.push_str(&format!(" and {more} more"));
+        }
+        return t;
+    }
+    let top = payload["exception"]["values"]
+        .as_array()
+        .and_then(|v| v.last())
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["type"].as_str().unwrap_or(""),
+                e["value"].as_str().unwrap_or("")
+            )
+        });
+    let text = top
+        .or_else(|| payload["message"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let line = text.lines().next().unwrap_or("").to_owned();
+    match line.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line,
+    }
 }
 
 /// Options of `scrub`.

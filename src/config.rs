@@ -121,6 +121,7 @@ pub struct Config {
     pub(crate) attach_backtrace: bool,
     pub(crate) dedup_window: Duration,
     pub(crate) prompt_timeout: Duration,
+    pub(crate) review: bool,
     pub(crate) environment: Option<String>,
     pub(crate) ignore: Vec<Ignore>,
     pub(crate) before_send: Option<BeforeSend>,
@@ -191,6 +192,7 @@ impl Config {
             attach_backtrace: true,
             dedup_window: Duration::from_secs(60),
             prompt_timeout: Duration::from_secs(30),
+            review: false,
             environment: None,
             ignore: Vec::new(),
             before_send: None,
@@ -377,6 +379,20 @@ impl Config {
     /// ```
     pub fn prompt_timeout(mut self, timeout: Duration) -> Self {
         self.prompt_timeout = clamp_wait(timeout);
+        self
+    }
+
+    /// Crash reports the user reviews: never sent automatically. At the next interactive
+    /// start [`ask`](crate::ask) asks whether to send what waits (`y/N/v` to view);
+    /// non-interactively nothing is sent; `telemetry pending`, `show`, `send` and `discard`
+    /// decide at any time. Users can also turn this on with `telemetry settings review=true`.
+    ///
+    /// ```
+    /// let config = consentry::Config::new("myapp", "1.0.0").review(true);
+    /// # let _ = config;
+    /// ```
+    pub fn review(mut self, on: bool) -> Self {
+        self.review = on;
         self
     }
 

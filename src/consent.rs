@@ -218,17 +218,26 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
     };
     if let Some(data) = settings {
         if !data.sync {
-            let mut reason = "disabled by sync=false in the settings".to_owned();
-            if data.consent.decided
-                && !data.consent.granted
-                && let Some(via) = data.consent.via
-            {
-                reason.push_str(&format!(
-                    " (declined {}{})",
+            // Said the way the user said it: a "no" at the prompt is not a setting they typed.
+            let reason = match data.consent.via {
+                Some(via)
+                    if data.consent.decided
+                        && !data.consent.granted
+                        && via != ConsentSource::Cli =>
+                {
+                    format!(
+                        "disabled: declined {}{}",
+                        via.describe(inputs.command, false),
+                        on_date(data.consent.date())
+                    )
+                }
+                Some(via) if data.consent.decided && !data.consent.granted => format!(
+                    "disabled by sync=false in the settings (declined {}{})",
                     via.describe(inputs.command, false),
                     on_date(data.consent.date())
-                ));
-            }
+                ),
+                _ => "disabled by sync=false in the settings".to_owned(),
+            };
             both_no(reason, &mut crash_no, &mut usage_no);
             blocked = true;
         }
@@ -294,7 +303,10 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
                 );
                 both_no(reason, &mut crash_no, &mut usage_no);
                 if askable {
-                    next = if inputs.interactive && inputs.env.ci().is_none() {
+                    let asked_lately = settings
+                        .and_then(|d| d.prompt_unanswered_at.as_deref())
+                        .is_some_and(within_a_day);
+                    next = if inputs.interactive && inputs.env.ci().is_none() && !asked_lately {
                         NextStep::Ask
                     } else {
                         NextStep::CannotAsk
@@ -410,6 +422,16 @@ pub(crate) fn child_vars(prefix: &str, d: &Decision) -> Vec<(String, String)> {
     }
 }
 
+/// Whether an RFC 3339 time is less than a day ago (a time in the future counts as now).
+fn within_a_day(at: &str) -> bool {
+    let Ok(t) = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+    else {
+        return false;
+    };
+    let age = time::OffsetDateTime::now_utc() - t;
+    age < time::Duration::days(1)
+}
+
 /// Records a "no" for both kinds.
 fn both_no(reason: String, crash_no: &mut Vec<String>, usage_no: &mut Vec<String>) {
     crash_no.push(reason.clone());
@@ -431,17 +453,15 @@ pub(crate) fn disclosure(config: &Config) -> String {
     let prefix = config.env_prefix();
     let app = &config.app_name;
     let mut text = String::new();
-    let crash_dest = if config.dsn.is_some() {
-        "sent to the developers"
-    } else {
-        "kept on this machine: no server is configured"
+    let crash_dest = match config.parsed_dsn() {
+        Some(dsn) => format!("sent to {}", dsn.host()),
+        None => "kept on this machine: no server is configured".to_owned(),
     };
     text.push_str(&format!(
         "{app} can report crashes and errors ({crash_dest}){}.\n",
-        if config.usage_sink.is_some() {
-            " and send anonymous usage statistics"
-        } else {
-            ""
+        match &config.usage_sink {
+            Some(sink) => format!(" and send anonymous usage statistics to {}", sink.host()),
+            None => String::new(),
         }
     ));
     text.push_str(

@@ -69,6 +69,7 @@ mod ping;
 mod pipeline;
 mod prompt;
 mod report;
+mod review;
 mod runtime;
 mod settings;
 mod sink;
@@ -102,6 +103,7 @@ pub use crate::inspect::{
     status_on_disk,
 };
 pub use crate::level::Level;
+pub use crate::review::{ReviewError, Waiting, find_report, waiting_reports};
 pub use crate::runtime::Guard;
 pub use crate::settings::{
     Consent, ConsentSource, Mode, Recovery, SCHEMA_VERSION, SETTABLE_KEYS, Settings, SettingsError,

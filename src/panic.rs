@@ -187,8 +187,10 @@ fn report(info: &PanicHookInfo<'_>) {
         Ok(Some((path, sent))) => match sent {
             Some(true) => format!("crash report {id} was sent"),
             _ if !rt.has_server() => format!(
-                "crash report {id} was kept on this machine (no server configured): {}",
-                path.display()
+                "crash report {id} was saved on this machine, scrubbed ({}); see it with '{cmd} show {short}', share it with '{cmd} send {short}' or '{cmd} export {short} -o FILE'",
+                path.display(),
+                cmd = rt.command(),
+                short = &id.simple().to_string()[..8]
             ),
             _ => format!("crash report {id} was saved and will be sent later"),
         },

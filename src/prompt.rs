@@ -5,11 +5,20 @@ use crate::consent::{self, Decision};
 use crate::diag;
 use crate::settings::{ConsentSource, Settings};
 
-/// Asks the user for consent; see [`crate::ask`].
+/// Asks the user for consent, then, with review on, about the reports that wait; see
+/// [`crate::ask`].
 pub(crate) fn ask() -> Decision {
     let Some(rt) = crate::runtime::current() else {
         return Decision::off("disabled: consentry::init was not called");
     };
+    let decision = ask_consent(&rt);
+    if rt.review.load(std::sync::atomic::Ordering::Acquire) && consent::interactive() {
+        review_waiting(&rt);
+    }
+    decision
+}
+
+fn ask_consent(rt: &std::sync::Arc<crate::runtime::Runtime>) -> Decision {
     let decision = rt.decision();
     if !decision.can_ask() {
         return decision;
@@ -29,7 +38,14 @@ pub(crate) fn ask() -> Decision {
     }
     let answer = consent::read_line_timeout(config.prompt_timeout);
     let Some(answer) = answer else {
-        diag::eprint_line("\nNo answer: nothing will be sent. You will be asked again next time.");
+        diag::eprint_line("\nNo answer: nothing will be sent. You will be asked again in a day.");
+        // Not asked again for a day: an unattended terminal must not wait at every run.
+        if let Some(path) = rt.paths.settings_file()
+            && let Ok(mut s) = Settings::load_from(&path)
+        {
+            let _ = s.modify(|d| d.prompt_unanswered_at = Some(crate::settings::now_rfc3339()));
+            rt.remember_settings(s.data());
+        }
         return decision;
     };
     let granted = consent::is_yes(&answer);
@@ -63,5 +79,72 @@ pub(crate) fn ask() -> Decision {
             diag::warn_once("ask-record", || format!("cannot record your answer: {e}"));
             decision
         }
+    }
+}
+
+/// With review on, at an interactive start: what waits is shown and the user decides
+/// (`y` sends, `n` discards, `v` shows them first; no answer keeps them for next time).
+pub(crate) fn review_waiting(rt: &crate::runtime::Runtime) {
+    let waiting = crate::review::waiting_reports(&rt.config);
+    if waiting.is_empty() {
+        return;
+    }
+    let config = &rt.config;
+    let first_day = waiting
+        .iter()
+        .map(|w| w.captured_at.get(..10).unwrap_or("?"))
+        .min()
+        .unwrap_or("?")
+        .to_owned();
+    let destination = config.parsed_dsn().map_or_else(
+        || "nowhere (no server configured)".to_owned(),
+        |d| d.host().to_owned(),
+    );
+    let mut viewed = false;
+    loop {
+        let question = format!(
+            "{} crash report{} from {first_day} {} waiting to be sent to {destination}: send {}? [y/N/v=view] ",
+            waiting.len(),
+            if waiting.len() == 1 { "" } else { "s" },
+            if waiting.len() == 1 { "is" } else { "are" },
+            if waiting.len() == 1 { "it" } else { "them" },
+        );
+        {
+            use std::io::Write;
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "{question}");
+            let _ = stderr.flush();
+        }
+        let Some(answer) = consent::read_line_timeout(config.prompt_timeout) else {
+            diag::eprint_line("\nNo answer: the reports wait for next time.");
+            return;
+        };
+        let answer = answer.trim().to_ascii_lowercase();
+        if (answer == "v" || answer == "view") && !viewed {
+            viewed = true;
+            for w in &waiting {
+                diag::eprint_line(&format!(
+                    "# {} ({})\n{}",
+                    w.id,
+                    w.captured_at,
+                    serde_json::to_string_pretty(&w.event).unwrap_or_default()
+                ));
+            }
+            continue;
+        }
+        if consent::is_yes(&answer) {
+            let mut sent = 0;
+            for w in &waiting {
+                match crate::review::send(config, w) {
+                    Ok(()) => sent += 1,
+                    Err(e) => diag::eprint_line(&format!("report {}: {e}", w.id)),
+                }
+            }
+            diag::eprint_line(&format!("Sent {sent} report(s). Thank you."));
+        } else {
+            let n = crate::review::discard(config, &waiting);
+            diag::eprint_line(&format!("Deleted {n} report(s) without sending them."));
+        }
+        return;
     }
 }

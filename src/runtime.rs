@@ -118,6 +118,8 @@ pub(crate) struct Runtime {
     flushing: AtomicUsize,
     /// Until when the waiting flush lets symbolication go on (half its deadline).
     flush_symbols_until: Mutex<Option<Instant>>,
+    /// Crash reports wait for the user's review: never sent automatically.
+    pub(crate) review: AtomicBool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -214,6 +216,7 @@ pub(crate) fn init(config: Config) -> Guard {
     if let Err(e) = &settings {
         diag::warn_once("settings-unusable", || format!("{e}; nothing will be sent"));
     }
+    let settings_review = settings.as_ref().is_ok_and(|s| s.data().review);
     let mut settings_since = settings
         .as_ref()
         .ok()
@@ -265,6 +268,9 @@ pub(crate) fn init(config: Config) -> Guard {
         decision.clone(),
         (anonymous_id, salt),
     ));
+    if settings_review {
+        runtime.review.store(true, Ordering::Release);
+    }
     runtime.consent.remember_version();
     runtime.consent.set_consent_since(settings_since);
     if let Ok(mut slot) = RUNTIME.write() {
@@ -343,6 +349,7 @@ impl Runtime {
             worker_started: AtomicBool::new(false),
             flushing: AtomicUsize::new(0),
             flush_symbols_until: Mutex::new(None),
+            review: AtomicBool::new(config.review),
             paths,
             config,
         }
@@ -730,8 +737,11 @@ impl Runtime {
     }
 
     fn upload(&self, deadline: Option<Instant>, only: Option<&Path>) -> Option<egress::Outcome> {
-        // Local mode opens no socket at all.
-        if self.debug || self.consent.decision().crash_mode != Mode::On {
+        // Local mode opens no socket at all; reports under review wait for the user.
+        if self.debug
+            || self.consent.decision().crash_mode != Mode::On
+            || self.review.load(Ordering::Acquire)
+        {
             return None;
         }
         let uploads = self.uploads.as_ref()?;
@@ -1005,6 +1015,8 @@ impl crate::panic::Reporter for Runtime {
 
     fn has_server(&self) -> bool {
         self.config.dsn.is_some()
+            && self.consent.decision().crash_mode == Mode::On
+            && !self.review.load(Ordering::Acquire)
     }
 
     fn debug(&self) -> bool {

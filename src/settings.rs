@@ -44,9 +44,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The keys users may change with [`Settings::update`] and `telemetry settings key=value`.
 ///
 /// ```
-/// assert_eq!(consentry::SETTABLE_KEYS, ["sync", "crash_reports", "usage"]);
+/// assert_eq!(consentry::SETTABLE_KEYS, ["sync", "crash_reports", "usage", "review"]);
 /// ```
-pub const SETTABLE_KEYS: &[&str] = &["sync", "crash_reports", "usage"];
+pub const SETTABLE_KEYS: &[&str] = &["sync", "crash_reports", "usage", "review"];
 
 /// How long an update waits for another process holding the settings lock.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -248,6 +248,13 @@ pub(crate) struct SettingsData {
     pub(crate) consent: Consent,
     #[serde(default)]
     pub(crate) notice_shown_at: Option<String>,
+    /// Crash reports wait for the user's review (`telemetry send`), never sent automatically.
+    #[serde(default)]
+    pub(crate) review: bool,
+    /// When the consent prompt last went unanswered: it is not shown again for a day, so an
+    /// unattended terminal does not wait at every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) prompt_unanswered_at: Option<String>,
     /// Where an unreadable settings file was moved, when the current "no" came from that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) corrupt_copy: Option<String>,
@@ -283,6 +290,8 @@ impl Default for SettingsData {
             salt: new_salt(),
             consent: Consent::default(),
             notice_shown_at: None,
+            review: false,
+            prompt_unanswered_at: None,
             corrupt_copy: None,
             pending_deletion: Vec::new(),
             extra: Map::new(),
@@ -726,7 +735,9 @@ impl Settings {
             .into_iter()
             .map(|(key, value)| validate_change(key.as_ref(), &value.into()))
             .collect::<Result<Vec<_>, _>>()?;
-        let withdraws = changes.iter().any(|(_, mode)| mode.is_off());
+        let withdraws = changes
+            .iter()
+            .any(|(key, mode)| *key != "review" && mode.is_off());
         let apply = |data: &mut SettingsData| {
             let usage_before = data.sync && !data.usage.is_off();
             for (key, value) in &changes {
@@ -738,6 +749,7 @@ impl Settings {
                     }
                     "crash_reports" => data.crash_reports = *value,
                     "usage" => data.usage = *value,
+                    "review" => data.review = !value.is_off(),
                     _ => {}
                 }
             }
@@ -871,13 +883,14 @@ pub(crate) fn validate_change(
             },
         });
     };
-    let parsed = Mode::parse(value).filter(|m| key != "sync" || *m != Mode::Local);
+    let parsed =
+        Mode::parse(value).filter(|m| !matches!(key, "sync" | "review") || *m != Mode::Local);
     parsed
         .map(|m| (key, m))
         .ok_or_else(|| SettingsError::InvalidValue {
             key: key.to_owned(),
             value: value.to_string(),
-            expected: if key == "sync" {
+            expected: if matches!(key, "sync" | "review") {
                 "a boolean (true/false, 1/0, yes/no, on/off)"
             } else {
                 "off, local or on (or a boolean: true/false, 1/0, yes/no)"
@@ -989,9 +1002,25 @@ fn with_lock<T>(
     result
 }
 
-/// The settings as the file holds them.
+/// The settings as the file holds them. While nobody has decided, the switches that would
+/// read as "on" are left out (they are defaults, not anyone's choice), so the file never
+/// looks like a "yes" that was not given.
 fn settings_bytes(data: &SettingsData) -> Vec<u8> {
-    let mut text = serde_json::to_string_pretty(data).unwrap_or_default();
+    let mut value = serde_json::to_value(data).unwrap_or_default();
+    if !data.consent.decided
+        && let Some(map) = value.as_object_mut()
+    {
+        if data.sync {
+            map.remove("sync");
+        }
+        if data.crash_reports == Mode::On {
+            map.remove("crash_reports");
+        }
+        if data.usage == Mode::On {
+            map.remove("usage");
+        }
+    }
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     text.into_bytes()
 }

@@ -176,6 +176,19 @@ impl Sink {
         }
     }
 
+    /// The host the pings go to, for the notice and the prompt.
+    pub(crate) fn host(&self) -> String {
+        let rest = self
+            .base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, h)| h)
+            .to_owned()
+    }
+
     /// The URL for messages and the audit log: no secrets.
     pub(crate) fn display_url(&self) -> String {
         match &self.kind {
