@@ -527,7 +527,7 @@ fn pending(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failu
         for w in &waiting {
             let line = serde_json::json!({
                 "id": w.id, "captured_at": w.captured_at, "kind": "crash",
-                "title": w.title, "size": w.size,
+                "kept_locally": w.kept_locally, "title": w.title, "size": w.size,
             });
             writeln!(out, "{line}")?;
         }
@@ -540,9 +540,14 @@ fn pending(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failu
     for w in &waiting {
         writeln!(
             out,
-            "{}  {}  crash  {:>7} bytes  {}",
+            "{}  {}  {:<12} {:>7} bytes  {}",
             &w.id[..8.min(w.id.len())],
             w.captured_at,
+            if w.kept_locally {
+                "crash, local"
+            } else {
+                "crash"
+            },
             w.size,
             w.title
         )?;

@@ -68,6 +68,12 @@ impl Paths {
         self.data_dir.as_ref().map(|d| d.join("pauses.json"))
     }
 
+    /// Crash reports kept on this machine only (local mode, or saved while reporting is off):
+    /// never sent automatically, only by the user's `telemetry send`.
+    pub(crate) fn kept_dir(&self) -> Option<PathBuf> {
+        self.data_dir.as_ref().map(|d| d.join("kept"))
+    }
+
     /// Usage events waiting to be sent (scrubbed), kept across runs.
     pub(crate) fn usage_dir(&self) -> Option<PathBuf> {
         self.data_dir.as_ref().map(|d| d.join("usage"))

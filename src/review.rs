@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::egress::{self, Egress, Gate, Outcome, Request};
 use crate::outbox::Outbox;
+
 use crate::paths::Paths;
 
 /// A crash report waiting in the outbox, for review.
@@ -40,6 +41,8 @@ pub struct Waiting {
     pub path: PathBuf,
     /// The event, scrubbed, exactly as it would be sent.
     pub event: Value,
+    /// Kept on this machine only (local mode): sent only if you send it.
+    pub kept_locally: bool,
 }
 
 /// Why a review command could not be done.
@@ -69,10 +72,13 @@ pub enum ReviewError {
     },
 }
 
-fn outbox_of(config: &Config) -> Option<Outbox> {
-    Paths::of(config)
-        .outbox_dir()
-        .map(|d| Outbox::new(d, usize::MAX, u64::MAX))
+/// The outbox and the directory of reports kept locally.
+fn stores_of(config: &Config) -> Vec<(Outbox, bool)> {
+    let paths = Paths::of(config);
+    [(paths.outbox_dir(), false), (paths.kept_dir(), true)]
+        .into_iter()
+        .filter_map(|(dir, kept)| dir.map(|d| (Outbox::new(d, usize::MAX, u64::MAX), kept)))
+        .collect()
 }
 
 /// A title for a list: the top exception's type and value, or the message.
@@ -120,28 +126,33 @@ fn captured_at(event: &Value) -> String {
 /// assert!(consentry::waiting_reports(&config).is_empty());
 /// ```
 pub fn waiting_reports(config: &Config) -> Vec<Waiting> {
-    let Some(outbox) = outbox_of(config) else {
-        return Vec::new();
-    };
-    outbox
-        .list()
+    let mut all: Vec<Waiting> = stores_of(config)
         .into_iter()
-        .filter_map(|entry| {
-            let id = crate::outbox::event_id_of(&entry.path)?
-                .simple()
-                .to_string();
-            let bytes = outbox.read(&entry.path).ok()?;
-            let event = crate::report::event_of_envelope(&bytes)?;
-            Some(Waiting {
-                id,
-                captured_at: captured_at(&event),
-                title: title_of(&event),
-                size: entry.size,
-                path: entry.path,
-                event,
-            })
+        .flat_map(|(outbox, kept_locally)| {
+            outbox
+                .list()
+                .into_iter()
+                .filter_map(|entry| {
+                    let id = crate::outbox::event_id_of(&entry.path)?
+                        .simple()
+                        .to_string();
+                    let bytes = outbox.read(&entry.path).ok()?;
+                    let event = crate::report::event_of_envelope(&bytes)?;
+                    Some(Waiting {
+                        id,
+                        captured_at: captured_at(&event),
+                        title: title_of(&event),
+                        size: entry.size,
+                        path: entry.path,
+                        event,
+                        kept_locally,
+                    })
+                })
+                .collect::<Vec<_>>()
         })
-        .collect()
+        .collect();
+    all.sort_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
+    all
 }
 
 /// The waiting report whose id starts with `id` (at least 4 characters, or the whole id).
@@ -162,12 +173,10 @@ pub fn find_report(config: &Config, id: &str) -> Result<Waiting, ReviewError> {
 }
 
 /// Deletes waiting reports (the user's decision). Returns how many.
-pub(crate) fn discard(config: &Config, reports: &[Waiting]) -> usize {
-    let Some(outbox) = outbox_of(config) else {
-        return 0;
-    };
+pub(crate) fn discard(_config: &Config, reports: &[Waiting]) -> usize {
     for r in reports {
-        outbox.remove(&r.path);
+        // Only files listed from our own directories reach here.
+        let _ = crate::fsx::remove(&r.path);
     }
     reports.len()
 }
@@ -187,13 +196,12 @@ pub(crate) fn send(config: &Config, report: &Waiting) -> Result<(), ReviewError>
     let dsn = config.parsed_dsn().ok_or(ReviewError::NoServer)?;
     let target = crate::transport::SentryTarget::new(&dsn);
     let paths = Paths::of(config);
-    let outbox = outbox_of(config).ok_or(ReviewError::NoServer)?;
-    let bytes = outbox
-        .read(&report.path)
-        .map_err(|source| ReviewError::Io {
+    let bytes = crate::fsx::read_capped(&report.path, 16 * 1024 * 1024).map_err(|source| {
+        ReviewError::Io {
             path: report.path.clone(),
             source,
-        })?;
+        }
+    })?;
     let egress = Egress::new(Box::new(egress::Http), paths.audit_log());
     let outcome = egress.send(
         &Explicit,
@@ -210,11 +218,11 @@ pub(crate) fn send(config: &Config, report: &Waiting) -> Result<(), ReviewError>
     );
     match outcome {
         Outcome::Accepted { .. } => {
-            outbox.remove(&report.path);
+            let _ = crate::fsx::remove(&report.path);
             Ok(())
         }
         Outcome::Rejected(status) => {
-            outbox.remove(&report.path);
+            let _ = crate::fsx::remove(&report.path);
             Err(ReviewError::NotSent(format!(
                 "the server refused it for good (HTTP {status}); it was deleted"
             )))

@@ -100,6 +100,8 @@ pub(crate) struct Runtime {
     pipeline: Pipeline,
     dedup: Dedup,
     outbox: Option<Outbox>,
+    /// Reports kept on this machine only (local mode): a directory uploads never read.
+    kept: Option<Outbox>,
     uploads: Option<Uploads>,
     pub(crate) pings: Pings,
     pub(crate) egress: Egress,
@@ -235,10 +237,10 @@ pub(crate) fn init(config: Config) -> Guard {
     // file) deletes what waits, as `disable` does, at the latest here.
     if let Ok(s) = &settings {
         let no = crate::gate::recorded_no(s.data());
-        if no.crash
-            && let Some(dir) = paths.outbox_dir()
-        {
-            Outbox::new(dir, usize::MAX, u64::MAX).clear();
+        if no.crash {
+            for dir in [paths.outbox_dir(), paths.kept_dir()].into_iter().flatten() {
+                Outbox::new(dir, usize::MAX, u64::MAX).clear();
+            }
         }
         if no.usage
             && let Some(dir) = paths.usage_dir()
@@ -336,6 +338,9 @@ impl Runtime {
             pipeline: Pipeline::new(config.clone(), ids.1.clone(), session_id),
             consent: ConsentOnDisk::new(config.clone(), env, paths.clone(), decision, ids),
             dedup: Dedup::new(config.dedup_window, Box::new(SystemClock)),
+            kept: paths
+                .kept_dir()
+                .map(|d| Outbox::new(d, config.outbox_max_envelopes, config.outbox_max_bytes)),
             outbox,
             uploads,
             pings,
@@ -672,10 +677,16 @@ impl Runtime {
     /// another process stops new reports from being stored, not only sent (with no DSN,
     /// storing is all that happens).
     fn write_outbox(&self, event: &Scrubbed) -> Option<PathBuf> {
-        let outbox = self.outbox.as_ref()?;
-        if !self.allows(egress::Kind::Crash) {
+        if !self.may_record() {
             return None;
         }
+        // Local mode writes where uploads never look: nothing kept locally can be sent by
+        // a later "yes", only by the user's explicit `telemetry send`.
+        let outbox = if self.consent.decision().crash_mode == Mode::Local {
+            self.kept.as_ref()?
+        } else {
+            self.outbox.as_ref()?
+        };
         let id = event.event_id().unwrap_or_else(Uuid::new_v4);
         match outbox.write(id, event) {
             Ok(path) => Some(path),
@@ -891,6 +902,9 @@ impl Runtime {
             if let Some(outbox) = &self.outbox {
                 outbox.clear();
             }
+            if let Some(kept) = &self.kept {
+                kept.clear();
+            }
         }
         if withdrawn.usage {
             switch::set_usage(false);
@@ -912,6 +926,15 @@ impl Runtime {
     /// The environment snapshot `init` took.
     pub(crate) fn env(&self) -> &EnvSnapshot {
         self.consent.env()
+    }
+}
+
+impl Runtime {
+    /// Whether crash reports may be recorded now (on, or local): consent re-read first.
+    fn may_record(&self) -> bool {
+        let withdrawn = self.consent.recheck();
+        self.withdrawn(withdrawn);
+        switch::crash_on() && self.consent.decision().crash
     }
 }
 
@@ -984,9 +1007,11 @@ impl crate::panic::Reporter for Runtime {
                 let free = claim.as_ref().is_none_or(Option::is_some);
                 if free
                     && crate::fsx::regular_len(&path).is_some()
-                    && self.allows(egress::Kind::Crash)
+                    && self.may_record()
                     && let (Some(outbox), Some(id)) = (&self.outbox, event.event_id())
                 {
+                    // In place: the file is in the outbox or the kept directory, whichever
+                    // the first copy went to.
                     let _ = outbox.replace(&path, id, &event);
                 }
                 self.audit_local(&event);
