@@ -51,25 +51,31 @@ fn config() -> Config {
     config
 }
 
+// The README's snippet, as is: `init` and `ask` at the top of `main`, the `telemetry`
+// subcommand in the match. While `cli-app telemetry ...` runs, `init` starts nothing and
+// `ask` asks nothing, so a first `cli-app telemetry disable` prints one line.
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = config();
+    let _guard = consentry::init(config.clone());
+    consentry::ask();
     match cli.command {
         Command::Telemetry(command) => consentry::cli::run(&command, &config),
-        Command::Run { fail } => {
-            let _guard = consentry::init(config);
-            consentry::track("run", [("fail", fail)]);
-            if fail {
-                let err = std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    "cannot write the report",
-                );
-                eprintln!("error: {err}");
-                consentry::capture_error(&err);
-                return ExitCode::FAILURE;
-            }
-            println!("done");
-            ExitCode::SUCCESS
-        }
+        Command::Run { fail } => run(fail),
     }
+}
+
+fn run(fail: bool) -> ExitCode {
+    consentry::track("run", [("fail", fail)]);
+    if fail {
+        let err = std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "cannot write the report",
+        );
+        eprintln!("error: {err}");
+        consentry::capture_error(&err);
+        return ExitCode::FAILURE;
+    }
+    println!("done");
+    ExitCode::SUCCESS
 }

@@ -406,7 +406,8 @@ fn disable(config: &Config, scope: Scope, out: &mut dyn Write) -> Result<(), Fai
             done.outbox_deleted
         )?;
     }
-    if done.id_rotated {
+    // An id that was never sent needs no word: a first `disable` prints one line.
+    if done.id_rotated && (done.deletion_sent || done.deletion_pending) {
         writeln!(out, "The anonymous id was replaced by a new one.")?;
     }
     if done.deletion_sent {

@@ -442,6 +442,26 @@ fn on_date(date: Option<&str>) -> String {
     date.map(|d| format!(" on {d}")).unwrap_or_default()
 }
 
+/// Whether this process is running the app's `telemetry` subcommand (the last word of
+/// [`Config::cli_command`], `telemetry` by default, among the arguments before any `--`).
+/// Then `init` starts nothing and shows no notice, and `ask` asks nothing: a user's first
+/// `mytool telemetry disable` must print one line, not a consent prompt.
+pub(crate) fn running_telemetry_command(config: &Config) -> bool {
+    let command = config.command();
+    let Some(word) = command.split_whitespace().last() else {
+        return false;
+    };
+    if command.split_whitespace().count() < 2 {
+        // The `consentry` binary itself, or an app whose command is its own name.
+        return false;
+    }
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .take(32)
+        .any(|a| a == word)
+}
+
 /// Whether a person is at this terminal: stdin and stderr are terminals.
 pub(crate) fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stderr().is_terminal()

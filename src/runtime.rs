@@ -198,6 +198,14 @@ pub(crate) fn init(config: Config) -> Guard {
         return Guard { runtime: None };
     }
     switch::claim_process();
+    if consent::running_telemetry_command(&config) {
+        // `mytool telemetry ...`: the command manages consent itself; nothing starts, no
+        // notice, no prompt, and early captures are dropped.
+        switch::set_crash(false);
+        switch::set_usage(false);
+        drop(crate::early::drain());
+        return Guard { runtime: None };
+    }
     if let Err(e) = config.validate() {
         diag::warn_once("bad-config", || {
             format!("{e}; crash and usage reporting stay off")

@@ -179,3 +179,29 @@ fn cli_app_mounts_telemetry_and_shows_the_notice_once() {
         "{status}"
     );
 }
+
+#[test]
+fn the_readme_snippet_gives_a_first_telemetry_disable_of_one_line() {
+    // The README's snippet is examples/cli_app.rs's `main`, as is: they cannot drift.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let app = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cli_app.rs"))
+        .unwrap();
+    let main = &app[app.find("fn main() -> ExitCode {").unwrap()..];
+    let main = &main[..main.find("\n}\n").unwrap() + 2];
+    assert!(
+        readme.contains(main),
+        "README's snippet differs from cli_app's main:\n{main}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("CLI_APP_CONFIG_DIR", dir.path()),
+        ("CLI_APP_DATA_DIR", dir.path()),
+    ];
+    let out = run(&example("cli_app"), &["telemetry", "disable"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(stdout.trim().lines().count(), 1, "{stdout}");
+    assert!(stderr.trim().is_empty(), "no notice, no prompt: {stderr}");
+}
