@@ -55,7 +55,8 @@ fn load(home: &str) -> Result<Vec<u8>, AppError> {
 }
 
 fn main() {
-    let config: Config = consentry::app_info!();
+    // The command users type to manage this demo's consent is the standalone binary's.
+    let config: Config = consentry::app_info!().cli_command("consentry --app consentry");
     let yes = std::env::args().any(|a| a == "--yes");
     let waiting = consentry::pending_reports(&config).len();
 
@@ -101,7 +102,7 @@ fn main() {
     let status = consentry::status_on_disk(&config);
     println!();
     println!(
-        "The outbox {} holds {} report(s). The newest ones, scrubbed, exactly as they would be sent:",
+        "The outbox {} holds {} report(s). The newest ones, scrubbed, condensed for reading (frames outside the app and breadcrumbs left out; `consentry --app consentry show ID` prints one exactly as it would be sent):",
         status
             .outbox_dir
             .as_ref()
@@ -118,6 +119,22 @@ fn main() {
     }
     println!(
         "\nNothing left this machine: no DSN is configured. `consentry --app {} status` shows more.",
+        config.app_name()
+    );
+    println!(
+        "This demo keeps its settings in {} and its reports in {}: `consentry --app {} disable` deletes the reports and says no; remove both directories to start afresh.",
+        status
+            .settings_file
+            .as_ref()
+            .and_then(|f| f.parent())
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        status
+            .outbox_dir
+            .as_ref()
+            .and_then(|d| d.parent())
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
         config.app_name()
     );
     drop(guard);

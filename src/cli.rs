@@ -183,6 +183,9 @@ pub enum Command {
     /// Print the privacy statement: what is collected, where it goes, how to say no
     Privacy,
     /// Scrub Sentry events (one JSON object per line) from stdin or files; write them to stdout
+    /// (a tool for developers: hidden from an app's mounted `telemetry` help, listed by the
+    /// `consentry` binary's)
+    #[command(hide = true)]
     Scrub {
         /// Files to read instead of stdin
         files: Vec<PathBuf>,
@@ -906,7 +909,8 @@ fn scrubber_for(
     name = "consentry",
     version,
     about = "Inspect and control an app's consentry telemetry; scrub Sentry events",
-    after_help = "Exit codes: 0 done, 1 failed (I/O, malformed scrub input), 2 bad input (unknown setting, bad value)."
+    long_about = None,
+    after_help = "Also: consentry scrub [--report] [--keep-going] [--user NAME] [--hostname NAME] [--rules FILE] [FILE...]\n  scrubs Sentry events (one JSON object per line) from stdin or files to stdout.\n\nExit codes: 0 done, 1 failed (I/O, malformed scrub input), 2 bad input (unknown setting, bad value)."
 )]
 pub struct Standalone {
     /// The app whose telemetry to manage (its consentry app name); not needed for `scrub`
@@ -925,7 +929,7 @@ pub struct Standalone {
     /// which only opt-out apps do; else opt-in)
     #[arg(long, global = true, value_name = "POLICY")]
     pub policy: Option<PolicyArg>,
-    /// The app allows reporting in CI (`Config::allow_ci`)
+    /// The app allows reporting in CI
     #[arg(long, global = true)]
     pub allow_ci: bool,
     /// The command
@@ -994,12 +998,12 @@ impl Standalone {
     }
 }
 
-/// `--policy` of the `consentry` binary.
+/// `--policy` of the `consentry` binary (`Policy::OptIn`, `Policy::OptOut`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PolicyArg {
-    /// [`Policy::OptIn`].
+    /// Nothing is sent until the user says yes
     OptIn,
-    /// [`Policy::OptOut`].
+    /// Sent after a first-run notice unless the user says no
     OptOut,
 }
 
