@@ -122,6 +122,8 @@ pub struct Config {
     pub(crate) dedup_window: Duration,
     pub(crate) prompt_timeout: Duration,
     pub(crate) review: bool,
+    pub(crate) usage_events: Vec<&'static str>,
+    pub(crate) distributed: bool,
     pub(crate) environment: Option<String>,
     pub(crate) ignore: Vec<Ignore>,
     pub(crate) before_send: Option<BeforeSend>,
@@ -193,6 +195,8 @@ impl Config {
             dedup_window: Duration::from_secs(60),
             prompt_timeout: Duration::from_secs(30),
             review: false,
+            usage_events: Vec::new(),
+            distributed: false,
             environment: None,
             ignore: Vec::new(),
             before_send: None,
@@ -379,6 +383,36 @@ impl Config {
     /// ```
     pub fn prompt_timeout(mut self, timeout: Duration) -> Self {
         self.prompt_timeout = clamp_wait(timeout);
+        self
+    }
+
+    /// The app's usage events, listed in the consent notice, the prompt and the privacy
+    /// statement (so they cannot drift from what the app reports). A change to the list is a
+    /// new version of the notice: users see it (or are asked) again before anything more is
+    /// sent. [`event_catalog!`](crate::event_catalog) gives the list as `NAMES`.
+    ///
+    /// ```
+    /// consentry::event_catalog! {
+    ///     pub enum Event { Started = "started", Exported = "exported" }
+    /// }
+    /// let config = consentry::Config::new("myapp", "1.0.0").usage_events(Event::NAMES);
+    /// # let _ = config;
+    /// ```
+    pub fn usage_events(mut self, names: &[&'static str]) -> Self {
+        self.usage_events = names.to_vec();
+        self
+    }
+
+    /// The app runs as several processes of a distributed job (`RANK`, `LOCAL_RANK`,
+    /// `SLURM_PROCID`, `OMPI_COMM_WORLD_RANK`): the privacy statement then says that only
+    /// rank 0 reports. (A non-zero rank never reports, whatever this says.)
+    ///
+    /// ```
+    /// let config = consentry::Config::new("trainer", "1.0.0").distributed(true);
+    /// # let _ = config;
+    /// ```
+    pub fn distributed(mut self, on: bool) -> Self {
+        self.distributed = on;
         self
     }
 

@@ -146,6 +146,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) allow_ci: bool,
     /// stdin and stderr are terminals.
     pub(crate) interactive: bool,
+    /// The version of the notice the app shows now (`None`: do not compare).
+    pub(crate) notice_version: Option<&'a str>,
 }
 
 /// Resolves the decision. Any "no" wins; see the module docs for the rules.
@@ -272,6 +274,13 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
     // Asking or announcing only makes sense when some kind could still be turned on.
     let askable = !blocked && (crash_no.is_empty() || usage_no.is_empty());
     let mut next = NextStep::None;
+    // A "yes" (or a shown notice) under another version of the notice no longer counts;
+    // a "no" always does.
+    let outdated = settings.is_some_and(|d| {
+        d.notice_version
+            .as_deref()
+            .is_some_and(|v| Some(v) != inputs.notice_version)
+    });
     let consent = settings.map(|d| &d.consent);
     let granted: Option<String> = if let Some(reason) = env_consent {
         Some(reason)
@@ -288,7 +297,9 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
                 both_no(reason, &mut crash_no, &mut usage_no);
                 None
             }
-            (Policy::OptIn, Some(c)) if c.decided && c.via != Some(ConsentSource::Default) => {
+            (Policy::OptIn, Some(c))
+                if c.decided && c.via != Some(ConsentSource::Default) && !outdated =>
+            {
                 let via = c.via.unwrap_or(ConsentSource::Api);
                 Some(format!(
                     "enabled: consent given {}{}",
@@ -314,7 +325,9 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
                 }
                 None
             }
-            (Policy::OptOut, Some(c)) if c.decided && c.via != Some(ConsentSource::Default) => {
+            (Policy::OptOut, Some(c))
+                if c.decided && c.via != Some(ConsentSource::Default) && !outdated =>
+            {
                 let via = c.via.unwrap_or(ConsentSource::Api);
                 Some(format!(
                     "enabled: consent given {}{}",
@@ -323,7 +336,10 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
                 ))
             }
             (Policy::OptOut, Some(_)) => {
-                match settings.and_then(|d| d.notice_shown_at.as_deref()) {
+                match settings
+                    .and_then(|d| d.notice_shown_at.as_deref())
+                    .filter(|_| !outdated)
+                {
                     Some(at) => Some(format!(
                         "enabled: opt-out policy, notice shown{}; '{} disable' turns it off",
                         on_date(at.get(..10)),
@@ -393,6 +409,7 @@ pub(crate) fn decide_for(
     settings: Result<&SettingsData, &str>,
     interactive: bool,
 ) -> Decision {
+    let version = notice_version(config);
     decide(&Inputs {
         prefix: &config.env_prefix(),
         command: &config.command(),
@@ -401,6 +418,7 @@ pub(crate) fn decide_for(
         policy: config.policy,
         allow_ci: config.allow_ci,
         interactive,
+        notice_version: Some(&version),
     })
 }
 
@@ -484,10 +502,20 @@ pub(crate) fn disclosure(config: &Config) -> String {
             None => String::new(),
         }
     ));
-    text.push_str(
-        "  Sent: error messages and stack traces, app version, OS and version, CPU architecture,\n  \
-         Rust version, how the app was installed, and a random install id.\n",
-    );
+    text.push_str(&format!(
+        "  Sent with crash reports: {}.\n",
+        REPORT_FIELDS.join(", ")
+    ));
+    if config.usage_sink.is_some() {
+        let events = if config.usage_events.is_empty() {
+            "the actions the app reports".to_owned()
+        } else {
+            config.usage_events.join(", ")
+        };
+        text.push_str(&format!(
+            "  Usage events: {events}, with the values the app attaches and the same context.\n"
+        ));
+    }
     text.push_str(
         "  Never sent: your user name, host name, home paths, IP address, environment values,\n  \
          secrets, file contents or command-line arguments; they are removed on this machine.\n",
@@ -500,6 +528,36 @@ pub(crate) fn disclosure(config: &Config) -> String {
         text.push_str(&format!("  Privacy statement: {url}\n"));
     }
     text
+}
+
+/// What a crash report carries, as the notice lists it. A change here changes the notice's
+/// version (see [`notice_version`]).
+pub(crate) const REPORT_FIELDS: &[&str] = &[
+    "the error message and its causes",
+    "a stack trace",
+    "breadcrumbs (recent log messages, scrubbed)",
+    "app version",
+    "OS and version",
+    "CPU architecture",
+    "Rust version",
+    "how the app was installed",
+    "container or WSL",
+    "the program's file name",
+    "a random install id",
+];
+
+/// The version of the disclosure this app shows now: a hash of its text, which is generated
+/// from the app's usage event catalog and from what a report carries, so it changes whenever
+/// either does. Consent given, or a notice shown, under another version does not count: the
+/// app must show the new notice (opt-out) or ask again (opt-in). A "no" stays a "no".
+pub(crate) fn notice_version(config: &Config) -> String {
+    // FNV-1a, 64 bits: stable across Rust versions, unlike `DefaultHasher`.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in disclosure(config).bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// The opt-out first-run notice.

@@ -78,8 +78,10 @@ pub(crate) fn enable_settings(
     scope: Scope,
     via: ConsentSource,
     mode: Mode,
+    notice_version: &str,
 ) -> Result<(), SettingsError> {
     settings.modify(|d| {
+        d.notice_version = Some(notice_version.to_owned());
         let had_consent = d.consent.decided && d.consent.granted && d.sync;
         d.sync = true;
         match scope {
@@ -109,9 +111,10 @@ pub(crate) fn record_answer(
     settings: &mut Settings,
     granted: bool,
     via: ConsentSource,
+    notice_version: &str,
 ) -> Result<(), SettingsError> {
     if granted {
-        enable_settings(settings, Scope::All, via, Mode::On)
+        enable_settings(settings, Scope::All, via, Mode::On, notice_version)
     } else {
         settings.modify(|d| {
             d.sync = false;
@@ -186,7 +189,13 @@ pub(crate) fn enable_with(
 ) -> Result<(), SettingsError> {
     let paths = Paths::of(config);
     let mut settings = Settings::load_for(config, &paths)?;
-    enable_settings(&mut settings, scope, via, mode)
+    enable_settings(
+        &mut settings,
+        scope,
+        via,
+        mode,
+        &crate::consent::notice_version(config),
+    )
 }
 
 /// Withdraws consent for `scope` (what `telemetry disable` does): effective at once in this

@@ -289,7 +289,39 @@ pub fn privacy_statement(config: &Config) -> String {
             }
             .to_owned(),
         ),
-        ("example_event", "run".to_owned()),
+        ("crash_fields", {
+            let mut fields: Vec<&str> = crate::consent::REPORT_FIELDS
+                .iter()
+                .copied()
+                .filter(|f| {
+                    // Breadcrumbs come from the `log` and `tracing` integrations.
+                    !f.starts_with("breadcrumbs") || cfg!(any(feature = "log", feature = "tracing"))
+                })
+                .collect();
+            fields.push("how often the same error repeated");
+            fields.join(", ")
+        }),
+        ("usage_fields", {
+            let events = if config.usage_events.is_empty() {
+                "the name of the action".to_owned()
+            } else {
+                format!(
+                    "which of these happened: {}",
+                    config.usage_events.join(", ")
+                )
+            };
+            format!(
+                "{events}, a few values about it and when it happened, the app and OS version, CPU architecture, Rust version, how the app was installed, container or WSL, the same random install id"
+            )
+        }),
+        (
+            "ranks_note",
+            if config.distributed {
+                ", nor from distributed-training ranks other than 0".to_owned()
+            } else {
+                String::new()
+            },
+        ),
         ("settings_file", settings),
         (
             "retention",

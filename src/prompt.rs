@@ -53,7 +53,12 @@ fn ask_consent(rt: &std::sync::Arc<crate::runtime::Runtime>) -> Decision {
         return decision;
     };
     let recorded = Settings::load_from(&path).and_then(|mut s| {
-        crate::control::record_answer(&mut s, granted, ConsentSource::Prompt)?;
+        crate::control::record_answer(
+            &mut s,
+            granted,
+            ConsentSource::Prompt,
+            &consent::notice_version(config),
+        )?;
         Ok(s)
     });
     match recorded {

@@ -251,6 +251,9 @@ pub(crate) struct SettingsData {
     /// Crash reports wait for the user's review (`telemetry send`), never sent automatically.
     #[serde(default)]
     pub(crate) review: bool,
+    /// The version of the notice under which consent was given or the notice shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) notice_version: Option<String>,
     /// When the consent prompt last went unanswered: it is not shown again for a day, so an
     /// unattended terminal does not wait at every run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -291,6 +294,7 @@ impl Default for SettingsData {
             consent: Consent::default(),
             notice_shown_at: None,
             review: false,
+            notice_version: None,
             prompt_unanswered_at: None,
             corrupt_copy: None,
             pending_deletion: Vec::new(),
@@ -870,7 +874,7 @@ pub(crate) fn validate_change(
                 key: key.to_owned(),
                 hint: "use 'settings reset' for a new one",
             },
-            "consent" | "notice_shown_at" => SettingsError::ReadOnlyKey {
+            "consent" | "notice_shown_at" | "notice_version" => SettingsError::ReadOnlyKey {
                 key: key.to_owned(),
                 hint: "use 'enable' or 'disable'",
             },

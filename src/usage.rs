@@ -218,6 +218,11 @@ macro_rules! event_catalog {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         $vis enum $name { $($(#[$vmeta])* $variant),+ }
 
+        impl $name {
+            /// Every event name of the catalog, for [`Config::usage_events`]($crate::Config::usage_events).
+            $vis const NAMES: &'static [&'static str] = &[$($wire),+];
+        }
+
         impl $crate::UsageEvent for $name {
             fn name(&self) -> &'static str {
                 match self { $($name::$variant => $wire),+ }

@@ -200,6 +200,7 @@ fn consent_matrix() {
             policy,
             allow_ci,
             interactive,
+            notice_version: None,
         };
         let d = decide(&inputs);
         let row = format!("row {i}: env={env:?} policy={policy:?} -> {d:#?}");
@@ -235,6 +236,7 @@ fn every_no_is_listed() {
         policy: IN,
         allow_ci: false,
         interactive: false,
+        notice_version: None,
     });
     let all = d.crash_reasons.join("\n");
     for fragment in [
@@ -271,6 +273,7 @@ fn a_project_file_saying_off_beats_a_yes_and_is_named() {
         policy: IN,
         allow_ci: false,
         interactive: true,
+        notice_version: None,
     });
     assert!(d.is_off());
     assert!(
@@ -294,6 +297,7 @@ fn children_inherit_a_no_but_not_an_open_question() {
             policy: IN,
             allow_ci: false,
             interactive,
+            notice_version: None,
         })
     };
     let vars = |d: &Decision| child_vars("MYAPP", d);
@@ -324,4 +328,49 @@ fn children_inherit_a_no_but_not_an_open_question() {
     assert!(child.crash && !child.usage);
     let child = decide_with(&[("MYAPP_TELEMETRY", "usage")], S::Fresh, false);
     assert!(!child.crash && child.usage);
+}
+
+#[test]
+fn a_new_notice_version_needs_the_notice_again_and_never_turns_a_no_into_a_question() {
+    let env = EnvSnapshot::default();
+    let run = |s: S, policy: Policy, shown_under: Option<&str>| {
+        let mut data = settings(s).unwrap();
+        data.notice_version = shown_under.map(str::to_owned);
+        decide(&Inputs {
+            prefix: "MYAPP",
+            command: "myapp telemetry",
+            env: &env,
+            settings: Ok(&data),
+            policy,
+            allow_ci: false,
+            interactive: true,
+            notice_version: Some("v2"),
+        })
+    };
+    // The same version: on.
+    assert!(run(S::Granted, IN, Some("v2")).crash);
+    assert!(run(S::NoticeShown, OUT, Some("v2")).crash);
+    // Files from before versions were recorded count as the current one.
+    assert!(run(S::Granted, IN, None).crash);
+    // A yes under another version: asked again (opt-in), the notice again (opt-out).
+    let d = run(S::Granted, IN, Some("v1"));
+    assert!(!d.crash && d.can_ask(), "{d:?}");
+    let d = run(S::NoticeShown, OUT, Some("v1"));
+    assert!(!d.crash && d.next == NextStep::Notice, "{d:?}");
+    // A no stays a no, and is not asked about.
+    let d = run(S::Declined, IN, Some("v1"));
+    assert!(d.is_off() && !d.can_ask(), "{d:?}");
+}
+
+#[test]
+fn the_notice_lists_the_catalog_and_its_version_follows_it() {
+    let base = Config::new("myapp", "1.0").usage_sink(crate::Sink::json("https://u.example/v1"));
+    let a = base.clone().usage_events(&["started", "exported"]);
+    let b = base
+        .clone()
+        .usage_events(&["started", "exported", "deleted"]);
+    assert!(disclosure(&a).contains("Usage events: started, exported"));
+    assert!(disclosure(&a).contains("u.example"));
+    assert_ne!(notice_version(&a), notice_version(&b));
+    assert_eq!(notice_version(&a), notice_version(&a.clone()));
 }
