@@ -124,6 +124,7 @@ pub struct Config {
     pub(crate) review: bool,
     pub(crate) usage_events: Vec<&'static str>,
     pub(crate) distributed: bool,
+    pub(crate) consent_group: Option<String>,
     pub(crate) environment: Option<String>,
     pub(crate) ignore: Vec<Ignore>,
     pub(crate) before_send: Option<BeforeSend>,
@@ -197,6 +198,7 @@ impl Config {
             review: false,
             usage_events: Vec::new(),
             distributed: false,
+            consent_group: None,
             environment: None,
             ignore: Vec::new(),
             before_send: None,
@@ -403,6 +405,22 @@ impl Config {
         self
     }
 
+    /// One consent for a family of tools (a CLI, its language server, its daemon): apps of
+    /// the same group share one settings file (one consent, one anonymous id) in the group's
+    /// config directory (`<config dir>/<group>/settings.json`). A `disable` in any of them
+    /// stops all of them, live; a notice or prompt shown by one never overrides a "no"
+    /// recorded by another. Each app keeps its own outbox. The name follows the app name's
+    /// rules.
+    ///
+    /// ```
+    /// let config = consentry::Config::new("acme-lsp", "1.0.0").consent_group("acme");
+    /// # let _ = config;
+    /// ```
+    pub fn consent_group(mut self, group: impl Into<String>) -> Self {
+        self.consent_group = Some(group.into());
+        self
+    }
+
     /// The app runs as several processes of a distributed job (`RANK`, `LOCAL_RANK`,
     /// `SLURM_PROCID`, `OMPI_COMM_WORLD_RANK`): the privacy statement then says that only
     /// rank 0 reports. (A non-zero rank never reports, whatever this says.)
@@ -602,6 +620,9 @@ impl Config {
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_app_name(&self.app_name)?;
+        if let Some(group) = &self.consent_group {
+            validate_app_name(group)?;
+        }
         if let Some(dsn) = &self.dsn {
             parse_dsn(dsn)?;
         }

@@ -19,6 +19,16 @@ impl Paths {
     /// overrides, then the OS defaults (`dirs::config_dir()` and `dirs::data_local_dir()`, each
     /// followed by the app name). `None` when the OS has no such directory.
     pub(crate) fn resolve(config: &Config, env: &EnvSnapshot) -> Paths {
+        Paths::resolve_in(config, env, dirs::config_dir(), dirs::data_local_dir())
+    }
+
+    /// [`Paths::resolve`] with the OS base directories given (tests).
+    fn resolve_in(
+        config: &Config,
+        env: &EnvSnapshot,
+        os_config: Option<PathBuf>,
+        os_data: Option<PathBuf>,
+    ) -> Paths {
         let prefix = config.env_prefix();
         // Read as bytes: a directory whose name is not UTF-8 is still a directory.
         let from_env = |suffix: &str| {
@@ -31,12 +41,22 @@ impl Paths {
         let name_ok = crate::config::validate_app_name(&config.app_name).is_ok();
         let default =
             |base: Option<PathBuf>| base.filter(|_| name_ok).map(|d| d.join(&config.app_name));
+        // A consent group shares one settings file (consent, anonymous id) among its apps:
+        // it lives in the group's directory. Each app keeps its own data directory.
+        let group_ok = config
+            .consent_group
+            .as_deref()
+            .is_some_and(|g| crate::config::validate_app_name(g).is_ok());
+        let config_default = |base: Option<PathBuf>| match &config.consent_group {
+            Some(group) if group_ok => base.map(|d| d.join(group)),
+            _ => default(base),
+        };
         let config_dir = from_env("CONFIG_DIR")
             .or_else(|| config.config_dir.clone())
-            .or_else(|| default(dirs::config_dir()));
+            .or_else(|| config_default(os_config));
         let data_dir = from_env("DATA_DIR")
             .or_else(|| config.data_dir.clone())
-            .or_else(|| default(dirs::data_local_dir()));
+            .or_else(|| default(os_data));
         Paths {
             config_dir,
             data_dir,
@@ -77,5 +97,29 @@ impl Paths {
     /// Usage events waiting to be sent (scrubbed), kept across runs.
     pub(crate) fn usage_dir(&self) -> Option<PathBuf> {
         self.data_dir.as_ref().map(|d| d.join("usage"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consent_group_shares_the_settings_and_keeps_data_apart() {
+        let base = Some(PathBuf::from("/base/config"));
+        let data = Some(PathBuf::from("/base/data"));
+        let env = EnvSnapshot::default();
+        let cli = Config::new("acme-cli", "1").consent_group("acme");
+        let daemon = Config::new("acme-daemon", "1").consent_group("acme");
+        let a = Paths::resolve_in(&cli, &env, base.clone(), data.clone());
+        let b = Paths::resolve_in(&daemon, &env, base.clone(), data.clone());
+        assert_eq!(a.settings_file(), b.settings_file());
+        assert_eq!(
+            a.settings_file(),
+            Some(PathBuf::from("/base/config/acme/settings.json"))
+        );
+        assert_ne!(a.outbox_dir(), b.outbox_dir());
+        let alone = Paths::resolve_in(&Config::new("other", "1"), &env, base, data);
+        assert_ne!(alone.settings_file(), a.settings_file());
     }
 }
