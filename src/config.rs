@@ -125,6 +125,7 @@ pub struct Config {
     pub(crate) usage_events: Vec<&'static str>,
     pub(crate) distributed: bool,
     pub(crate) consent_group: Option<String>,
+    pub(crate) save_panics_locally: bool,
     pub(crate) environment: Option<String>,
     pub(crate) ignore: Vec<Ignore>,
     pub(crate) before_send: Option<BeforeSend>,
@@ -199,6 +200,7 @@ impl Config {
             usage_events: Vec::new(),
             distributed: false,
             consent_group: None,
+            save_panics_locally: true,
             environment: None,
             ignore: Vec::new(),
             before_send: None,
@@ -402,6 +404,21 @@ impl Config {
     /// ```
     pub fn usage_events(mut self, names: &[&'static str]) -> Self {
         self.usage_events = names.to_vec();
+        self
+    }
+
+    /// When nothing can be sent (reporting is off), a panic is still saved on this machine,
+    /// scrubbed, where nothing is ever sent from, and one line after the panic message says
+    /// where and how to look at it or attach it to a bug report (`telemetry show ID`,
+    /// `telemetry export ID`), as human-panic helps users file issues. On by default;
+    /// `false` turns the line and the saving off. Not in a forked child, not in CI.
+    ///
+    /// ```
+    /// let config = consentry::Config::new("myapp", "1.0.0").save_panics_locally(false);
+    /// # let _ = config;
+    /// ```
+    pub fn save_panics_locally(mut self, on: bool) -> Self {
+        self.save_panics_locally = on;
         self
     }
 

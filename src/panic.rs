@@ -43,6 +43,8 @@ pub(crate) trait Reporter: Send + Sync {
     /// whether debug mode is on.
     fn command(&self) -> String;
     fn has_server(&self) -> bool;
+    /// Reporting is off: the panic is only saved on this machine.
+    fn saved_only(&self) -> bool;
     fn debug(&self) -> bool;
 }
 
@@ -103,7 +105,9 @@ fn install() {
 /// Reports one panic. Cheap work here (what only this thread can see); the rest on a
 /// helper thread, waited for with the flush deadline.
 fn report(info: &PanicHookInfo<'_>) {
-    if !crate::switch::crash_on() {
+    if !crate::switch::crash_on()
+        && !crate::switch::PANIC_SAVE_LOCAL.load(std::sync::atomic::Ordering::Acquire)
+    {
         return;
     }
     let Some(rt) = reporter() else {
@@ -183,6 +187,17 @@ fn report(info: &PanicHookInfo<'_>) {
             }
         }
     };
+    let short = &id.simple().to_string()[..8];
+    if rt.saved_only() {
+        if let Ok(Some((path, _))) = outcome {
+            diag::eprint_line(&format!(
+                "Reporting is off, so nothing was sent. A scrubbed report of this crash was saved in {}: see it with '{cmd} show {short}', write it to a file to attach to a bug report with '{cmd} export {short} -o FILE'.",
+                path.display(),
+                cmd = rt.command()
+            ));
+        }
+        return;
+    }
     let line = match outcome {
         Ok(Some((path, sent))) => match sent {
             Some(true) => format!("crash report {id} was sent"),
@@ -190,7 +205,6 @@ fn report(info: &PanicHookInfo<'_>) {
                 "crash report {id} was saved on this machine, scrubbed ({}); see it with '{cmd} show {short}', share it with '{cmd} send {short}' or '{cmd} export {short} -o FILE'",
                 path.display(),
                 cmd = rt.command(),
-                short = &id.simple().to_string()[..8]
             ),
             _ => format!("crash report {id} was saved and will be sent later"),
         },

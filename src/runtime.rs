@@ -245,10 +245,12 @@ pub(crate) fn init(config: Config) -> Guard {
     // file) deletes what waits, as `disable` does, at the latest here.
     if let Ok(s) = &settings {
         let no = crate::gate::recorded_no(s.data());
-        if no.crash {
-            for dir in [paths.outbox_dir(), paths.kept_dir()].into_iter().flatten() {
-                Outbox::new(dir, usize::MAX, u64::MAX).clear();
-            }
+        // (Not the reports kept on this machine: they are the user's to look at; `disable`
+        // deletes them.)
+        if no.crash
+            && let Some(dir) = paths.outbox_dir()
+        {
+            Outbox::new(dir, usize::MAX, u64::MAX).clear();
         }
         if no.usage
             && let Some(dir) = paths.usage_dir()
@@ -405,10 +407,21 @@ impl Runtime {
         if decision.crash {
             crate::panic::register(self.clone());
             switch::set_crash(true);
+            switch::PANIC_SAVE_LOCAL.store(false, Ordering::Release);
             self.adopt_early();
         } else {
             switch::set_crash(false);
             drop(crate::early::drain());
+            // Nothing can be sent; a panic is still saved here for the user to share by hand
+            // (not in CI, where nobody reads it, and not when the app turned it off).
+            let save = self.config.save_panics_locally
+                && !self.debug
+                && self.env().ci().is_none()
+                && self.kept.is_some();
+            if save {
+                crate::panic::register(self.clone());
+            }
+            switch::PANIC_SAVE_LOCAL.store(save, Ordering::Release);
         }
         switch::set_usage(decision.usage);
     }
@@ -898,6 +911,7 @@ impl Runtime {
         self.wake.notify_all();
         switch::set_crash(false);
         switch::set_usage(false);
+        switch::PANIC_SAVE_LOCAL.store(false, Ordering::Release);
         crate::panic::unregister();
         if let Ok(mut slot) = RUNTIME.write() {
             *slot = None;
@@ -986,6 +1000,18 @@ impl crate::panic::Reporter for Runtime {
         captured: Captured,
         stored: &std::sync::mpsc::Sender<PathBuf>,
     ) -> Option<PathBuf> {
+        if !switch::crash_on() {
+            // Reporting is off: saved, scrubbed, where nothing is sent from (see
+            // `Config::save_panics_locally`).
+            let Verdict::Keep { event, .. } =
+                self.run_pipeline(captured, Stack::Symbolicate, false)
+            else {
+                return None;
+            };
+            let kept = self.kept.as_ref()?;
+            let id = event.event_id().unwrap_or_else(Uuid::new_v4);
+            return kept.write(id, &event).ok();
+        }
         let quick = if self.debug {
             None
         } else {
@@ -1046,6 +1072,10 @@ impl crate::panic::Reporter for Runtime {
 
     fn command(&self) -> String {
         self.config.command()
+    }
+
+    fn saved_only(&self) -> bool {
+        !switch::crash_on()
     }
 
     fn has_server(&self) -> bool {

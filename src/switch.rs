@@ -20,6 +20,10 @@ pub(crate) const ON: u8 = 3;
 pub(crate) static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// The usage-ping switch, read by every `track`.
 pub(crate) static USAGE_ON: AtomicBool = AtomicBool::new(false);
+/// Reporting is off, but a panic is still saved, scrubbed, on this machine (never sent) and
+/// one line says where, so the user can attach it to a bug report.
+pub(crate) static PANIC_SAVE_LOCAL: AtomicBool = AtomicBool::new(false);
+
 /// Set in a child process forked after `init` (by a `pthread_atfork` child handler).
 static FORKED: AtomicBool = AtomicBool::new(false);
 static WATCH_FORKS: Once = Once::new();
