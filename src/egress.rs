@@ -29,6 +29,8 @@ use crate::http::{Answer, NetError};
 /// The longest pause a server can impose (`Retry-After`, `X-Sentry-Rate-Limits`): one day.
 /// A server that asks for more (`Retry-After: 1e12`, a date in year 9999) gets this.
 pub(crate) const MAX_SERVER_PAUSE: Duration = Duration::from_secs(24 * 60 * 60);
+/// The least time a request is started with.
+const MIN_REQUEST_TIME: Duration = Duration::from_millis(50);
 /// The pause after a 429 that says nothing about how long.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(60);
 
@@ -247,8 +249,10 @@ impl Egress {
         {
             return Outcome::NotAllowed;
         }
-        // No time left: nothing was tried, and nothing is learnt about the server.
-        if request.timeout.is_zero() {
+        // Too little time left to even connect: nothing is tried (a request that cannot be
+        // answered would only be a line in the audit log for a request that never arrived),
+        // and nothing is learnt about the server.
+        if request.timeout < MIN_REQUEST_TIME {
             return Outcome::Retry {
                 status: None,
                 error: None,

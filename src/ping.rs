@@ -47,6 +47,9 @@ pub(crate) struct Pings {
     debug: bool,
     /// Events that could not be stored (no data directory, a full disk): sent from memory.
     unstored: Mutex<Vec<Scrubbed<UsageRecord>>>,
+    /// Held while queued events are being scrubbed and stored, so that an exiting process
+    /// waits for events the worker already took from the queue.
+    storing: Mutex<()>,
     /// Held while stashing or sending, so a flush waits for the worker's request.
     sending: Mutex<()>,
     state: Mutex<SendState>,
@@ -80,6 +83,7 @@ impl Pings {
             interval,
             debug,
             unstored: Mutex::new(Vec::new()),
+            storing: Mutex::new(()),
             sending: Mutex::new(()),
             state: Mutex::new(SendState::default()),
         }
@@ -141,6 +145,7 @@ impl Pings {
         anonymous_id: Uuid,
         local_log: Option<&std::path::Path>,
     ) {
+        let _storing = self.storing.lock().unwrap_or_else(|p| p.into_inner());
         let queued = self.queue.take();
         if queued.is_empty() {
             return;
@@ -205,6 +210,19 @@ impl Pings {
             sink.format_name(),
             serde_json::to_string_pretty(&body).unwrap_or_default()
         ));
+    }
+
+    /// At exit: stores what is queued, waiting until `until` for events another thread is
+    /// storing. Storing is local work with bounded input; the short budget for the network
+    /// starts after it (see `Runtime::flush_until`).
+    pub(crate) fn store_now(&self, cx: &Context<'_>, until: Instant) {
+        if let Some(guard) = lock_until(&self.storing, until) {
+            drop(guard);
+        }
+        match cx.local_log {
+            Some(log) => self.stash_logged(cx.pipeline, cx.anonymous_id, log),
+            None => self.stash(cx.pipeline, cx.anonymous_id),
+        }
     }
 
     /// Stores what is queued, then sends what is due (everything, with a deadline).

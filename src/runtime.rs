@@ -787,6 +787,19 @@ impl Runtime {
         uploads.run(&cx, deadline, only)
     }
 
+    fn usage_store_now(&self, until: Instant) {
+        let local = self.consent.decision().usage_mode == Mode::Local;
+        let log = self.paths.audit_log();
+        let cx = crate::ping::Context {
+            egress: &self.egress,
+            gate: self,
+            pipeline: &self.pipeline,
+            anonymous_id: self.consent.ids().0,
+            local_log: local.then_some(log.as_deref()),
+        };
+        self.pings.store_now(&cx, until);
+    }
+
     fn usage_tick(&self, deadline: Option<Instant>) {
         // A "no" given elsewhere stops storing too, not only sending.
         let withdrawn = self.consent.recheck();
@@ -848,16 +861,21 @@ impl Runtime {
         {
             std::thread::sleep(Duration::from_millis(5));
         }
-        // Usage first: its budget is short, and a ping stored now is not lost even if it
-        // cannot be sent in time.
         if let Ok(mut t) = self.flush_symbols_until.lock() {
             let now = Instant::now();
             // Three quarters of the deadline for symbols, the rest to scrub and send.
             *t = Some(now + crash_deadline.saturating_duration_since(now) * 3 / 4);
         }
         self.flushing.fetch_add(1, Ordering::AcqRel);
+        // Usage first: stored (scrubbed) before anything else, waiting for events the worker
+        // is storing, within the crash deadline (local work on bounded input); then sent
+        // within the short usage budget, which starts once they are on disk. A ping stored
+        // now is not lost even if it cannot be sent in time.
         if switch::usage_on() {
-            self.usage_tick(Some(usage_deadline));
+            let started = Instant::now();
+            self.usage_store_now(crash_deadline);
+            let send_until = Instant::now() + usage_deadline.saturating_duration_since(started);
+            self.usage_tick(Some(send_until));
         }
         self.run_jobs(Some(crash_deadline));
         self.flushing.fetch_sub(1, Ordering::AcqRel);

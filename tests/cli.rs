@@ -257,7 +257,7 @@ fn bad_settings_are_clear_errors_and_leave_the_file_untouched() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["colour=blue"],
-            "unknown setting 'colour' (settable: sync, crash_reports, usage)",
+            "unknown setting 'colour' (settable: sync, crash_reports, usage, review)",
         ),
         (
             &["sync=maybe"],
@@ -360,7 +360,9 @@ fn settings_json_stays_parseable_on_a_corrupt_file_and_a_bad_value_touches_nothi
     let r = env.run(&["settings", "--json"]);
     assert_eq!(r.code(), 0);
     let parsed: Value = serde_json::from_str(&r.stdout()).expect("stdout is JSON");
-    assert_eq!(parsed["sync"], true);
+    // An unreadable file means "no" until the user decides again.
+    assert_eq!(parsed["sync"], false);
+    assert_eq!(parsed["consent"]["via"], "recovered");
     assert!(r.stderr().contains("was unreadable"), "{}", r.stderr());
     assert_eq!(corrupt_copies(), 1);
 }
@@ -503,12 +505,18 @@ fn log_prints_what_was_sent() {
         format!("{record}\n{record}\n"),
     )
     .unwrap();
+    // One line per record by default: time, kind, destination, status, title.
     let out = env.run(&["log", "-n", "1"]).stdout();
+    assert_eq!(out.lines().count(), 1, "{out}");
     assert!(
-        out.starts_with("2026-11-23T10:00:00Z usage -> https://collect.example.com/v1 (200)"),
+        out.starts_with(
+            "2026-11-23T10:00:00Z  usage    https://collect.example.com/v1 -> 200  train"
+        ),
         "{out}"
     );
-    assert_eq!(out.matches("\"train\"").count(), 1);
+    // --full adds the payload, as sent.
+    let full = env.run(&["log", "-n", "1", "--full"]).stdout();
+    assert_eq!(full.matches("\"train\"").count(), 1, "{full}");
     let json = env.run(&["log", "--json"]).stdout();
     assert_eq!(json.lines().count(), 2);
 }
@@ -604,4 +612,84 @@ fn help_lists_every_command() {
     ] {
         assert!(r.stdout().contains(cmd), "{cmd}: {}", r.stdout());
     }
+}
+
+/// Issue 10, finding 4: `disable` on a full disk (`ulimit -f 0`: no file may grow) still stops
+/// everything: the outbox is emptied and later runs see crash reports off.
+#[cfg(target_os = "linux")]
+#[test]
+fn disable_on_a_full_disk_still_stops_everything() {
+    let env = Env::new();
+    assert_eq!(env.run(&["enable"]).code(), 0);
+    let outbox = env.data().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    for n in 1..=3 {
+        std::fs::write(
+            outbox.join(format!(
+                "000000000000{n}-0123456789abcdef0123456789abcde{n}.envelope"
+            )),
+            "{}\n",
+        )
+        .unwrap();
+    }
+    let r = Run {
+        out: Command::new("bash")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f 0; exec \"$@\"")
+            .arg("bash")
+            .arg(env!("CARGO_BIN_EXE_consentry"))
+            .args(["--app", "myapp", "--config-dir"])
+            .arg(env.config())
+            .arg("--data-dir")
+            .arg(env.data())
+            .arg("disable")
+            .output()
+            .unwrap(),
+    };
+    let what = format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        r.out.status.code(),
+        r.stdout(),
+        r.stderr()
+    );
+    assert_eq!(
+        std::fs::read_dir(&outbox).unwrap().count(),
+        0,
+        "the outbox is emptied: {what}"
+    );
+    let status = env.run(&["status"]);
+    assert_eq!(status.code(), 0, "{}", status.stderr());
+    let out = status.stdout();
+    assert!(out.contains("crash reports: off"), "{out}\n{what}");
+    assert!(out.contains("usage pings:   off"), "{out}\n{what}");
+}
+
+/// Issue 10, finding 11: `disable` never deletes through a link: an outbox that is a symbolic
+/// link to another program's directory keeps that directory's `*.envelope` files.
+#[cfg(unix)]
+#[test]
+fn disable_does_not_delete_through_a_symlinked_outbox() {
+    let env = Env::new();
+    assert_eq!(env.run(&["enable"]).code(), 0);
+    let other = env.dir.path().join("another-program");
+    std::fs::create_dir_all(&other).unwrap();
+    let theirs = other.join("0000000000001-0123456789abcdef0123456789abcdef.envelope");
+    std::fs::write(&theirs, "their data\n").unwrap();
+    std::fs::create_dir_all(env.data()).unwrap();
+    std::os::unix::fs::symlink(&other, env.data().join("outbox")).unwrap();
+    let r = env.run(&["disable"]);
+    assert_eq!(
+        std::fs::read_to_string(&theirs).ok().as_deref(),
+        Some("their data\n"),
+        "deleted through the link: exit {}\n{}\n{}",
+        r.code(),
+        r.stdout(),
+        r.stderr()
+    );
+    assert!(
+        env.run(&["status"]).stdout().contains("crash reports: off"),
+        "the \"no\" is recorded"
+    );
 }

@@ -36,6 +36,9 @@ pub enum Plan {
     AcceptedWithRateLimits(String),
     /// Never answer (the connection stays open until the server stops).
     Hang,
+    /// Answer 200 after this many milliseconds (a slow server; requests are answered one
+    /// at a time).
+    Slow(u64),
 }
 
 /// One request the server received.
@@ -165,6 +168,11 @@ impl CaptureServer {
                         let _ = request.respond(r);
                     }
                     Plan::Hang => sh.held.lock().unwrap().push(request),
+                    Plan::Slow(ms) => {
+                        std::thread::sleep(Duration::from_millis(ms));
+                        let _ = request
+                            .respond(tiny_http::Response::from_string("{}").with_status_code(200));
+                    }
                 }
             }
         });

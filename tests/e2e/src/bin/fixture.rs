@@ -192,6 +192,19 @@ fn config() -> Config {
         Ok("drop") => c = c.before_send(|_| None),
         // The app's hook panics: the event is dropped, the app goes on.
         Ok("panic") => c = c.before_send(|_| panic!("hook bug")),
+        // The app's hook calls `flush` (which must return at once there), and says how long
+        // it took.
+        Ok("flush") => {
+            c = c.before_send(|e| {
+                let start = std::time::Instant::now();
+                let flushed = consentry::flush(Duration::from_secs(10));
+                eprintln!(
+                    "flush_in_hook_ms={} flushed={flushed}",
+                    start.elapsed().as_millis()
+                );
+                Some(e)
+            })
+        }
         _ => {}
     }
     c
@@ -204,6 +217,110 @@ fn panic_on_a_named_thread() {
         .spawn(|| panic!("worker failed on planthost-box"))
         .unwrap();
     let _ = t.join();
+}
+
+/// An error whose message is the given text.
+#[derive(Debug)]
+struct TextError(String);
+
+impl fmt::Display for TextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TextError {}
+
+/// A GitHub-style token (`ghp_` and 36 alphanumerics) that no other fixture text contains.
+const CUT_TOKEN: &str = "ghp_R7kq2Xw9LmN4pT8vB1cY6dF3gH5jK0sA2eQz";
+
+/// A message with a token across byte 256 and another across byte 1024: wherever a text is
+/// cut before scrubbing, part of a token would be left.
+fn message_with_tokens_across_cuts() -> String {
+    let mut s = String::from("login failed:");
+    for cut in [256, 1024] {
+        while s.len() < cut - 16 {
+            s.push_str(" retry");
+        }
+        s.push(' ');
+        s.push_str(CUT_TOKEN);
+    }
+    s.push_str(" was rejected");
+    s
+}
+
+/// `n` megabytes of words.
+fn megabytes_of_words(n: usize) -> String {
+    "word ".repeat((n << 20) / 5)
+}
+
+/// Forks `n` children 5 to 50 ms after `init` (which ended at `started`) while a thread
+/// captures errors and tracks events in a loop. Returns `Some(k)` in the k-th child, which
+/// goes on as the app would; in the parent, waits for every child (killing any still
+/// running 5 s after the last fork), prints `children=N hung=H failed=F` and returns `None`.
+#[allow(unsafe_code)]
+fn fork_children(started: std::time::Instant, n: usize) -> Option<usize> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                consentry::capture_error(&Numbered(i));
+                consentry::track("busy", [("n", i)]);
+                i += 1;
+            }
+        })
+    };
+    let mut pids = Vec::new();
+    for k in 0..n {
+        let at = Duration::from_millis(5 + (45 * k / n.saturating_sub(1).max(1)) as u64);
+        if let Some(wait) = at.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        // SAFETY: fork has no preconditions; the child only uses what consentry promises
+        // is safe after a fork (its public functions) and returns from main.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            return Some(k);
+        }
+        pids.push(pid);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = busy.join();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (mut hung, mut failed) = (0, 0);
+    for pid in &pids {
+        let mut status = 0;
+        loop {
+            // SAFETY: waitpid on our own child, with a valid pointer.
+            let r = unsafe { libc::waitpid(*pid, &mut status, libc::WNOHANG) };
+            if r == *pid {
+                if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                    failed += 1;
+                }
+                break;
+            }
+            if r < 0 {
+                failed += 1;
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                hung += 1;
+                // SAFETY: kill and reap our own child.
+                unsafe {
+                    libc::kill(*pid, libc::SIGKILL);
+                    libc::waitpid(*pid, &mut status, 0);
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    println!("children={} hung={hung} failed={failed}", pids.len());
+    None
 }
 
 fn arg(n: usize) -> Option<String> {
@@ -222,7 +339,16 @@ fn main() {
         consentry::capture_error(&ChainError::new(2));
         std::thread::sleep(Duration::from_secs(1));
     }
+    if scenario == "early-token" {
+        // Captured before init, with tokens across the cuts of any fixed buffer.
+        consentry::capture_error(&TextError(message_with_tokens_across_cuts()));
+    }
+    let init_start = std::time::Instant::now();
     let guard = consentry::init(config());
+    let init_time = init_start.elapsed();
+    if std::env::var_os("FIXTURE_PRINT_INIT").is_some() {
+        eprintln!("init_ms={}", init_time.as_millis());
+    }
     match scenario.as_str() {
         // An error with a three-link chain and a message; the guard flushes on return.
         "errors" | "early" => {
@@ -397,7 +523,49 @@ fn main() {
             println!("threads={n}");
         }
         // Print the decision.
-        "status" => println!("{}", consentry::status()),
+        "status" => println!("{}", consentry::current_decision()),
+        // Print the status a run would see, as JSON.
+        "status-of" => println!("{}", consentry::status_on_disk(&config()).to_json()),
+        // A short-lived CLI: one usage event, one error, and return from main.
+        "cli-once" => {
+            consentry::track("ran", [("command", "build")]);
+            consentry::capture_error(&Numbered(1));
+        }
+        // One message of N megabytes (`huge N`).
+        "huge" => {
+            consentry::capture_message(&megabytes_of_words(count(2, 50)), consentry::Level::Error);
+        }
+        // N messages of M megabytes each (`big-many N M`), then the peak resident set, in kB.
+        "big-many" => {
+            let words = megabytes_of_words(count(3, 5));
+            for i in 0..count(2, 100) {
+                let message = format!("report {i}: {words}");
+                consentry::capture_message(&message, consentry::Level::Error);
+            }
+            let _ = consentry::flush(Duration::from_secs(5));
+            println!("peak_rss_kb={}", peak_rss_kb());
+        }
+        // An error with an N-link chain (`deep-chain N`), captured on a thread with a 2 MB
+        // stack.
+        "deep-chain" => {
+            let err = ChainError::new(count(2, 5000));
+            std::thread::scope(|s| {
+                std::thread::Builder::new()
+                    .stack_size(2 << 20)
+                    .spawn_scoped(s, || consentry::capture_error(&err))
+                    .unwrap()
+                    .join()
+                    .unwrap();
+            });
+            println!("captured");
+        }
+        // fork N children after init (`fork N`); each captures, tracks and returns from main.
+        "fork" => {
+            if let Some(k) = fork_children(init_start + init_time, count(2, 20)) {
+                consentry::capture_error(&Numbered(1_000_000 + k));
+                consentry::track("child", [("k", k)]);
+            }
+        }
         // Do nothing (init and drop).
         _ => {}
     }
