@@ -189,6 +189,17 @@ pub fn child_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     .unwrap_or_default()
 }
 
+/// Gives `cmd` this process's "no" (see [`child_env`]): a sidecar, a daemon or the app
+/// spawned again keeps it.
+///
+/// ```
+/// let mut cmd = std::process::Command::new("true");
+/// consentry::inherit_consent(&mut cmd).arg("--version");
+/// ```
+pub fn inherit_consent(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.envs(child_env())
+}
+
 /// The old name of [`current_decision`].
 #[deprecated(
     since = "0.2.0",
