@@ -174,18 +174,23 @@ fn show(path: &Option<PathBuf>) -> String {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let on = |b: bool| if b { "on " } else { "off" };
+        // The mode of each kind: off, local (kept on this machine), on.
+        let word = |m: crate::settings::Mode| match m {
+            crate::settings::Mode::On => "on ",
+            crate::settings::Mode::Local => "local",
+            crate::settings::Mode::Off => "off",
+        };
         writeln!(f, "{} telemetry", self.app)?;
         writeln!(
             f,
             "  crash reports: {}  {}",
-            on(self.decision.crash),
+            word(self.decision.crash_mode),
             self.decision.crash_reason
         )?;
         writeln!(
             f,
             "  usage pings:   {}  {}",
-            on(self.decision.usage),
+            word(self.decision.usage_mode),
             self.decision.usage_reason
         )?;
         let mut others: Vec<&String> = Vec::new();

@@ -339,6 +339,7 @@ pub(crate) fn raw_backtrace() -> backtrace::Backtrace {
 
 /// A stack trace parsed from std's `Backtrace` text (anyhow's), bounded like ours: at most
 /// [`bound::FRAMES_MAX`] frames and the text of each cut.
+#[cfg_attr(not(feature = "anyhow"), allow(dead_code))]
 pub(crate) fn parsed_stacktrace(text: &str) -> Option<Stacktrace> {
     // A deep recursion prints megabytes; only the frames that are kept are parsed.
     let text = bound::cut(text, 64 * 1024);
