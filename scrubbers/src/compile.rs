@@ -60,6 +60,8 @@ pub(crate) struct Stats {
     pub(crate) digit_dots: usize,
     /// Colons and dashes between two hex digits (a MAC address has five).
     pub(crate) hex_seps: usize,
+    /// The most ASCII letters and digits in a row (a random token has many).
+    pub(crate) alnum_run: usize,
 }
 
 impl Stats {
@@ -71,6 +73,8 @@ impl Stats {
         let mut digit_run = 0;
         let mut digit_dots = 0;
         let mut hex_seps = 0;
+        let mut alnum = 0usize;
+        let mut alnum_run = 0usize;
         // The two bytes before the current one.
         let (mut p1, mut p2) = (0u8, 0u8);
         for &b in text.as_bytes() {
@@ -86,6 +90,9 @@ impl Stats {
                 run = 0;
             }
             upper += usize::from(b.is_ascii_uppercase());
+            // Branch-free: this loop runs over every byte of every string.
+            alnum = (alnum + 1) * usize::from(b.is_ascii_alphanumeric());
+            alnum_run = alnum_run.max(alnum);
             hex_seps += usize::from(
                 b.is_ascii_hexdigit() && (p1 == b':' || p1 == b'-') && p2.is_ascii_hexdigit(),
             );
@@ -99,6 +106,7 @@ impl Stats {
             digit_run,
             digit_dots,
             hex_seps,
+            alnum_run,
         }
     }
 }
@@ -111,6 +119,13 @@ fn precheck(validator: Option<Validator>, stats: &Stats) -> bool {
         Some(Validator::Iban) => stats.upper >= 2 && stats.digits >= 6,
         Some(Validator::Ipv4) => stats.digit_dots >= 3,
         Some(Validator::Mac) => stats.hex_seps >= 5,
+        Some(Validator::PhoneNational) => stats.digit_run >= 7,
+        Some(Validator::CryptoAddress) => stats.alnum_run >= 25,
+        Some(Validator::RandomAssignment) => {
+            stats.alnum_run >= 10
+                && stats.digits >= 2
+                && (stats.present.contains(b'=') || stats.present.contains(b':'))
+        }
         _ => true,
     }
 }

@@ -5,6 +5,7 @@
 //! not match `key`.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use aho_corasick::AhoCorasick;
 
@@ -168,10 +169,31 @@ fn any_run_in(key: &str, contains: impl Fn(&str) -> bool) -> bool {
     false
 }
 
+/// Parts of every secret name (of [`SECRET_NAMES`] and those [`is_weak_secret_key`] takes):
+/// a key without any of them is no secret's, which settles most keys without splitting
+/// them into words.
+const HINTS: &[&str] = &[
+    "pass", "pw", "secret", "token", "key", "auth", "cred", "otp", "sess", "sid", "csrf", "xsrf",
+    "cookie", "private", "user", "jwt", "bearer", "sig", "pin", "login", "forward", "real",
+    "factor", "bundle", "mfa", "api", "symfony",
+];
+
+static HINT_FINDER: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(HINTS)
+        .ok()
+});
+
+/// Whether `key` may name a secret at all (see [`HINTS`]).
+fn has_hint(key: &str) -> bool {
+    HINT_FINDER.as_ref().is_none_or(|ac| ac.is_match(key))
+}
+
 /// Whether a key or `name=` holds a secret by its name. Bundler's per-host credentials
 /// (`BUNDLE_GEMS__EXAMPLE__COM=user:pass`) count too.
 pub(crate) fn is_secret_key(key: &str) -> bool {
-    if negated(key) {
+    if !has_hint(key) || negated(key) {
         return false;
     }
     let bundler = key.len() > 7
@@ -216,7 +238,7 @@ const KEY_WORDS: &[&str] = &[
 /// these also name harmless things (`primary_key`, `sort_key`), so the caller checks the
 /// value (see `validate::looks_secret`).
 pub(crate) fn is_weak_secret_key(key: &str) -> bool {
-    if negated(key) {
+    if !has_hint(key) || negated(key) {
         return false;
     }
     let words = words(key);

@@ -998,13 +998,16 @@ const RANDOM_NAME_WORDS: &[&str] = &[
 /// of a service without a known format. See [`very_random`].
 fn random_assignment(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Option<Range<usize>> {
     let name = caps.name("name")?.as_str();
+    let inner = value_span(hay, span.clone());
+    if !very_random(hay.get(inner.clone())?) {
+        return None;
+    }
     if keys::words(name)
         .iter()
         .any(|w| RANDOM_NAME_WORDS.contains(&w.trim_end_matches(|c: char| c.is_ascii_digit())))
     {
         return None;
     }
-    let inner = value_span(hay, span.clone());
     // After `word:` in prose (`my address is: ...`) only a quoted value counts.
     let sep = caps.name("sep").map_or("", |m| m.as_str());
     let quoted = inner.start != span.start || caps.name("quote").is_some();
@@ -1015,7 +1018,7 @@ fn random_assignment(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Opti
         return None;
     }
     let _ = quoted;
-    very_random(hay.get(inner.clone())?).then_some(inner)
+    Some(inner)
 }
 
 /// Whether a value looks like a randomly generated secret rather than anything a program

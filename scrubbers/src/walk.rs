@@ -164,6 +164,9 @@ struct Walk<'s> {
     memo: HashMap<Box<str>, Memo, FxBuild>,
     /// Key rule per key, for keys seen before.
     key_rules: HashMap<Box<str>, Option<usize>, FxBuild>,
+    /// Per key seen before: whether its name always (`Some(true)`) or maybe (`Some(false)`)
+    /// names a secret, or not at all.
+    key_names: HashMap<Box<str>, Option<bool>, FxBuild>,
     /// Identities in strings as scrubbing left them.
     uncovered: Learned,
 }
@@ -188,6 +191,7 @@ pub(crate) fn scrub_value(inner: &Inner, root: &mut Value) -> Result<Report, Scr
             hits: Hits::new(),
             memo: HashMap::with_capacity_and_hasher(128, FxBuild::default()),
             key_rules: HashMap::with_capacity_and_hasher(64, FxBuild::default()),
+            key_names: HashMap::with_capacity_and_hasher(64, FxBuild::default()),
             uncovered: Learned::default(),
         };
         walk.run(root)?;
@@ -517,10 +521,24 @@ impl Walk<'_> {
         if key.len() > 64 || value.is_empty() || value.len() > 4096 {
             return None;
         }
-        let secret = if keys::is_secret_key(key) {
-            !validate::harmless_value(value)
-        } else {
-            keys::is_weak_secret_key(key) && validate::looks_secret(value)
+        let class = match self.key_names.get(key) {
+            Some(class) => *class,
+            None => {
+                let class = if keys::is_secret_key(key) {
+                    Some(true)
+                } else if keys::is_weak_secret_key(key) {
+                    Some(false)
+                } else {
+                    None
+                };
+                self.key_names.insert(key.into(), class);
+                class
+            }
+        };
+        let secret = match class {
+            Some(true) => !validate::harmless_value(value),
+            Some(false) => validate::looks_secret(value),
+            None => false,
         };
         if !secret {
             return None;

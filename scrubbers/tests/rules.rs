@@ -1468,6 +1468,16 @@ fn assignment_syntaxes() {
             "password%3Dq7Rk2mVx9Lp",
             "password%3D<redacted>",
         ),
+        (
+            "secret-key-value",
+            "next=%2Fcb%3Fid%3D1%26token%3Dq7Rk2mVx9Lp",
+            "next=%2Fcb%3Fid%3D1%26token%3D<redacted>",
+        ),
+        (
+            "secret-key-value",
+            "x%253Fpassword%253Dq7Rk2mVx9Lp",
+            "x%253Fpassword%253D<redacted>",
+        ),
         // `name := value` is not read as a name `name :` with the value `=`.
         ("secret-key-value", "token := abc", "token := <redacted>"),
         // Elements and attributes.
