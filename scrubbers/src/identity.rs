@@ -126,7 +126,12 @@ const COMMON_NAMES: &[&str] = &[
 /// Whether a name should be replaced wherever it appears as a token.
 pub(crate) fn token_eligible(name: &str) -> bool {
     let name = name.trim();
-    name.chars().count() >= 3
+    // Chinese, Japanese and Korean names are often two characters (`张伟`), and as
+    // specific as a longer Latin one.
+    let cjk = name.chars().all(|c| {
+        matches!(u32::from(c), 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF)
+    });
+    (name.chars().count() >= 3 || (cjk && name.chars().count() == 2))
         && name.chars().count() <= 128
         && name.chars().any(char::is_alphabetic)
         && !name.contains(['<', '>', '\n', '\r', '\t', '\\', '/'])

@@ -2046,3 +2046,43 @@ fn names_by_shape_and_position() {
         check_with(&scrubber, rule, input, expected);
     }
 }
+
+/// User names in other scripts: in home paths, `file://` URLs, and learned from them.
+#[test]
+fn names_in_other_scripts() {
+    for (rule, input, expected) in [
+        ("home-path", "/home/张伟/src/x.rs", "/home/<user>/src/x.rs"),
+        (
+            "home-path",
+            r"C:\Users\Иван\AppData\x",
+            r"C:\Users\<user>\AppData\x",
+        ),
+        (
+            "home-path",
+            "/Users/محمد/Library/x",
+            "/Users/<user>/Library/x",
+        ),
+        (
+            "home-path",
+            "file:///home/%E5%BC%A0%E4%BC%9F/x",
+            "file:///home/<user>/x",
+        ),
+        (
+            "user-name",
+            "/home/Иван/x: permission denied for Иван",
+            "/home/<user>/x: permission denied for <user>",
+        ),
+        (
+            "user-name",
+            "/home/李小龙/x: 李小龙 不能打开",
+            "/home/<user>/x: <user> 不能打开",
+        ),
+        (
+            "user-name",
+            "/home/张伟/x: 张伟 不能打开",
+            "/home/<user>/x: <user> 不能打开",
+        ),
+    ] {
+        check(rule, input, expected);
+    }
+}
