@@ -503,7 +503,7 @@ pub(crate) fn disclosure(config: &Config) -> String {
         }
     ));
     text.push_str(&format!(
-        "  Sent with crash reports: {}.\n",
+        "  Sent with each report: {}.\n",
         REPORT_FIELDS.join(", ")
     ));
     if config.usage_sink.is_some() {

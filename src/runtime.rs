@@ -1020,15 +1020,28 @@ impl crate::panic::Reporter for Runtime {
     ) -> Option<PathBuf> {
         if !switch::crash_on() {
             // Reporting is off: saved, scrubbed, where nothing is sent from (see
-            // `Config::save_panics_locally`).
-            let Verdict::Keep { event, .. } =
-                self.run_pipeline(captured, Stack::Symbolicate, false)
+            // `Config::save_panics_locally`): at once with bare addresses, so the line can
+            // say where it is even if symbolication is slow, then symbolicated in place.
+            let kept = self.kept.as_ref()?;
+            let copy = Captured {
+                event: captured.event.clone(),
+                backtrace: captured.backtrace.clone(),
+                breadcrumb_seq: captured.breadcrumb_seq,
+                kind: captured.kind,
+            };
+            let Verdict::Keep { event, .. } = self.run_pipeline(copy, Stack::Addresses, false)
             else {
                 return None;
             };
-            let kept = self.kept.as_ref()?;
             let id = event.event_id().unwrap_or_else(Uuid::new_v4);
-            return kept.write(id, &event).ok();
+            let path = kept.write(id, &event).ok()?;
+            let _ = stored.send(path.clone());
+            if let Verdict::Keep { event, .. } =
+                self.run_pipeline(captured, Stack::Symbolicate, false)
+            {
+                let _ = kept.replace(&path, id, &event);
+            }
+            return Some(path);
         }
         let quick = if self.debug {
             None

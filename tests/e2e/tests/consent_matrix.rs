@@ -113,10 +113,27 @@ fn every_no_sends_zero_bytes_and_stores_nothing() {
                     err.contains("panicked at"),
                     "{case}: the app's own panic message still prints"
                 );
+                // No line about a report being sent or waiting to be sent; with reporting
+                // off the panic is only saved, scrubbed, in kept/ (never sent), and one line
+                // says so, unless in CI.
                 assert!(
-                    !err.contains("crash report"),
+                    !err.contains("consentry; turn reporting off"),
                     "{case}: no report line:\n{err}"
                 );
+                let kept = dirs.data().join("kept");
+                let saved = std::fs::read_dir(&kept).map_or(0, |d| d.count());
+                if env
+                    .iter()
+                    .any(|(k, _)| matches!(*k, "CI" | "GITHUB_ACTIONS"))
+                {
+                    assert_eq!(saved, 0, "{case}: nothing is saved in CI");
+                } else {
+                    assert_eq!(saved, 1, "{case}: the panic is saved locally");
+                    assert!(
+                        err.contains("Reporting is off, so nothing was sent"),
+                        "{case}: {err}"
+                    );
+                }
             } else {
                 assert!(out.status.success(), "{case}/{scenario}: {err}");
             }
