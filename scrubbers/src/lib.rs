@@ -103,7 +103,8 @@
 //! | `full-name` | the user's full name, also as `alice.smith`, `alice_smith`, ... | `<user>` |
 //! | `hostname` | hostnames and their short form, given or learned from `server_name`, `contexts.device.name`, `HOSTNAME=` / `COMPUTERNAME=` and UNC paths `\\host\share`; `server_name` and `contexts.device.name` are replaced whole, however short the name | `<hostname>` |
 //! | `hostname-shape` | machine names by their shape anywhere: Windows defaults (`DESKTOP-1A2B3C4`, `LAPTOP-...`, `WIN-...`, `WS-...`), personal machines (`alices-MBP`, `Alices-MacBook-Pro.local`, `bob-thinkpad`, `bob-XPS-13`, `bob-laptop`), single-label `.local`, `.lan`, `.localdomain`, `.home.arpa` names (not `svc.cluster.local`) | `<hostname>` |
-//! | `deny-key` | the whole value under a secret-looking map key (`password`, `pass`, `pwd`, `secret`, `token`, `jwt`, `bearer`, `api_key`, `authorization`, `cookie`, `session`, `csrf`, `private_key`, `credentials`, `username`, ...; compared by words, so `X-Api-Key` and `apiKey` match) | `<redacted>` (numbers become `0`) |
+//! | `user-position` | a quoted name where a user name stands (`for user "bob"`, `as user 'bob'`, `login 'bob'`, `owner: "bob"`), whoever it is | `<user>` |
+//! | `deny-key` | the whole value under a secret-looking map key (`password`, `pass`, `pwd`, `secret`, `token`, `jwt`, `bearer`, `api_key`, `authorization`, `cookie`, `session`, `csrf`, `private_key`, `credentials`, `username`, ...; and keys naming personal data: `first_name`, `ssn`, `date_of_birth`, `card_number`, `iban`, `passport_number`, ...; compared by words, so `X-Api-Key` and `apiKey` match) | `<redacted>` (numbers become `0`) |
 //!
 //! Short or common names (`root`, `admin`, `user`, `test`, `vm`, `dev`, names under 3
 //! characters) are not chased through free text, where they are ordinary words (`root

@@ -771,11 +771,22 @@ const AUTH_SCHEMES: &[&str] = &[
 fn secret_assignment(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Option<Range<usize>> {
     let name = caps.name("name")?;
     let name = name.as_str();
+    // `"-u", "user:pass"` in an argument list.
+    if matches!(name, "-u" | "--user") && caps.name("sep").is_some_and(|m| m.as_str().contains(','))
+    {
+        let inner = value_span(hay, span);
+        let value = hay.get(inner.clone())?;
+        let ok = value.contains(':') && !value.contains("://") && !harmless_value(value);
+        return ok.then_some(inner);
+    }
     let strong_name = keys::is_secret_key(name);
     if !strong_name && !keys::is_weak_secret_key(name) {
         return None;
     }
-    let inner = value_span(hay, span.clone());
+    let (span, inner) = match wrapped_literal(hay, span.clone()) {
+        Some(inside) => (inside.start - 1..inside.end + 1, inside),
+        None => (span.clone(), value_span(hay, span)),
+    };
     let value = hay.get(inner.clone())?;
     if harmless_value(value)
         || same_word(name, value)
@@ -809,6 +820,42 @@ fn secret_assignment(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Opti
     }
     let prose = value.bytes().all(|b| b.is_ascii_lowercase()) && PROSE_VALUES.contains(&value);
     (!prose).then_some(inner)
+}
+
+/// A string literal behind a prefix or inside a wrapper, which the unquoted value of the
+/// regex stops short of: Python's `b'...'`, `r"..."`, Rust's `Some("...")`,
+/// `String::from("...")`, `Secret::new("...")`. Returns the span inside the quotes.
+fn wrapped_literal(hay: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let text = hay.get(span.clone())?;
+    let prefix = text.len() <= 2 && text.chars().all(|c| "bBrRuUfF".contains(c));
+    let wrapper = text.ends_with('(')
+        && text.len() <= 40
+        && text
+            .trim_end_matches('(')
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    if !(prefix || wrapper) {
+        return None;
+    }
+    let rest = hay.get(span.end..)?;
+    let quote = rest.chars().next().filter(|c| matches!(c, '"' | '\''))?;
+    let body = rest.get(1..)?;
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '\n' | '\r' => return None,
+            c if c == quote && !escaped => {
+                let start = span.end + 1;
+                return (i > 0).then_some(start..start + i);
+            }
+            _ => escaped = false,
+        }
+        if i > 4096 {
+            return None;
+        }
+    }
+    None
 }
 
 /// Whether a value just repeats its name (`access_token=ACCESS_TOKEN`): a placeholder.

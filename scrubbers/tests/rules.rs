@@ -1478,6 +1478,33 @@ fn assignment_syntaxes() {
             "x%253Fpassword%253Dq7Rk2mVx9Lp",
             "x%253Fpassword%253D<redacted>",
         ),
+        // Rust's `Debug` of wrapped values, Python's prefixed literals.
+        (
+            "secret-key-value",
+            r#"Config { token: Some("q7Rk2mVx9Lp"), retries: 3 }"#,
+            r#"Config { token: Some("<redacted>"), retries: 3 }"#,
+        ),
+        (
+            "secret-key-value",
+            r#"password: String::from("q7Rk2mVx9Lp")"#,
+            r#"password: String::from("<redacted>")"#,
+        ),
+        (
+            "secret-key-value",
+            "{'token': b'q7Rk2mVx9Lp'}",
+            "{'token': b'<redacted>'}",
+        ),
+        ("secret-key-value", "token: None", "token: None"),
+        (
+            "secret-pair",
+            r#"args: ["-u", "ops:q7Rk2mVx9Lp", "-v"]"#,
+            r#"args: ["-u", "<redacted>", "-v"]"#,
+        ),
+        (
+            "secret-pair",
+            r#"["-u", "ops", "-v"]"#,
+            r#"["-u", "ops", "-v"]"#,
+        ),
         // `name := value` is not read as a name `name :` with the value `=`.
         ("secret-key-value", "token := abc", "token := <redacted>"),
         // Elements and attributes.
@@ -1954,6 +1981,11 @@ fn structured_secrets() {
         json!({"SIGNING_KEY": "9fQ2xL7pRt4Kw8Zm", "sort_key": "created_at", "otp": "false"}),
         json!({"SIGNING_KEY": "<redacted>", "sort_key": "created_at", "otp": "false"}),
     );
+    // Keys that name personal data.
+    check_event(
+        json!({"first_name": "Ada", "cvv": 123, "dob": "1990-01-02", "display": "x"}),
+        json!({"first_name": "<redacted>", "cvv": 0, "dob": "<redacted>", "display": "x"}),
+    );
     // A card stored as a number; other numbers stay.
     check_event(
         json!({"card": 4_111_111_111_111_111_u64, "ts": 1_700_000_000_000_u64}),
@@ -2018,6 +2050,26 @@ fn names_by_shape_and_position() {
         ),
         ("hostname-shape", "signal-desktop 7.1", "signal-desktop 7.1"),
         ("hostname-shape", "WS-Federation", "WS-Federation"),
+    ] {
+        check(rule, input, expected);
+    }
+    for (rule, input, expected) in [
+        (
+            "user-position",
+            r#"password authentication failed for user "dbadmin7""#,
+            r#"password authentication failed for user "<user>""#,
+        ),
+        (
+            "user-position",
+            "logged in as 'Мария'",
+            "logged in as '<user>'",
+        ),
+        (
+            "user-position",
+            "user input was empty",
+            "user input was empty",
+        ),
+        ("user-position", r#"user: {"id": 1}"#, r#"user: {"id": 1}"#),
     ] {
         check(rule, input, expected);
     }
