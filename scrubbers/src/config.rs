@@ -87,6 +87,7 @@ pub(crate) enum Validator {
     Phone,
     PhoneNational,
     CryptoAddress,
+    Imei,
     Email,
     HostShape,
     TokenLike,

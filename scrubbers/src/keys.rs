@@ -264,6 +264,27 @@ const TRAILING_KEY_NOISE: &[&str] = &[
     "value", "str", "string", "env", "var", "b64", "base64", "hex", "raw",
 ];
 
+/// Keys that hold a client's network address (`ip_address`, `REMOTE_ADDR`,
+/// `X-Forwarded-For`, `X-Real-IP`, `client_ip`).
+pub(crate) fn is_ip_key(key: &str) -> bool {
+    let joined: String = words(key).concat();
+    matches!(
+        joined.as_str(),
+        "ip" | "ipaddress"
+            | "ipaddr"
+            | "remoteaddr"
+            | "remoteaddress"
+            | "remoteip"
+            | "xforwardedfor"
+            | "forwardedfor"
+            | "xrealip"
+            | "realip"
+            | "clientip"
+            | "clientaddress"
+            | "useripaddress"
+    )
+}
+
 /// Whether `name: value` is a credential whatever the value (see [`STRONG_SECRET_NAMES`]).
 pub(crate) fn is_strong_secret_key(key: &str) -> bool {
     any_run_in(key, |w| STRONG_SECRET_NAMES.contains(&w))

@@ -98,6 +98,7 @@
 //! | `phone` | phone numbers in international format (`+44 20 7946 0958`) | `<phone>` |
 //! | `phone-national` | phone numbers in national formats (`(415) 555-0132`, `415-555-0132`, `090-1234-5678`, `09-7625400`), and Chinese mobile numbers (`13812345678`) after a word like `phone` or `tel` | `<phone>` |
 //! | `crypto-address` | Bitcoin addresses (`1...`, `3...`, `bc1...`, checksums checked) | `<crypto>` |
+//! | `imei` | device IMEIs (15 digits, Luhn-checked), grouped `35-209900-176148-1` or after the word `IMEI` | `<imei>` |
 //! | `home-path` | home directories: `/home/u`, `/Users/u`, `C:\Users\u` (any separator, JSON-escaped, `\\?\`, any drive; names with spaces or apostrophes), user folders on shares (`\\host\Users\u`, `\\host\c$\Users\u`, `\\host\home\u`, `//host/Users/u`), WSL `/mnt/c/Users/u` and `\\wsl$\distro\home\u`, `file://` and percent-encoded forms (any `%XX` in the name) | the running user's home becomes `~`; in others the user becomes `<user>` |
 //! | `user-name` | user names, given or learned from the event's home paths (`/home/u` and `/Users/u` only when a path follows; `u` also from `u.DOMAIN` profile folders) and `USER=` pairs, as whole words in any case, not in Rust paths (`a::u`); learned ones also not next to `_` nor as a file's name (`u.rs`) | `<user>` |
 //! | `full-name` | the user's full name, also as `alice.smith`, `alice_smith`, ... | `<user>` |

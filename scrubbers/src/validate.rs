@@ -14,6 +14,7 @@ pub(crate) fn needs_captures(validator: Validator) -> bool {
     matches!(
         validator,
         Validator::SecretParam
+            | Validator::Imei
             | Validator::SecretAssignment
             | Validator::SecretElement
             | Validator::SecretFlag
@@ -43,6 +44,7 @@ pub(crate) fn check(
         Validator::Phone => phone(hay, span.clone(), text),
         Validator::PhoneNational => phone_national(hay, span.clone(), text),
         Validator::CryptoAddress => crypto_address(text),
+        Validator::Imei => return imei(hay, caps, span),
         Validator::Email => email(text),
         Validator::HostShape => host_shape(hay, span.clone(), text),
         Validator::TokenLike => token_like(text),
@@ -225,14 +227,21 @@ fn card(hay: &str, span: Range<usize>, text: &str) -> bool {
         .iter()
         .take(2)
         .fold(0u32, |acc, d| acc * 10 + u32::from(*d));
+    let len = digits.len();
+    // Each network's range and lengths: an IMEI (15 digits) is no Visa card.
     let network = match digits.first() {
         // UATP: 15 digits starting with 1.
-        Some(1) => digits.len() == 15,
-        Some(2) => (22..=27).contains(&prefix2),
-        Some(3) => matches!(prefix2, 30 | 34..=39),
-        Some(4) => true,
-        Some(5) => (50..=59).contains(&prefix2),
-        Some(6) => true,
+        Some(1) => len == 15,
+        Some(2) => (22..=27).contains(&prefix2) && len == 16,
+        Some(3) => match prefix2 {
+            34 | 37 => len == 15,
+            30 | 36 | 38 | 39 => (14..=19).contains(&len),
+            35 => (16..=19).contains(&len),
+            _ => false,
+        },
+        Some(4) => matches!(len, 13 | 16 | 19),
+        Some(5) => (50..=59).contains(&prefix2) && (12..=19).contains(&len),
+        Some(6) => (16..=19).contains(&len),
         _ => false,
     };
     if !network || digits.iter().all(|d| Some(d) == digits.first()) {
@@ -507,6 +516,20 @@ fn phone_national(hay: &str, span: Range<usize>, text: &str) -> bool {
         return PHONE_WORDS.iter().any(|w| window.contains(w));
     }
     true
+}
+
+/// IMEIs: the digits (after `IMEI` when not grouped) pass the Luhn check.
+fn imei(hay: &str, caps: Option<&Captures<'_>>, span: Range<usize>) -> Option<Range<usize>> {
+    let span = caps
+        .and_then(|c| c.name("value"))
+        .map_or(span, |m| m.range());
+    let digits: Vec<u8> = hay
+        .get(span.clone())?
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect();
+    (digits.len() == 15 && luhn(&digits) && digits.iter().any(|d| *d != 0)).then_some(span)
 }
 
 /// Bitcoin addresses: base58check (`1...`, `3...`) or bech32 (`bc1...`) with a valid checksum.

@@ -521,6 +521,11 @@ impl Walk<'_> {
         if key.len() > 64 || value.is_empty() || value.len() > 4096 {
             return None;
         }
+        // An address under a key that names a client's address goes whatever it is,
+        // loopback included (`"ip_address": "127.0.0.1"`).
+        if keys::is_ip_key(key) && value.trim().parse::<std::net::IpAddr>().is_ok() {
+            return self.inner.enabled_rule("ipv4");
+        }
         let class = match self.key_names.get(key) {
             Some(class) => *class,
             None => {

@@ -1832,6 +1832,14 @@ fn personal_formats() {
             "to 1eBMeTpiB6V3JQLTvaK3u944WAVRgyG3f ok",
         ),
         ("credit-card", "uatp 100000000000124", "uatp <card>"),
+        (
+            "imei",
+            "device 49-015420-323751-8 lost",
+            "device <imei> lost",
+        ),
+        ("imei", "IMEI: 490154203237518", "IMEI: <imei>"),
+        ("imei", "IMEI: 490154203237517", "IMEI: 490154203237517"),
+        ("imei", "id 490154203237518", "id 490154203237518"),
         ("iban", "GB40-ABCD-1122-3344-5566-77", "<iban>"),
         ("iban", "LY27002048000020100120399", "<iban>"),
         (
@@ -1975,7 +1983,7 @@ fn structured_secrets() {
     // Keys beyond the deny list.
     check_event(
         json!({"otp": "482913", "creds": "q7Rk2mVx9Lp", "x_forwarded_for": "203.0.113.9"}),
-        json!({"otp": "<redacted>", "creds": "<redacted>", "x_forwarded_for": "<redacted>"}),
+        json!({"otp": "<redacted>", "creds": "<redacted>", "x_forwarded_for": "<ip>"}),
     );
     check_event(
         json!({"SIGNING_KEY": "9fQ2xL7pRt4Kw8Zm", "sort_key": "created_at", "otp": "false"}),
@@ -1985,6 +1993,11 @@ fn structured_secrets() {
     check_event(
         json!({"first_name": "Ada", "cvv": 123, "dob": "1990-01-02", "display": "x"}),
         json!({"first_name": "<redacted>", "cvv": 0, "dob": "<redacted>", "display": "x"}),
+    );
+    // A client's address under its key, loopback included; placeholders stay.
+    check_event(
+        json!({"user": {"ip_address": "127.0.0.1"}, "env": {"REMOTE_ADDR": "::1"}, "x": {"ip_address": "{{auto}}"}}),
+        json!({"user": {"ip_address": "<ip>"}, "env": {"REMOTE_ADDR": "<ip>"}, "x": {"ip_address": "{{auto}}"}}),
     );
     // A card stored as a number; other numbers stay.
     check_event(
