@@ -59,17 +59,6 @@ pub(crate) fn cut_point(s: &str, max: usize) -> Option<usize> {
     )
 }
 
-/// `s` without its last token, which was cut somewhere inside (the text went on past the
-/// end of `s`): everything from the last boundary on is dropped.
-pub(crate) fn drop_partial_tail(s: &str) -> &str {
-    let at = s
-        .char_indices()
-        .rev()
-        .find(|(_, c)| is_boundary(*c))
-        .map_or(0, |(i, _)| i);
-    &s[..at]
-}
-
 /// `s` cut to at most about `max` bytes at a token boundary, with [`CUT_MARK`] appended
 /// when anything was dropped.
 pub(crate) fn cut(s: &str, max: usize) -> Cow<'_, str> {

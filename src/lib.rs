@@ -52,7 +52,6 @@ mod consent;
 mod control;
 mod dedup;
 mod diag;
-mod early;
 mod egress;
 mod env;
 mod facts;
@@ -61,7 +60,6 @@ mod gate;
 mod http;
 mod identity;
 mod inspect;
-mod level;
 mod outbox;
 mod panic;
 mod paths;
@@ -90,7 +88,6 @@ pub use consentry_scrubbers as scrub;
 
 use std::error::Error;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use crate::config::{BeforeSend, Config, ConfigError, ConfigErrorKind, Ignore, Policy};
@@ -102,25 +99,21 @@ pub use crate::inspect::{
     PendingReport, Preview, PreviewError, Status, pending_reports, preview, privacy_statement,
     status_on_disk,
 };
-pub use crate::level::Level;
 pub use crate::review::{ReviewError, Waiting, find_report, waiting_reports};
 pub use crate::runtime::Guard;
 pub use crate::settings::{
     Consent, ConsentSource, Mode, Recovery, SCHEMA_VERSION, SETTABLE_KEYS, Settings, SettingsError,
 };
 pub use crate::sink::Sink;
-pub use crate::usage::{MAX_NAME_LEN, MAX_PROPS, MAX_VALUE_LEN, Prop, UsageEvent, valid_name};
+/// The facade libraries depend on ([`consentry-api`](consentry_api)): these are the same
+/// functions and types, so `consentry::capture_error` and `consentry_api::capture_error`
+/// reach the same backend.
+pub use consentry_api::{
+    AsError, EventId, Level, MAX_NAME_LEN, MAX_PROPS, MAX_VALUE_LEN, NO_PROPS, Prop, UsageEvent,
+    add_breadcrumb, capture_error, capture_message, event_catalog, track, track_event, valid_name,
+};
 
-/// The id of a captured event (a UUID, as Sentry's).
-///
-/// ```
-/// let id: Option<consentry::EventId> = consentry::capture_message("hello", consentry::Level::Info);
-/// # let _ = id;
-/// ```
-pub type EventId = uuid::Uuid;
-
-use crate::report::{BREADCRUMBS, Kind};
-use crate::switch::{ON, STATE, UNINIT, UNINIT_FULL, USAGE_ON};
+use crate::report::Kind;
 
 /// Sets consentry up for this process and returns the guard that flushes when dropped.
 ///
@@ -225,160 +218,6 @@ pub fn ask() -> Decision {
     catch_unwind(prompt::ask).unwrap_or_else(|_| current_decision())
 }
 
-/// Reports an error with its whole `source()` chain (one exception per link) and, unless
-/// turned off, a backtrace of the calling thread.
-///
-/// Libraries call it unconditionally: before [`init`] the first few errors are kept (in
-/// static memory, no allocation) until `init` decides; when reporting is off it costs one
-/// atomic load and returns `None`. When on, the caller's thread only builds the event;
-/// symbolication, scrubbing and I/O happen on the worker. Never panics into the caller.
-///
-/// ```
-/// let err = std::io::Error::new(std::io::ErrorKind::NotFound, "config.toml");
-/// // No init in this process: kept for a later init, or dropped if it never comes.
-/// let _id: Option<consentry::EventId> = consentry::capture_error(&err);
-/// ```
-#[inline]
-pub fn capture_error<E: Error + ?Sized>(err: &E) -> Option<EventId> {
-    match STATE.load(Ordering::Relaxed) {
-        ON => capture_error_on(err),
-        UNINIT => capture_error_early(err),
-        _ => None,
-    }
-}
-
-#[inline(never)]
-fn capture_error_on<E: Error + ?Sized>(err: &E) -> Option<EventId> {
-    catch_unwind(AssertUnwindSafe(|| {
-        let rt = runtime::current()?;
-        rt.submit(report::event_from_error(err), Kind::Error, true)
-    }))
-    .ok()
-    .flatten()
-}
-
-#[cold]
-fn capture_error_early<E: Error + ?Sized>(err: &E) -> Option<EventId> {
-    early_outcome(catch_unwind(AssertUnwindSafe(|| early::capture_error(err))))
-}
-
-fn early_outcome(outcome: std::thread::Result<early::Capture>) -> Option<EventId> {
-    match outcome {
-        Ok(early::Capture::Kept(id, full)) => {
-            if full {
-                let _ = STATE.compare_exchange(
-                    UNINIT,
-                    UNINIT_FULL,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                );
-            }
-            // `init` may have run while we wrote: hand the kept errors to it now.
-            if STATE.load(Ordering::Acquire) == ON
-                && let Some(rt) = runtime::current()
-            {
-                rt.adopt_early();
-            }
-            Some(id)
-        }
-        Ok(early::Capture::Full) => {
-            let _ =
-                STATE.compare_exchange(UNINIT, UNINIT_FULL, Ordering::AcqRel, Ordering::Relaxed);
-            None
-        }
-        _ => None,
-    }
-}
-
-/// Reports a message at `level`. Same costs and guarantees as [`capture_error`].
-///
-/// ```
-/// consentry::capture_message("cache rebuilt from scratch", consentry::Level::Warning);
-/// ```
-#[inline]
-pub fn capture_message(message: &str, level: Level) -> Option<EventId> {
-    match STATE.load(Ordering::Relaxed) {
-        ON => catch_unwind(AssertUnwindSafe(|| {
-            let rt = runtime::current()?;
-            rt.submit(
-                report::event_from_message(message, level.into()),
-                Kind::Message,
-                false,
-            )
-        }))
-        .ok()
-        .flatten(),
-        UNINIT => early_outcome(catch_unwind(AssertUnwindSafe(|| {
-            early::capture_message(message, level.into())
-        }))),
-        _ => None,
-    }
-}
-
-/// Queues an anonymous usage event. Never blocks; costs one atomic load when usage pings
-/// are off; when on, validates the name and queues (the worker serialises and sends).
-///
-/// Names and keys are 1 to 40 of `[a-z0-9_]`: a bad name drops the event, a bad key drops
-/// that property (each logged once in debug mode). See [`Prop`] for values.
-///
-/// ```
-/// consentry::track("train", [("task", "detect")]);
-/// consentry::track("export", [("format", consentry::Prop::from("onnx")), ("int8", true.into())]);
-/// ```
-#[inline]
-pub fn track<'a, V: Into<Prop>>(name: &str, props: impl IntoIterator<Item = (&'a str, V)>) {
-    if USAGE_ON.load(Ordering::Relaxed) {
-        track_on(name, props);
-    }
-}
-
-#[inline(never)]
-fn track_on<'a, V: Into<Prop>>(name: &str, props: impl IntoIterator<Item = (&'a str, V)>) {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        if let Some(rt) = runtime::current()
-            && usage::track(rt.usage_queue(), rt.debug, name, props)
-        {
-            rt.notify();
-        }
-    }));
-}
-
-/// [`track`] for an event of a typed catalog (see [`event_catalog!`]).
-///
-/// ```
-/// struct Started;
-/// impl consentry::UsageEvent for Started {
-///     fn name(&self) -> &'static str { "started" }
-/// }
-/// consentry::track_event(Started, [("mode", "fast")]);
-/// ```
-#[inline]
-pub fn track_event<'a, V: Into<Prop>>(
-    event: impl UsageEvent,
-    props: impl IntoIterator<Item = (&'a str, V)>,
-) {
-    if USAGE_ON.load(Ordering::Relaxed) {
-        track_on(event.name(), props);
-    }
-}
-
-/// Records a breadcrumb: a short note attached to the crash reports that follow (scrubbed
-/// like everything else). Does nothing unless crash reports are on.
-///
-/// ```
-/// consentry::add_breadcrumb("config", "loaded 3 profiles", consentry::Level::Info);
-/// ```
-pub fn add_breadcrumb(category: &str, message: &str, level: Level) {
-    if STATE.load(Ordering::Relaxed) == ON {
-        BREADCRUMBS.add(sentry::protocol::Breadcrumb {
-            category: Some(bound::cut(category, 128).into_owned()),
-            message: Some(bound::cut(message, 1024).into_owned()),
-            level: level.into(),
-            ..Default::default()
-        });
-    }
-}
-
 /// Sends what is waiting (crash reports and usage pings), for at most `timeout`. Returns
 /// `true` when nothing is left. What is not sent stays in the outbox for the next run.
 ///
@@ -419,30 +258,32 @@ pub fn exit(code: i32) -> ! {
 /// ```
 #[cfg(feature = "anyhow")]
 pub fn capture_anyhow(err: &anyhow::Error) -> Option<EventId> {
-    match STATE.load(Ordering::Relaxed) {
-        ON => catch_unwind(AssertUnwindSafe(|| {
-            let rt = runtime::current()?;
-            let mut event = report::event_from_error(AsRef::<dyn Error + Send + Sync>::as_ref(err));
-            // The outermost link is anyhow's own wrapper (a context or a message): its Debug
-            // says only "Error".
-            if let Some(top) = event.exception.values.last_mut() {
-                top.ty = "anyhow::Error".into();
-            }
-            let bt = err.backtrace();
-            let captured_bt = bt.status() == std::backtrace::BacktraceStatus::Captured;
-            if captured_bt
-                && let Some(st) = report::parsed_stacktrace(&bt.to_string())
-                && let Some(top) = event.exception.values.last_mut()
-            {
-                top.stacktrace = Some(st);
-            }
-            rt.submit(event, Kind::Error, !captured_bt)
-        }))
-        .ok()
-        .flatten(),
-        UNINIT => capture_error_early(AsRef::<dyn Error + Send + Sync>::as_ref(err)),
-        _ => None,
+    let inner = AsRef::<dyn Error + Send + Sync>::as_ref(err);
+    if !switch::crash_on() {
+        // Off, or before `init`: the facade keeps it early or drops it.
+        return capture_error(inner);
     }
+    catch_unwind(AssertUnwindSafe(|| {
+        let rt = runtime::current()?;
+        let mut event = report::event_from_dyn_error(inner, None);
+        // The outermost link is anyhow's own wrapper (a context or a message): its Debug
+        // says only "Error".
+        if let Some(top) = event.exception.values.last_mut() {
+            top.ty = "anyhow::Error".into();
+        }
+        let bt = err.backtrace();
+        let captured_bt = bt.status() == std::backtrace::BacktraceStatus::Captured;
+        if captured_bt
+            && let Some(st) = report::parsed_stacktrace(&bt.to_string())
+            && let Some(top) = event.exception.values.last_mut()
+        {
+            top.stacktrace = Some(st);
+        }
+        rt.submit(event, Kind::Error, !captured_bt)
+            .map(|id| EventId::from_bytes(id.into_bytes()))
+    }))
+    .ok()
+    .flatten()
 }
 #[cfg(test)]
 mod tidy;

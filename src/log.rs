@@ -17,12 +17,9 @@
 //! log::info!("loaded 3 profiles"); // printed, and kept as a breadcrumb when reporting is on
 //! ```
 
-use std::sync::atomic::Ordering;
-
 use sentry::protocol::Breadcrumb;
 
 use crate::report::BREADCRUMBS;
-use crate::switch::{ON, STATE};
 
 /// A `log::Log` that records breadcrumbs and forwards to another logger.
 ///
@@ -97,7 +94,7 @@ impl<L: log::Log> log::Log for BreadcrumbLogger<L> {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if record.level() <= self.level && STATE.load(Ordering::Relaxed) == ON {
+        if record.level() <= self.level && crate::switch::crash_on() {
             BREADCRUMBS.add(Breadcrumb {
                 ty: "log".into(),
                 category: Some(record.target().to_owned()),

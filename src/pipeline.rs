@@ -345,6 +345,8 @@ impl Pipeline {
                     serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
                 }
                 Prop::Bool(b) => Value::from(b),
+                // A kind of value this version does not know is not sent (fail closed).
+                _ => continue,
             };
             props.insert(key, value);
         }

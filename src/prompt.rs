@@ -105,7 +105,6 @@ pub(crate) fn review_waiting(rt: &crate::runtime::Runtime) {
         || "nowhere (no server configured)".to_owned(),
         |d| d.host().to_owned(),
     );
-    let mut viewed = false;
     loop {
         let question = format!(
             "{} crash report{} from {first_day} {} waiting to be sent to {destination}: send {}? [y/N/v=view] ",
@@ -125,8 +124,8 @@ pub(crate) fn review_waiting(rt: &crate::runtime::Runtime) {
             return;
         };
         let answer = answer.trim().to_ascii_lowercase();
-        if (answer == "v" || answer == "view") && !viewed {
-            viewed = true;
+        // A look is not a decision: `v` shows them (again) and asks again.
+        if answer == "v" || answer == "view" {
             for w in &waiting {
                 diag::eprint_line(&format!(
                     "# {} ({})\n{}",

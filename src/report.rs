@@ -52,7 +52,12 @@ pub(crate) enum Kind {
 
 /// The name of the type `E`, without generic arguments, for an exception's `type`.
 fn type_label<E: ?Sized>() -> Option<String> {
-    let name = std::any::type_name::<E>();
+    clean_type_name(std::any::type_name::<E>())
+}
+
+/// A type name for an exception: without generic arguments, `std::io::Error` for I/O
+/// errors; `None` for a trait object or a reference (their `Debug` names them better).
+fn clean_type_name(name: &str) -> Option<String> {
     if name.starts_with("dyn ") || name.starts_with('&') {
         return None;
     }
@@ -144,6 +149,19 @@ fn exception(ty: String, value: String) -> Exception {
 /// out; only the kept links are formatted.
 pub(crate) fn event_from_error<E: Error + ?Sized>(err: &E) -> Event<'static> {
     let top_type = type_label::<E>().unwrap_or_else(|| debug_type(&err));
+    event_with_top_type(err, top_type)
+}
+
+/// [`event_from_error`] for an error the facade hands over as a trait object, with its
+/// static type's name when the caller's error was not one.
+pub(crate) fn event_from_dyn_error(err: &dyn Error, type_name: Option<&str>) -> Event<'static> {
+    let top_type = type_name
+        .and_then(clean_type_name)
+        .unwrap_or_else(|| debug_type(&err));
+    event_with_top_type(err, top_type)
+}
+
+fn event_with_top_type<E: Error + ?Sized>(err: &E, top_type: String) -> Event<'static> {
     let mut links: Vec<&(dyn Error + 'static)> = Vec::new();
     let mut source = err.source();
     // A cycle in a hand-written `source()` must not loop forever.
@@ -181,6 +199,48 @@ pub(crate) fn event_from_error<E: Error + ?Sized>(err: &E) -> Event<'static> {
         exception: exceptions.into(),
         extra,
         ..Default::default()
+    }
+}
+
+/// An event for an error or message kept by the facade before `init`: it keeps the id
+/// returned to the caller and the time it was captured.
+pub(crate) fn event_from_early(e: consentry_api::EarlyEvent) -> Event<'static> {
+    let mut event = Event {
+        event_id: Uuid::from_bytes(*e.id.as_bytes()),
+        level: sentry_level(e.level),
+        timestamp: e.time,
+        ..Default::default()
+    };
+    if e.is_message {
+        event.message = e.links.into_iter().map(|(_, v)| v).next();
+        return event;
+    }
+    let mut exceptions: Vec<Exception> = e
+        .links
+        .into_iter()
+        .map(|(ty, value)| exception(ty, value))
+        .collect();
+    exceptions.reverse();
+    if let Some(top) = exceptions.last_mut() {
+        top.mechanism = Some(Mechanism {
+            ty: "generic".into(),
+            handled: Some(true),
+            description: Some("captured before consentry::init".into()),
+            ..Default::default()
+        });
+    }
+    event.exception = exceptions.into();
+    event
+}
+
+/// The protocol's level for consentry's.
+pub(crate) fn sentry_level(level: consentry_api::Level) -> Level {
+    match level {
+        consentry_api::Level::Debug => Level::Debug,
+        consentry_api::Level::Info => Level::Info,
+        consentry_api::Level::Warning => Level::Warning,
+        consentry_api::Level::Fatal => Level::Fatal,
+        _ => Level::Error,
     }
 }
 

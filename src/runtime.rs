@@ -41,6 +41,74 @@ use crate::usage::UsageQueue;
 
 static RUNTIME: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);
 
+/// consentry as the facade's backend: where `capture_error` and friends go once reporting
+/// is on. Each call builds on the caller's thread only what only it can (the event, a raw
+/// stack) and queues it.
+struct Backend;
+
+static BACKEND: Backend = Backend;
+
+fn event_id(id: Uuid) -> consentry_api::EventId {
+    consentry_api::EventId::from_bytes(id.into_bytes())
+}
+
+impl consentry_api::Backend for Backend {
+    fn capture_error(
+        &self,
+        err: &dyn std::error::Error,
+        type_name: Option<&'static str>,
+    ) -> Option<consentry_api::EventId> {
+        let rt = current()?;
+        rt.submit(
+            crate::report::event_from_dyn_error(err, type_name),
+            Kind::Error,
+            true,
+        )
+        .map(event_id)
+    }
+
+    fn capture_message(
+        &self,
+        message: &str,
+        level: consentry_api::Level,
+    ) -> Option<consentry_api::EventId> {
+        let rt = current()?;
+        let level = crate::report::sentry_level(level);
+        rt.submit(
+            crate::report::event_from_message(message, level),
+            Kind::Message,
+            false,
+        )
+        .map(event_id)
+    }
+
+    fn track(&self, name: &str, props: Vec<(&str, consentry_api::Prop)>) {
+        if let Some(rt) = current()
+            && crate::usage::track(rt.usage_queue(), rt.debug, name, props)
+        {
+            rt.notify();
+        }
+    }
+
+    fn add_breadcrumb(&self, category: &str, message: &str, level: consentry_api::Level) {
+        if current().is_none() {
+            return;
+        }
+        BREADCRUMBS.add(sentry::protocol::Breadcrumb {
+            category: Some(crate::bound::cut(category, 128).into_owned()),
+            message: Some(crate::bound::cut(message, 1024).into_owned()),
+            level: crate::report::sentry_level(level),
+            ..Default::default()
+        });
+    }
+
+    fn early_kept(&self) {
+        if let Some(rt) = current() {
+            rt.adopt_early();
+        }
+    }
+}
+
 /// Captures waiting for the worker, at most, in number and in bytes; more are counted and
 /// dropped.
 const MAX_PENDING: usize = 100;
@@ -198,12 +266,13 @@ pub(crate) fn init(config: Config) -> Guard {
         return Guard { runtime: None };
     }
     switch::claim_process();
+    consentry_api::backend::install(&BACKEND);
     if consent::running_telemetry_command(&config) {
         // `mytool telemetry ...`: the command manages consent itself; nothing starts, no
         // notice, no prompt, and early captures are dropped.
         switch::set_crash(false);
         switch::set_usage(false);
-        drop(crate::early::drain());
+        drop(consentry_api::backend::drain_early());
         return Guard { runtime: None };
     }
     if let Err(e) = config.validate() {
@@ -211,7 +280,7 @@ pub(crate) fn init(config: Config) -> Guard {
             format!("{e}; crash and usage reporting stay off")
         });
         switch::set_crash(false);
-        drop(crate::early::drain());
+        drop(consentry_api::backend::drain_early());
         return Guard { runtime: None };
     }
     let env = EnvSnapshot::for_app(&config.app_name, &config.env_prefix());
@@ -411,7 +480,7 @@ impl Runtime {
             self.adopt_early();
         } else {
             switch::set_crash(false);
-            drop(crate::early::drain());
+            drop(consentry_api::backend::drain_early());
             // Nothing can be sent; a panic is still saved here for the user to share by hand
             // (not in CI, where nobody reads it, and not when the app turned it off).
             let save = self.config.save_panics_locally
@@ -507,9 +576,9 @@ impl Runtime {
     /// Takes errors kept before `init` (one raced with it) and queues them.
     pub(crate) fn adopt_early(&self) {
         let seq = BREADCRUMBS.current();
-        for event in crate::early::drain() {
+        for early in consentry_api::backend::drain_early() {
             self.push(Job::Capture(Box::new(Captured {
-                event,
+                event: crate::report::event_from_early(early),
                 backtrace: None,
                 breadcrumb_seq: seq,
                 kind: Kind::Error,

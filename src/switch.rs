@@ -1,25 +1,33 @@
-//! The two process-wide switches every capture and `track` reads: one atomic load each, so a
-//! library's `capture_error` costs nothing when reporting is off or `init` never ran.
+//! The two process-wide switches every capture and `track` reads (one atomic load each, in
+//! the `consentry-api` facade, so a library's `capture_error` costs nothing when reporting
+//! is off or `init` never ran), and the fork check.
 //!
 //! They live below everything else so that the consent gate can turn reporting off without
 //! knowing the runtime, and the runtime can tell a forked child from its parent.
 
 use std::sync::Once;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// `init` has not run: captures go to the early buffer.
-pub(crate) const UNINIT: u8 = 0;
-/// `init` has not run and the early buffer is full: captures are dropped.
-pub(crate) const UNINIT_FULL: u8 = 1;
-/// Crash reports are off.
-pub(crate) const OFF: u8 = 2;
-/// Crash reports are on.
-pub(crate) const ON: u8 = 3;
+use consentry_api::backend;
 
-/// The crash-report switch, read by every capture.
-pub(crate) static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-/// The usage-ping switch, read by every `track`.
-pub(crate) static USAGE_ON: AtomicBool = AtomicBool::new(false);
+/// Crash reports are on, in the process that turned them on.
+pub(crate) fn crash_on() -> bool {
+    backend::crash_on() && !forked()
+}
+
+/// Usage pings are on, in the process that turned them on.
+pub(crate) fn usage_on() -> bool {
+    backend::usage_on() && !forked()
+}
+
+pub(crate) fn set_crash(on: bool) {
+    backend::set_crash(on);
+}
+
+pub(crate) fn set_usage(on: bool) {
+    backend::set_usage(on);
+}
+
 /// Reporting is off, but a panic is still saved, scrubbed, on this machine (never sent) and
 /// one line says where, so the user can attach it to a bug report.
 pub(crate) static PANIC_SAVE_LOCAL: AtomicBool = AtomicBool::new(false);
@@ -27,24 +35,6 @@ pub(crate) static PANIC_SAVE_LOCAL: AtomicBool = AtomicBool::new(false);
 /// Set in a child process forked after `init` (by a `pthread_atfork` child handler).
 static FORKED: AtomicBool = AtomicBool::new(false);
 static WATCH_FORKS: Once = Once::new();
-
-/// Crash reports are on, in the process that turned them on.
-pub(crate) fn crash_on() -> bool {
-    STATE.load(Ordering::Acquire) == ON && !forked()
-}
-
-/// Usage pings are on, in the process that turned them on.
-pub(crate) fn usage_on() -> bool {
-    USAGE_ON.load(Ordering::Acquire) && !forked()
-}
-
-pub(crate) fn set_crash(on: bool) {
-    STATE.store(if on { ON } else { OFF }, Ordering::Release);
-}
-
-pub(crate) fn set_usage(on: bool) {
-    USAGE_ON.store(on, Ordering::Release);
-}
 
 /// Records this process as the one that ran `init`: from now on a forked child knows it is
 /// one.
@@ -83,7 +73,7 @@ pub(crate) fn forked() -> bool {
     if !FORKED.load(Ordering::Acquire) {
         return false;
     }
-    STATE.store(OFF, Ordering::Release);
-    USAGE_ON.store(false, Ordering::Release);
+    backend::set_crash(false);
+    backend::set_usage(false);
     true
 }

@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::Ordering;
 
 use sentry::protocol::{Breadcrumb, Value};
 use tracing::field::{Field, Visit};
@@ -22,7 +21,6 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
 
 use crate::report::BREADCRUMBS;
-use crate::switch::{ON, STATE};
 
 /// A `tracing_subscriber::Layer` that records breadcrumbs.
 ///
@@ -122,7 +120,7 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for BreadcrumbLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
         // tracing orders levels by verbosity: TRACE > DEBUG > INFO > WARN > ERROR.
-        if STATE.load(Ordering::Relaxed) != ON || *meta.level() > self.level {
+        if !crate::switch::crash_on() || *meta.level() > self.level {
             return;
         }
         let mut fields = Fields::default();

@@ -205,3 +205,50 @@ fn the_readme_snippet_gives_a_first_telemetry_disable_of_one_line() {
     assert_eq!(stdout.trim().lines().count(), 1, "{stdout}");
     assert!(stderr.trim().is_empty(), "no notice, no prompt: {stderr}");
 }
+
+#[test]
+fn a_library_on_the_facade_adds_one_crate_and_builds_in_seconds() {
+    // A small library crate that reports its errors through the facade, built from scratch
+    // in its own target directory.
+    let dir = tempfile::tempdir().unwrap();
+    let api = concat!(env!("CARGO_MANIFEST_DIR"), "/api");
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"facade-user\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\n[dependencies]\nconsentry-api = {{ path = {api:?} }}\n\n[workspace]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("src/lib.rs"),
+        "pub fn parse(s: &str) -> Option<u32> {\n    s.parse().inspect_err(|e| { consentry_api::capture_error(e); }).ok()\n}\n",
+    )
+    .unwrap();
+    let tree = Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-e", "normal", "--prefix", "none"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(tree.status.success(), "{}", text(&tree.stderr));
+    let crates: std::collections::BTreeSet<String> = text(&tree.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    // The library itself and the facade: nothing else.
+    assert_eq!(crates.len(), 2, "{crates:?}");
+    let start = std::time::Instant::now();
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--offline", "--quiet"])
+        .env("CARGO_TARGET_DIR", dir.path().join("target"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build.stderr));
+    // Generous for a loaded CI machine; BENCHMARKS.md has the measured figure.
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+}

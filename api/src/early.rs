@@ -3,17 +3,14 @@
 //! A library cannot know whether its host will ever call `init`, so this buffer must cost
 //! nothing in an app that never does: it lives in static memory (no heap allocation), holds
 //! at most [`SLOTS`] errors of at most [`LINKS`] chain links each, truncates long texts, and
-//! once full, captures cost one atomic load again (see `runtime::STATE`).
+//! once full, captures cost one atomic load again.
 
 use std::error::Error;
 use std::fmt::{self, Write};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use sentry::protocol::{Event, Exception, Level, Mechanism};
-use uuid::Uuid;
-
-use crate::bound;
+use crate::{EventId, Level};
 
 /// How many early errors are kept.
 pub(crate) const SLOTS: usize = 4;
@@ -55,8 +52,8 @@ impl<const N: usize> FixedStr<N> {
         if !self.cut {
             return self.as_str().to_owned();
         }
-        let kept = bound::drop_partial_tail(self.as_str());
-        format!("{kept}{}", bound::CUT_MARK)
+        let kept = drop_partial_tail(self.as_str());
+        format!("{kept}{CUT_MARK}")
     }
 }
 
@@ -96,7 +93,7 @@ impl Link {
 
 #[derive(Clone, Copy)]
 struct Slot {
-    id: Uuid,
+    id: EventId,
     level: Level,
     is_message: bool,
     /// When it was captured (the event's timestamp; `init` may come much later).
@@ -107,7 +104,7 @@ struct Slot {
 
 impl Slot {
     const EMPTY: Self = Slot {
-        id: Uuid::nil(),
+        id: EventId::NIL,
         level: Level::Error,
         is_message: false,
         time: SystemTime::UNIX_EPOCH,
@@ -176,7 +173,7 @@ fn keep(level: Level, is_message: bool, fill: impl FnOnce(&mut [Link; LINKS]) ->
         link.ty.clear();
         link.value.clear();
     }
-    slot.id = Uuid::new_v4();
+    slot.id = EventId::new_random();
     slot.level = level;
     slot.is_message = is_message;
     slot.time = SystemTime::now();
@@ -190,15 +187,32 @@ fn keep(level: Level, is_message: bool, fill: impl FnOnce(&mut [Link; LINKS]) ->
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Capture {
     /// Kept; `true` when that filled the buffer.
-    Kept(Uuid, bool),
+    Kept(EventId, bool),
     /// The buffer is full.
     Full,
     /// Another thread was writing to the buffer.
     Dropped,
 }
 
-/// Takes the kept errors out as events (root cause first), emptying the buffer.
-pub(crate) fn drain() -> Vec<Event<'static>> {
+/// An error or message kept before `init`, as the backend receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EarlyEvent {
+    /// The id returned to the caller.
+    pub id: EventId,
+    /// The level (`Error` for errors).
+    pub level: Level,
+    /// When it was captured.
+    pub time: SystemTime,
+    /// A message, not an error.
+    pub is_message: bool,
+    /// `(type, value)` of each link of the chain, the error itself first; for a message, its
+    /// text as the value. A text cut by the fixed buffer has lost its partial last token.
+    pub links: Vec<(String, String)>,
+}
+
+/// Takes the kept errors out (the error itself first), emptying the buffer.
+pub(crate) fn drain() -> Vec<EarlyEvent> {
     let Ok(mut buffer) = BUFFER.lock() else {
         return Vec::new();
     };
@@ -207,49 +221,58 @@ pub(crate) fn drain() -> Vec<Event<'static>> {
         .slots
         .iter()
         .take(used)
-        .map(|slot| {
-            let mut event = Event {
-                event_id: slot.id,
-                level: slot.level,
-                timestamp: slot.time,
-                ..Default::default()
-            };
-            let links = slot.links.iter().take(slot.n_links);
-            if slot.is_message {
-                event.message = links.map(|l| l.value.reportable()).next();
-            } else {
-                let mut exceptions: Vec<Exception> = links
-                    .map(|l| Exception {
-                        // A type name cut inside a token is dropped like a cut value.
-                        ty: {
-                            let debug = if l.ty.cut {
-                                bound::drop_partial_tail(l.ty.as_str())
-                            } else {
-                                l.ty.as_str()
-                            };
-                            match sentry::parse_type_from_debug(debug) {
-                                "" => "Error".to_owned(),
-                                ty => ty.to_owned(),
-                            }
-                        },
-                        value: Some(l.value.reportable()),
-                        ..Default::default()
-                    })
-                    .collect();
-                exceptions.reverse();
-                if let Some(top) = exceptions.last_mut() {
-                    top.mechanism = Some(Mechanism {
-                        ty: "generic".into(),
-                        handled: Some(true),
-                        description: Some("captured before consentry::init".into()),
-                        ..Default::default()
-                    });
-                }
-                event.exception = exceptions.into();
-            }
-            event
+        .map(|slot| EarlyEvent {
+            id: slot.id,
+            level: slot.level,
+            time: slot.time,
+            is_message: slot.is_message,
+            links: slot
+                .links
+                .iter()
+                .take(slot.n_links)
+                .map(|l| {
+                    // A type name cut inside a token is dropped like a cut value.
+                    let ty = if l.ty.cut {
+                        drop_partial_tail(l.ty.as_str())
+                    } else {
+                        l.ty.as_str()
+                    };
+                    (first_word(ty).to_owned(), l.value.reportable())
+                })
+                .collect(),
         })
         .collect()
+}
+
+/// Marks a text cut short.
+const CUT_MARK: &str = " [truncated]";
+
+/// Whether `c` separates tokens (whitespace and punctuation no token contains).
+fn is_boundary(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            ',' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '<' | '>' | '"' | '\'' | '`' | '|'
+        )
+}
+
+/// `s` without its last token, which was cut somewhere inside.
+fn drop_partial_tail(s: &str) -> &str {
+    let at = s
+        .char_indices()
+        .rev()
+        .find(|(_, c)| is_boundary(*c))
+        .map_or(0, |(i, _)| i);
+    &s[..at]
+}
+
+/// The first word of a `Debug` output: the type name (as sentry takes it).
+fn first_word(debug: &str) -> &str {
+    let word = debug
+        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+        .next()
+        .unwrap_or("");
+    if word.is_empty() { "Error" } else { word }
 }
 
 #[cfg(test)]
@@ -270,7 +293,7 @@ mod tests {
     fn a_cut_value_loses_its_partial_token() {
         let mut s = FixedStr::<32>::EMPTY;
         let _ = write!(s, "token ghp_0123456789abcdefghijklmnopqrstuvwxyz");
-        assert_eq!(s.reportable(), format!("token{}", bound::CUT_MARK));
+        assert_eq!(s.reportable(), format!("token{CUT_MARK}"));
         s.clear();
         let _ = write!(s, "short");
         assert_eq!(s.reportable(), "short");
