@@ -174,19 +174,24 @@ fn benches(c: &mut Criterion) {
     consentry::enable(&cfg, Scope::All).unwrap();
     let guard = consentry::init(cfg.clone());
     let outbox = dir.path().join("panic/data/outbox");
+    let mut ran = false;
     g.bench_function(
         "panic to report stored in the outbox (incl. symbolication, no DSN)",
         |b| {
+            ran = true;
             b.iter(|| {
                 let _ = std::panic::catch_unwind(|| panic!("bench panic in /home/bench/x.rs"));
             })
         },
     );
     drop(guard);
-    assert!(
-        std::fs::read_dir(&outbox).map(|d| d.count()).unwrap_or(0) > 0,
-        "reports were stored"
-    );
+    // Only when this bench ran: a filtered run (`cargo bench -- "reporting on"`) skips it.
+    if ran {
+        assert!(
+            std::fs::read_dir(&outbox).map(|d| d.count()).unwrap_or(0) > 0,
+            "reports were stored"
+        );
+    }
     g.finish();
 }
 

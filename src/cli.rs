@@ -916,10 +916,10 @@ pub struct Standalone {
     /// The app whose telemetry to manage (its consentry app name); not needed for `scrub`
     #[arg(long, global = true, value_name = "NAME")]
     pub app: Option<String>,
-    /// The app's config directory (default: the OS config directory, or <APP>_CONFIG_DIR)
+    /// The app's config directory (default: the OS config directory, or `<APP>_CONFIG_DIR`)
     #[arg(long, global = true, value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
-    /// The app's data directory (default: the OS data directory, or <APP>_DATA_DIR)
+    /// The app's data directory (default: the OS data directory, or `<APP>_DATA_DIR`)
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// The app's Sentry DSN, to show where reports go (optional)

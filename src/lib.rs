@@ -38,10 +38,13 @@
 //!
 //! | feature   | default | what it adds |
 //! |-----------|---------|--------------|
-//! | `cli`     | yes     | the `consentry` binary and the embeddable `telemetry` clap subcommand ([`cli`]) |
-//! | `anyhow`  | no      | [`capture_anyhow`]: an `anyhow::Error`'s chain and backtrace |
-//! | `log`     | no      | [`log::BreadcrumbLogger`]: `log` records as breadcrumbs |
-//! | `tracing` | no      | [`tracing::BreadcrumbLayer`]: `tracing` events as breadcrumbs |
+//! | `cli`     | yes     | the `consentry` binary and the embeddable `telemetry` clap subcommand (`consentry::cli`) |
+//! | `anyhow`  | no      | `consentry::capture_anyhow`: an `anyhow::Error`'s chain and backtrace |
+//! | `log`     | no      | `consentry::log::BreadcrumbLogger`: `log` records as breadcrumbs |
+//! | `tracing` | no      | `consentry::tracing::BreadcrumbLayer`: `tracing` events as breadcrumbs |
+//!
+//! Libraries depend on [`consentry-api`](consentry_api) instead: the same `capture_error`,
+//! `capture_message` and `track`, with no dependencies.
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -110,7 +113,8 @@ pub use crate::sink::Sink;
 /// reach the same backend.
 pub use consentry_api::{
     AsError, EventId, Level, MAX_NAME_LEN, MAX_PROPS, MAX_VALUE_LEN, NO_PROPS, Prop, UsageEvent,
-    add_breadcrumb, capture_error, capture_message, event_catalog, track, track_event, valid_name,
+    add_breadcrumb, capture_error, capture_message, event_catalog, props, track, track_event,
+    valid_name,
 };
 
 use crate::report::Kind;

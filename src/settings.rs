@@ -417,7 +417,7 @@ pub enum SettingsError {
         /// What would have been accepted.
         expected: &'static str,
     },
-    /// The app's [`Config`] is not valid (e.g. its name is not a plain lower-case word).
+    /// The app's [`Config`](crate::Config) is not valid (e.g. its name is not a plain lower-case word).
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
     /// An argument that is not `key=value`.

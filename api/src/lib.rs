@@ -271,6 +271,22 @@ pub fn track<'a, V: Into<Prop>>(name: &str, props: impl IntoIterator<Item = (&'a
 /// No properties, for [`track`].
 pub const NO_PROPS: [(&str, Prop); 0] = [];
 
+/// Properties of different types for [`track`]: `props!["format" => "csv", "rows" => 3]`.
+///
+/// ```
+/// consentry_api::track("exported", consentry_api::props!["format" => "csv", "rows" => 3, "gzip" => true]);
+/// consentry_api::track("started", consentry_api::props![]);
+/// ```
+#[macro_export]
+macro_rules! props {
+    () => {
+        $crate::NO_PROPS
+    };
+    ($($key:expr => $value:expr),+ $(,)?) => {
+        [$(($key, $crate::Prop::from($value))),+]
+    };
+}
+
 #[inline(never)]
 fn track_on<'a, V: Into<Prop>>(name: &str, props: impl IntoIterator<Item = (&'a str, V)>) {
     let Some(backend) = BACKEND.get() else { return };
