@@ -1390,6 +1390,24 @@ pub(crate) fn looks_secret(value: &str) -> bool {
     if n < 12 || harmless_value(v) || v.contains(char::is_whitespace) {
         return false;
     }
+    // A structured name (`user:42:profile`, `orders/2024/summary`, `app.cache.v2`): most
+    // parts are plain words.
+    let parts: Vec<&str> = v
+        .split([':', '/', '.', '_', '-', '#', '|'])
+        .filter(|p| !p.is_empty())
+        .collect();
+    let plain: usize = parts
+        .iter()
+        .filter(|p| {
+            (p.len() >= 2 && p.bytes().all(|b| b.is_ascii_lowercase()))
+                || (p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|p| p.len())
+        .sum();
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if parts.len() >= 2 && plain * 3 >= total * 2 {
+        return false;
+    }
     if token_like(v) {
         return true;
     }

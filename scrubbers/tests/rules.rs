@@ -1647,6 +1647,11 @@ fn secret_names_and_harmless_values() {
         ),
         (
             "secret-key-value",
+            "SIGNING_KEY=ak-9fQ2xL7pRt4Kw8Zm",
+            "SIGNING_KEY=<redacted>",
+        ),
+        (
+            "secret-key-value",
             "monkey=9fQ2xL7pRt4Kw8Zm",
             "monkey=9fQ2xL7pRt4Kw8Zm",
         ),
@@ -2149,5 +2154,31 @@ fn names_in_other_scripts() {
         ),
     ] {
         check(rule, input, expected);
+    }
+}
+
+/// What debugging needs stays: ids, hashes, versions, durations, structured keys.
+#[test]
+fn debugging_values_stay() {
+    for kept in [
+        "thread 'tokio-runtime-worker' panicked at src/main.rs:42:5",
+        "commit: 3f786850e387550fdab836ed7e6dc881de23001b",
+        "build_id=8f3e2a1b9c7d6e5f4a3b2c1d0e9f8a7b",
+        "trace_id: 4bf92f3577b34da6a3ce929d0e0e4736",
+        "event 0f8e2c4a-1b3d-4e5f-9a8b-7c6d5e4f3a2b dropped",
+        "release: myapp@1.4.2+build.2024",
+        "Duration { secs: 30, nanos: 0 }",
+        "cache_key: \"user:42:profile\"",
+        "partition_key = orders-2024-eu",
+        "sort_key=created_at",
+        "at 0x7ffd5c2a1b40 in libfoo.so",
+        "digest: sha256:3b1f0e2a9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f",
+        "symbol _ZN4core3fmt5write17h5c1e1c0d3f2a9b8eE",
+        "KeyError: 'api_key'",
+        "token_count=1500 max_tokens=4096",
+        "password: false",
+        "unexpected token: identifier",
+    ] {
+        keep(kept);
     }
 }
