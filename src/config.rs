@@ -89,6 +89,10 @@ impl Ignore {
 /// ```
 pub type BeforeSend = Arc<dyn Fn(serde_json::Value) -> Option<serde_json::Value> + Send + Sync>;
 
+/// [`Config::fingerprint`]: given an event (Sentry JSON, before scrubbing), the fingerprint
+/// to group it by, or `None` for consentry's default.
+pub type Fingerprint = Arc<dyn Fn(&serde_json::Value) -> Option<Vec<String>> + Send + Sync>;
+
 /// Everything consentry needs to know about the host app.
 ///
 /// Built once in `main` and handed to [`init`](crate::init). Most apps need only
@@ -126,6 +130,7 @@ pub struct Config {
     pub(crate) distributed: bool,
     pub(crate) consent_group: Option<String>,
     pub(crate) save_panics_locally: bool,
+    pub(crate) fingerprint: Option<Fingerprint>,
     pub(crate) environment: Option<String>,
     pub(crate) ignore: Vec<Ignore>,
     pub(crate) before_send: Option<BeforeSend>,
@@ -201,6 +206,7 @@ impl Config {
             distributed: false,
             consent_group: None,
             save_panics_locally: true,
+            fingerprint: None,
             environment: None,
             ignore: Vec::new(),
             before_send: None,
@@ -486,6 +492,28 @@ impl Config {
     /// ```
     pub fn ignore(mut self, rule: Ignore) -> Self {
         self.ignore.push(rule);
+        self
+    }
+
+    /// How reports are grouped into issues on the server. By default consentry sends a
+    /// fingerprint of the outermost error's type and the function of the innermost in-app
+    /// frame (for a panic: its location), so the same bug from two machines is one issue
+    /// even when its message holds a path or a number. This closure replaces it (return
+    /// `None` to keep the default for an event); `capture_error_grouped` sets one per call.
+    /// Fingerprints are scrubbed like everything else.
+    ///
+    /// ```
+    /// let config = consentry::Config::new("myapp", "1.0.0").fingerprint(|event| {
+    ///     let ty = event["exception"]["values"].as_array()?.last()?["type"].as_str()?;
+    ///     Some(vec![ty.to_owned()])
+    /// });
+    /// # let _ = config;
+    /// ```
+    pub fn fingerprint<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&serde_json::Value) -> Option<Vec<String>> + Send + Sync + 'static,
+    {
+        self.fingerprint = Some(Arc::new(f));
         self
     }
 

@@ -93,7 +93,9 @@ use std::error::Error;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-pub use crate::config::{BeforeSend, Config, ConfigError, ConfigErrorKind, Ignore, Policy};
+pub use crate::config::{
+    BeforeSend, Config, ConfigError, ConfigErrorKind, Fingerprint, Ignore, Policy,
+};
 pub use crate::consent::Decision;
 pub use crate::control::{Disabled, Scope, disable, enable, enable_local};
 #[allow(deprecated)]
@@ -220,6 +222,37 @@ pub fn status() -> Decision {
 /// ```
 pub fn ask() -> Decision {
     catch_unwind(prompt::ask).unwrap_or_else(|_| current_decision())
+}
+
+/// [`capture_error`] with the fingerprint the server groups it by, instead of consentry's
+/// default (the error's type and its innermost in-app function; see
+/// [`Config::fingerprint`]).
+///
+/// ```
+/// let err = std::io::Error::other("timed out after 30 s");
+/// consentry::capture_error_grouped(&err, &["database", "timeout"]);
+/// ```
+pub fn capture_error_grouped<E: AsError + ?Sized>(
+    err: &E,
+    fingerprint: &[&str],
+) -> Option<EventId> {
+    if !switch::crash_on() {
+        return capture_error(err);
+    }
+    catch_unwind(AssertUnwindSafe(|| {
+        let rt = runtime::current()?;
+        let mut event = report::event_from_dyn_error(err.as_error(), None);
+        event.fingerprint = fingerprint
+            .iter()
+            .take(8)
+            .map(|s| std::borrow::Cow::Owned(bound::cut(s, 256).into_owned()))
+            .collect::<Vec<_>>()
+            .into();
+        rt.submit(event, Kind::Error, true)
+            .map(|id| EventId::from_bytes(id.into_bytes()))
+    }))
+    .ok()
+    .flatten()
 }
 
 /// Sends what is waiting (crash reports and usage pings), for at most `timeout`. Returns

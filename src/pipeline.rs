@@ -236,6 +236,14 @@ impl Pipeline {
             };
             attach_stacktrace(&mut event, st);
         }
+        // 3b. grouping: the fingerprint the server groups by (unless the caller set one)
+        let default_fp = event.fingerprint.is_empty()
+            || (event.fingerprint.len() == 1 && event.fingerprint[0] == "{{ default }}");
+        if default_fp {
+            if let Some(fp) = self.fingerprint(&event, kind) {
+                event.fingerprint = fp.into_iter().map(Into::into).collect::<Vec<_>>().into();
+            }
+        }
         // 4.
         event.breadcrumbs = BREADCRUMBS.up_to(breadcrumb_seq).into();
         // 5.
@@ -263,6 +271,59 @@ impl Pipeline {
             Ok(None) => Verdict::Dropped,
             Err(e) => Verdict::Failed(e),
         }
+    }
+
+    /// The fingerprint the server groups this event by: the app's (`Config::fingerprint`),
+    /// else, for an error, the outermost error's type and the function of the innermost
+    /// in-app frame (its type alone when no frame is the app's), for a panic its location
+    /// (`file:line`), for a message none (the server groups by the message). A message that
+    /// holds a path or a number thus does not split one bug into many issues.
+    fn fingerprint(
+        &self,
+        event: &sentry::protocol::Event<'static>,
+        kind: Kind,
+    ) -> Option<Vec<String>> {
+        if let Some(f) = &self.config.fingerprint
+            && let Ok(value) = serde_json::to_value(event)
+            && let Ok(Some(fp)) = catch_unwind(AssertUnwindSafe(|| f(&value)))
+            && !fp.is_empty()
+        {
+            return Some(
+                fp.into_iter()
+                    .take(8)
+                    .map(|s| crate::bound::cut_owned(s, 256))
+                    .collect(),
+            );
+        }
+        let top = event.exception.last()?;
+        if kind == Kind::Panic {
+            let location = event
+                .contexts
+                .get("panic")
+                .and_then(|c| match c {
+                    sentry::protocol::Context::Other(map) => map.get("location"),
+                    _ => None,
+                })
+                .and_then(|v| v.as_str())
+                .map(|l| {
+                    // file:line, without the column and without directories.
+                    let mut parts = l.rsplitn(3, ':');
+                    let _col = parts.next();
+                    let line = parts.next().unwrap_or("");
+                    let file = parts.next().unwrap_or(l);
+                    let name = file.rsplit(['/', '\\']).next().unwrap_or(file);
+                    format!("{name}:{line}")
+                });
+            return Some(vec!["panic".to_owned(), location.unwrap_or_default()]);
+        }
+        let function = top
+            .stacktrace
+            .as_ref()
+            .and_then(|st| st.frames.iter().rev().find(|f| f.in_app == Some(true)))
+            .and_then(|f| f.function.clone());
+        let mut fp = vec![top.ty.clone()];
+        fp.extend(function);
+        Some(fp)
     }
 
     /// Whether an app ignore rule drops the event.
@@ -506,5 +567,82 @@ mod tests {
         let repeat = event.with_count("consentry.occurrences", 5, Some(id));
         assert_eq!(repeat.event_id(), Some(id));
         assert_eq!(repeat.get()["extra"]["consentry.occurrences"], 5);
+    }
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    fn run(config: Config, captured: Captured) -> Value {
+        let p = Pipeline::new(config, "salt".into(), Uuid::nil());
+        match p.run(captured, Stack::Addresses, None, Uuid::nil()) {
+            Verdict::Keep { event, .. } => event.get().clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[derive(Debug)]
+    struct LoadError(String);
+    impl std::fmt::Display for LoadError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "settings file {} is invalid", self.0)
+        }
+    }
+    impl std::error::Error for LoadError {}
+
+    fn error(path: &str) -> Captured {
+        let mut event = report::event_from_error(&LoadError(path.into()));
+        // An in-app frame, as symbolication would give it.
+        let mut st = sentry::protocol::Stacktrace::default();
+        st.frames.push(sentry::protocol::Frame {
+            function: Some("mytool::settings_file::load".into()),
+            in_app: Some(true),
+            ..Default::default()
+        });
+        if let Some(top) = event.exception.values.last_mut() {
+            top.stacktrace = Some(st);
+        }
+        Captured {
+            event,
+            backtrace: None,
+            breadcrumb_seq: 0,
+            kind: Kind::Error,
+        }
+    }
+
+    #[test]
+    fn the_same_bug_from_two_machines_has_one_fingerprint() {
+        let a = run(Config::new("app", "1.0"), error("/home/ann/data.conf"));
+        let b = run(Config::new("app", "1.0"), error("bad.conf"));
+        assert_eq!(a["fingerprint"], b["fingerprint"]);
+        assert!(
+            a["fingerprint"][1]
+                .as_str()
+                .unwrap()
+                .contains("settings_file::load"),
+            "{}",
+            a["fingerprint"]
+        );
+    }
+
+    #[test]
+    fn panics_group_by_location_and_the_app_can_decide() {
+        let panic = |loc: &str| Captured {
+            event: report::event_from_panic("boom".into(), Some(loc.into()), None, None),
+            backtrace: None,
+            breadcrumb_seq: 0,
+            kind: Kind::Panic,
+        };
+        let a = run(
+            Config::new("app", "1.0"),
+            panic("/home/ann/src/main.rs:49:5"),
+        );
+        assert_eq!(a["fingerprint"], serde_json::json!(["panic", "main.rs:49"]));
+        let own = Config::new("app", "1.0").fingerprint(|_| Some(vec!["mine".into()]));
+        assert_eq!(
+            run(own, error("x"))["fingerprint"],
+            serde_json::json!(["mine"])
+        );
     }
 }
