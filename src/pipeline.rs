@@ -202,7 +202,8 @@ impl Pipeline {
     ///
     ///  1. build the event (`report::event_from_error`, `_message`, `_panic`)
     ///  2. bound its sizes (`bound`: strings cut at token boundaries, chain and frames capped)
-    ///  3. stack trace: symbolicate the raw backtrace (or keep bare addresses)
+    ///  3. stack trace: symbolicate the raw backtrace (or keep bare addresses), and the
+    ///     fingerprint the server groups by
     ///  4. breadcrumbs recorded up to the capture
     ///  5. the app's ignore rules
     ///  6. deduplicate (errors and messages; a panic is always reported)
@@ -239,10 +240,8 @@ impl Pipeline {
         // 3b. grouping: the fingerprint the server groups by (unless the caller set one)
         let default_fp = event.fingerprint.is_empty()
             || (event.fingerprint.len() == 1 && event.fingerprint[0] == "{{ default }}");
-        if default_fp {
-            if let Some(fp) = self.fingerprint(&event, kind) {
-                event.fingerprint = fp.into_iter().map(Into::into).collect::<Vec<_>>().into();
-            }
+        if default_fp && let Some(fp) = self.fingerprint(&event, kind) {
+            event.fingerprint = fp.into_iter().map(Into::into).collect::<Vec<_>>().into();
         }
         // 4.
         event.breadcrumbs = BREADCRUMBS.up_to(breadcrumb_seq).into();
