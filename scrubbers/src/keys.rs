@@ -252,7 +252,15 @@ pub(crate) fn is_weak_secret_key(key: &str) -> bool {
     if words.len() == 1 && last == "key" {
         return false;
     }
-    (last.ends_with("key") && !KEY_WORDS.contains(&last))
+    // A secret's word anywhere in the name (`secret_key_base`, `password_salt`).
+    let secret_word = words.iter().any(|w| {
+        matches!(
+            w.trim_end_matches(|c: char| c.is_ascii_digit()),
+            "secret" | "password" | "passwd" | "token" | "credential" | "credentials" | "apikey"
+        )
+    });
+    secret_word
+        || (last.ends_with("key") && !KEY_WORDS.contains(&last))
         || last.ends_with("token")
         || last.ends_with("secret")
         || last.ends_with("password")

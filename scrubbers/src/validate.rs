@@ -670,6 +670,19 @@ pub(crate) fn value_span(hay: &str, span: Range<usize>) -> Range<usize> {
     let Some(text) = hay.get(span.clone()) else {
         return span;
     };
+    // Escaped more than once (`\\\"v\\\"` in JSON inside JSON inside a string): the
+    // same run of backslashes and quote on both ends.
+    let slashes = text.bytes().take_while(|b| *b == b'\\').count();
+    if slashes >= 2
+        && let Some(q) = text.get(slashes..).and_then(|r| r.chars().next())
+        && matches!(q, '"' | '\'')
+    {
+        let open = text.get(..slashes + 1).unwrap_or("");
+        let rest = text.get(open.len()..).unwrap_or("");
+        let start = span.start + open.len();
+        let inner = rest.strip_suffix(open).unwrap_or(rest);
+        return start..start + inner.len();
+    }
     for (open, close) in [
         ("\\\"", "\\\""),
         ("\\'", "\\'"),
@@ -1335,7 +1348,7 @@ pub(crate) fn harmless_value(value: &str) -> bool {
         return true;
     }
     // A command that fetches the secret: `$(...)`, or a backquoted command line.
-    if v.starts_with("$(") && v.ends_with(')') {
+    if v.starts_with("$(") {
         return true;
     }
     // `var.db_password`, `process.env.API_TOKEN`, `settings.SECRET_KEY`: a name, not a value.

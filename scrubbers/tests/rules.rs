@@ -1505,6 +1505,32 @@ fn assignment_syntaxes() {
             r#"["-u", "ops", "-v"]"#,
             r#"["-u", "ops", "-v"]"#,
         ),
+        // JSON escaped twice; subscript assignments; command substitution.
+        (
+            "secret-key-value",
+            r#"{\\\"token\\\": \\\"q7Rk2mVx9Lp\\\"}"#,
+            r#"{\\\"token\\\": \\\"<redacted>\\\"}"#,
+        ),
+        (
+            "secret-pair",
+            r#"os.environ["DB_PASS"] = "q7Rk2mVx9Lp""#,
+            r#"os.environ["DB_PASS"] = "<redacted>""#,
+        ),
+        (
+            "secret-pair",
+            "ENV['STRIPE_SECRET']='q7Rk2mVx9Lp'",
+            "ENV['STRIPE_SECRET']='<redacted>'",
+        ),
+        (
+            "secret-key-value",
+            "export API_TOKEN=$(cat /run/secrets/t)",
+            "export API_TOKEN=$(cat /run/secrets/t)",
+        ),
+        (
+            "secret-key-value",
+            "secret_key_base: 4f9a8c7b6e5d4c3b2a1f0e9d8c7b6a5f",
+            "secret_key_base: <redacted>",
+        ),
         // `name := value` is not read as a name `name :` with the value `=`.
         ("secret-key-value", "token := abc", "token := <redacted>"),
         // Elements and attributes.
