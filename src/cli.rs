@@ -990,6 +990,7 @@ impl Standalone {
             None => Policy::OptIn,
         };
         config = config.policy(policy).allow_ci(self.allow_ci);
+        config.standalone = true;
         if let Err(e) = config.validate() {
             let _ = writeln!(err, "error: {e}");
             return EXIT_USAGE;

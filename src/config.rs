@@ -131,6 +131,8 @@ pub struct Config {
     pub(crate) consent_group: Option<String>,
     pub(crate) save_panics_locally: bool,
     pub(crate) fingerprint: Option<Fingerprint>,
+    /// Built by the `consentry` binary, which does not know the app's catalog.
+    pub(crate) standalone: bool,
     pub(crate) environment: Option<String>,
     pub(crate) ignore: Vec<Ignore>,
     pub(crate) before_send: Option<BeforeSend>,
@@ -207,6 +209,7 @@ impl Config {
             consent_group: None,
             save_panics_locally: true,
             fingerprint: None,
+            standalone: false,
             environment: None,
             ignore: Vec::new(),
             before_send: None,

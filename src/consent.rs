@@ -276,11 +276,13 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
     let mut next = NextStep::None;
     // A "yes" (or a shown notice) under another version of the notice no longer counts;
     // a "no" always does.
-    let outdated = settings.is_some_and(|d| {
-        d.notice_version
-            .as_deref()
-            .is_some_and(|v| Some(v) != inputs.notice_version)
-    });
+    let outdated =
+        settings.is_some_and(
+            |d| match (d.notice_version.as_deref(), inputs.notice_version) {
+                (Some(recorded), Some(current)) => !covers(recorded, current),
+                _ => false,
+            },
+        );
     let consent = settings.map(|d| &d.consent);
     let granted: Option<String> = if let Some(reason) = env_consent {
         Some(reason)
@@ -418,7 +420,7 @@ pub(crate) fn decide_for(
         policy: config.policy,
         allow_ci: config.allow_ci,
         interactive,
-        notice_version: Some(&version),
+        notice_version: version.as_deref(),
     })
 }
 
@@ -546,18 +548,45 @@ pub(crate) const REPORT_FIELDS: &[&str] = &[
     "a random install id",
 ];
 
-/// The version of the disclosure this app shows now: a hash of its text, which is generated
-/// from the app's usage event catalog and from what a report carries, so it changes whenever
-/// either does. Consent given, or a notice shown, under another version does not count: the
+/// The version of the disclosure this app shows now: a hash of what it says is collected,
+/// the app's usage event catalog and what a report carries, so it changes whenever either
+/// does. Consent given, or a notice shown, under another version does not count: the
 /// app must show the new notice (opt-out) or ask again (opt-in). A "no" stays a "no".
-pub(crate) fn notice_version(config: &Config) -> String {
-    // FNV-1a, 64 bits: stable across Rust versions, unlike `DefaultHasher`.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in disclosure(config).bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+pub(crate) fn notice_version(config: &Config) -> Option<String> {
+    // The `consentry` binary does not know the app's catalog: what it records counts for
+    // any version (`None`), as files from before versions do.
+    if config.standalone {
+        return None;
     }
-    format!("{h:016x}")
+    // What is collected, and nothing else: not the app's name, command or hosts, so members
+    // of a consent group share one version. Two parts, `reports/usage`: an app that sends
+    // no usage (`-`) is covered by a consent given for the reports alone.
+    let fnv = |text: &str| {
+        // FNV-1a, 64 bits: stable across Rust versions, unlike `DefaultHasher`.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    };
+    let reports = fnv(&REPORT_FIELDS.join("\n"));
+    let usage = if config.usage_sink.is_some() {
+        let mut events = config.usage_events.clone();
+        events.sort_unstable();
+        fnv(&format!("usage\n{}", events.join("\n")))
+    } else {
+        "-".to_owned()
+    };
+    Some(format!("{reports}/{usage}"))
+}
+
+/// Whether a consent recorded under notice version `recorded` covers what an app showing
+/// version `current` collects: the same reports, and, if it sends usage, the same events.
+fn covers(recorded: &str, current: &str) -> bool {
+    let (r_reports, r_usage) = recorded.split_once('/').unwrap_or((recorded, ""));
+    let (c_reports, c_usage) = current.split_once('/').unwrap_or((current, ""));
+    r_reports == c_reports && (c_usage == "-" || r_usage == c_usage)
 }
 
 /// The opt-out first-run notice.

@@ -78,11 +78,17 @@ pub(crate) fn enable_settings(
     scope: Scope,
     via: ConsentSource,
     mode: Mode,
-    notice_version: &str,
+    notice_version: Option<&str>,
 ) -> Result<(), SettingsError> {
     settings.modify(|d| {
-        d.notice_version = Some(notice_version.to_owned());
+        d.notice_version = notice_version.map(str::to_owned);
         let had_consent = d.consent.decided && d.consent.granted && d.sync;
+        // From local to on is a new consent, to send: what was kept locally before it is
+        // from before it (never uploaded by it). On to on keeps the moment it was given.
+        let was_local = d.crash_reports == Mode::Local || d.usage == Mode::Local;
+        if was_local && mode == Mode::On {
+            d.consent.decided = false;
+        }
         d.sync = true;
         match scope {
             Scope::All => {
@@ -111,7 +117,7 @@ pub(crate) fn record_answer(
     settings: &mut Settings,
     granted: bool,
     via: ConsentSource,
-    notice_version: &str,
+    notice_version: Option<&str>,
 ) -> Result<(), SettingsError> {
     if granted {
         enable_settings(settings, Scope::All, via, Mode::On, notice_version)
@@ -194,7 +200,7 @@ pub(crate) fn enable_with(
         scope,
         via,
         mode,
-        &crate::consent::notice_version(config),
+        crate::consent::notice_version(config).as_deref(),
     )
 }
 

@@ -82,11 +82,18 @@ pub fn status_on_disk(config: &Config) -> Status {
         .clone()
         .map(|d| crate::outbox::Outbox::new(d, usize::MAX, u64::MAX).stats())
         .unwrap_or((0, 0));
+    let local = crate::settings::Mode::Local;
     let crash_destination = match config.parsed_dsn() {
+        _ if decision.crash_mode == local => {
+            "none: local mode, reports are kept on this machine (kept/)".to_owned()
+        }
         Some(dsn) => dsn.envelope_api_url().to_string(),
         None => "none: no DSN configured, reports stay in the local outbox".to_owned(),
     };
     let usage_destination = match &config.usage_sink {
+        _ if decision.usage_mode == local => {
+            "none: local mode, usage events are only written to the audit log".to_owned()
+        }
         Some(sink) => format!("{} ({})", sink.display_url(), sink.format_name()),
         None => "none: no usage sink configured".to_owned(),
     };
@@ -153,8 +160,8 @@ impl Status {
     pub fn to_json(&self) -> Value {
         json!({
             "app": self.app,
-            "crash": {"enabled": self.decision.crash, "reason": self.decision.crash_reason, "reasons": self.decision.crash_reasons, "destination": self.crash_destination},
-            "usage": {"enabled": self.decision.usage, "reason": self.decision.usage_reason, "reasons": self.decision.usage_reasons, "destination": self.usage_destination},
+            "crash": {"enabled": self.decision.crash, "mode": self.decision.crash_mode.as_str(), "reason": self.decision.crash_reason, "reasons": self.decision.crash_reasons, "destination": self.crash_destination},
+            "usage": {"enabled": self.decision.usage, "mode": self.decision.usage_mode.as_str(), "reason": self.decision.usage_reason, "reasons": self.decision.usage_reasons, "destination": self.usage_destination},
             "settings_file": self.settings_file,
             "settings": self.settings,
             "settings_error": self.settings_error,

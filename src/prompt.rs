@@ -57,7 +57,7 @@ fn ask_consent(rt: &std::sync::Arc<crate::runtime::Runtime>) -> Decision {
             &mut s,
             granted,
             ConsentSource::Prompt,
-            &consent::notice_version(config),
+            consent::notice_version(config).as_deref(),
         )?;
         Ok(s)
     });

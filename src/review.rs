@@ -158,8 +158,8 @@ pub fn waiting_reports(config: &Config) -> Vec<Waiting> {
 /// The waiting report whose id starts with `id` (at least 4 characters, or the whole id).
 pub fn find_report(config: &Config, id: &str) -> Result<Waiting, ReviewError> {
     let id = id.trim().to_ascii_lowercase().replace('-', "");
-    if id.is_empty() {
-        return Err(ReviewError::NotFound(id));
+    if id.len() < 4 {
+        return Err(ReviewError::Ambiguous(id));
     }
     let mut found: Vec<Waiting> = waiting_reports(config)
         .into_iter()

@@ -334,7 +334,7 @@ pub(crate) fn init(config: Config) -> Guard {
         let version = consent::notice_version(&config);
         let recorded = settings.modify(|d| {
             d.notice_shown_at = Some(crate::settings::now_rfc3339());
-            d.notice_version = Some(version.clone());
+            d.notice_version = version.clone();
             d.consent.decide(true, ConsentSource::Default);
         });
         settings_since = crate::gate::consent_since(settings.data());

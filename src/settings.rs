@@ -136,6 +136,11 @@ impl Consent {
 
     /// Records a decision, keeping the memory that consent was once given.
     pub(crate) fn decide(&mut self, granted: bool, via: ConsentSource) {
+        // A "yes" repeated keeps the moment it was first given: reports captured under it
+        // are not from before consent.
+        if granted && self.decided && self.granted && self.via != Some(ConsentSource::Default) {
+            return;
+        }
         let was_granted = self.decided_yes_once() || granted;
         *self = Consent::record(granted, via);
         self.was_granted = was_granted;

@@ -693,3 +693,451 @@ fn disable_does_not_delete_through_a_symlinked_outbox() {
         "the \"no\" is recorded"
     );
 }
+
+// ---- Issue 13: local mode, review commands, the mounted help, the project file ----
+
+/// Writes an envelope as consentry's outbox does (`report::envelope_bytes`): a header line,
+/// an item header line with the payload's length, the payload line. Named
+/// `<13-digit millis>-<32-hex event id>.envelope` in `dir`.
+fn plant_envelope(dir: &std::path::Path, millis: u64, id: &str, message: &str) -> PathBuf {
+    assert_eq!(id.len(), 32, "an event id is 32 hex digits");
+    std::fs::create_dir_all(dir).unwrap();
+    let event = serde_json::json!({
+        "event_id": id,
+        "timestamp": 1_796_025_600.0, // 2026-11-30T08:00:00Z
+        "level": "error",
+        "platform": "native",
+        "message": message,
+        "exception": {"values": [{"type": "app::LoadError", "value": message}]},
+    });
+    let payload = serde_json::to_vec(&event).unwrap();
+    let header = serde_json::json!({"event_id": id, "sdk": {"name": "consentry", "version": "0"}});
+    let item = serde_json::json!({"type": "event", "length": payload.len(), "content_type": "application/json"});
+    let mut bytes = serde_json::to_vec(&header).unwrap();
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&serde_json::to_vec(&item).unwrap());
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&payload);
+    bytes.push(b'\n');
+    let path = dir.join(format!("{millis:013}-{id}.envelope"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+const ID_A: &str = "aaaa1111bbbb2222cccc3333dddd4444";
+const ID_B: &str = "aaaa9999eeee8888ffff777766665555";
+const ID_C: &str = "c0ffee00c0ffee00c0ffee00c0ffee00";
+
+#[test]
+fn enable_local_then_status_says_local_for_both_kinds_and_why() {
+    let env = Env::new();
+    let r = env.run(&["enable", "--local"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert!(
+        r.stdout()
+            .contains("kept on this machine only (local mode: nothing is sent)"),
+        "{}",
+        r.stdout()
+    );
+    let s = env.settings();
+    assert_eq!(s["crash_reports"], "local", "{s}");
+    assert_eq!(s["usage"], "local", "{s}");
+    assert_eq!(s["consent"]["granted"], true, "{s}");
+    let out = env.run(&["status"]).stdout();
+    for kind in ["crash reports: local", "usage pings:   local"] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(kind))
+            .unwrap_or_else(|| panic!("no {kind:?} line: {out}"));
+        assert!(
+            line.contains("consent given with 'consentry --app myapp enable'"),
+            "why it is on: {line}"
+        );
+        assert!(
+            line.contains("kept on this machine only (local mode): nothing is sent"),
+            "why nothing is sent: {line}"
+        );
+    }
+    // --local with one kind: the other is left as it was (undecided: off).
+    let env = Env::new();
+    assert_eq!(env.run(&["enable", "--local", "--crash"]).code(), 0);
+    let out = env.run(&["status"]).stdout();
+    assert!(out.contains("crash reports: local"), "{out}");
+    assert!(out.contains("usage pings:   off"), "{out}");
+}
+
+#[test]
+fn settings_take_off_local_on_and_refuse_anything_else() {
+    let env = Env::new();
+    assert_eq!(env.run(&["enable"]).code(), 0);
+    let r = env.run(&["settings", "crash_reports=local"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert_eq!(env.settings()["crash_reports"], "local");
+    assert_eq!(env.settings()["usage"], true, "usage untouched");
+    let out = env.run(&["status"]).stdout();
+    assert!(out.contains("crash reports: local"), "{out}");
+    assert!(out.contains("usage pings:   on"), "{out}");
+    assert_eq!(env.run(&["settings", "crash_reports=on"]).code(), 0);
+    assert_eq!(env.settings()["crash_reports"], true);
+
+    let before = std::fs::read(env.settings_path()).unwrap();
+    let r = env.run(&["settings", "crash_reports=perhaps"]);
+    assert_eq!(r.code(), 2, "{}", r.stderr());
+    assert!(
+        r.stderr()
+            .contains("invalid value \"perhaps\" for 'crash_reports': expected off, local or on"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(std::fs::read(env.settings_path()).unwrap(), before);
+    // `local` is a mode of a kind, not of the master switch or of review.
+    for bad in ["sync=local", "review=local"] {
+        let r = env.run(&["settings", bad]);
+        assert_eq!(r.code(), 2, "{bad}: {}", r.stderr());
+        assert!(
+            r.stderr().contains("invalid value"),
+            "{bad}: {}",
+            r.stderr()
+        );
+    }
+    assert_eq!(env.run(&["settings", "review=true"]).code(), 0);
+    assert_eq!(env.settings()["review"], true);
+}
+
+#[test]
+fn pending_on_an_empty_outbox_says_so() {
+    let env = Env::new();
+    let r = env.run(&["pending"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert_eq!(r.stdout(), "No crash report is waiting.\n");
+    let r = env.run(&["pending", "--json"]);
+    assert_eq!(r.code(), 0);
+    assert_eq!(r.stdout(), "", "no report, no line");
+}
+
+#[test]
+fn pending_lists_the_outbox_and_the_kept_reports() {
+    let env = Env::new();
+    plant_envelope(
+        &env.data().join("outbox"),
+        1_000,
+        ID_A,
+        "cannot load the model",
+    );
+    plant_envelope(
+        &env.data().join("kept"),
+        2_000,
+        ID_C,
+        "kept on this machine",
+    );
+    let r = env.run(&["pending"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let out = r.stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "one line each, then the hint: {out}");
+    assert!(
+        lines[0].starts_with("aaaa1111  2026-11-30T08:00:00Z  crash "),
+        "{out}"
+    );
+    assert!(
+        lines[0].contains("app::LoadError: cannot load the model"),
+        "{out}"
+    );
+    assert!(lines[0].contains(" bytes "), "{out}");
+    assert!(lines[1].starts_with("c0ffee00  "), "{out}");
+    assert!(lines[1].contains("crash, local"), "{out}");
+    assert!(lines[2].starts_with("2 waiting."), "{out}");
+    assert!(
+        lines[2].contains("'consentry --app myapp show ID'"),
+        "{out}"
+    );
+    let json = env.run(&["pending", "--json"]).stdout();
+    let records: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{json}");
+    assert_eq!(records[0]["id"], ID_A);
+    assert_eq!(records[0]["kept_locally"], false);
+    assert_eq!(records[1]["id"], ID_C);
+    assert_eq!(records[1]["kept_locally"], true);
+    assert!(records[0]["size"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn show_prints_the_event_and_export_writes_it() {
+    let env = Env::new();
+    plant_envelope(
+        &env.data().join("outbox"),
+        1_000,
+        ID_A,
+        "cannot load the model",
+    );
+    // A unique prefix is enough, in either case.
+    let r = env.run(&["show", "AAAA1111"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let shown: Value = serde_json::from_str(&r.stdout()).expect("show prints the event as JSON");
+    assert_eq!(shown["event_id"], ID_A);
+    assert_eq!(shown["message"], "cannot load the model");
+
+    let file = env.dir.path().join("report.json");
+    let r = env.run(&["export", "aaaa1111", "-o", file.to_str().unwrap()]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert!(
+        r.stdout().contains(&file.display().to_string()),
+        "{}",
+        r.stdout()
+    );
+    let exported: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(exported, shown, "export writes what show prints");
+    assert_eq!(
+        env.run(&["pending", "--json"]).stdout().lines().count(),
+        1,
+        "show and export leave the report waiting"
+    );
+}
+
+#[test]
+fn discard_one_then_all() {
+    let env = Env::new();
+    let a = plant_envelope(&env.data().join("outbox"), 1_000, ID_A, "first");
+    let b = plant_envelope(&env.data().join("outbox"), 2_000, ID_B, "second");
+    let c = plant_envelope(&env.data().join("kept"), 3_000, ID_C, "third");
+    let r = env.run(&["discard", ID_A]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert!(r.stdout().contains("Deleted 1 report(s)"), "{}", r.stdout());
+    assert!(!a.exists());
+    assert!(b.exists() && c.exists(), "only the one named");
+    let r = env.run(&["discard", "--all"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert!(r.stdout().contains("Deleted 2 report(s)"), "{}", r.stdout());
+    assert!(!b.exists() && !c.exists());
+    assert_eq!(
+        env.run(&["pending"]).stdout(),
+        "No crash report is waiting.\n"
+    );
+    // Neither an id nor --all: a usage error.
+    assert_eq!(env.run(&["discard"]).code(), 2);
+}
+
+#[test]
+fn a_bad_or_ambiguous_id_is_a_clear_usage_error() {
+    let env = Env::new();
+    let a = plant_envelope(&env.data().join("outbox"), 1_000, ID_A, "first");
+    let b = plant_envelope(&env.data().join("outbox"), 2_000, ID_B, "second");
+    for cmd in ["show", "discard", "send"] {
+        let r = env.run(&[cmd, "aaaa"]);
+        assert_eq!(r.code(), 2, "{cmd}: {}", r.stderr());
+        assert!(
+            r.stderr()
+                .contains("'aaaa' matches more than one waiting report; give more of the id"),
+            "{cmd}: {}",
+            r.stderr()
+        );
+        let r = env.run(&[cmd, "0123abcd"]);
+        assert_eq!(r.code(), 2, "{cmd}: {}", r.stderr());
+        assert!(
+            r.stderr()
+                .contains("no waiting report has the id '0123abcd' (see 'pending')"),
+            "{cmd}: {}",
+            r.stderr()
+        );
+    }
+    let file = env.dir.path().join("out.json");
+    let r = env.run(&["export", "zzzz", "-o", file.to_str().unwrap()]);
+    assert_eq!(r.code(), 2, "{}", r.stderr());
+    assert!(
+        r.stderr().contains("no waiting report has the id 'zzzz'"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!file.exists(), "nothing written for a bad id");
+    assert!(a.exists() && b.exists(), "nothing deleted");
+}
+
+#[test]
+fn send_without_a_server_says_so_and_keeps_the_report() {
+    let env = Env::new();
+    let a = plant_envelope(&env.data().join("outbox"), 1_000, ID_A, "first");
+    let r = env.run(&["send", ID_A]);
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    assert!(
+        r.stderr().contains("no server is configured (no DSN)"),
+        "{}",
+        r.stderr()
+    );
+    assert!(a.exists());
+}
+
+mod mounted {
+    /// An app that mounts the `telemetry` subcommand, as the README shows.
+    #[derive(clap::Parser)]
+    #[command(name = "myapp")]
+    pub struct Cli {
+        #[command(subcommand)]
+        pub command: Command,
+    }
+
+    #[derive(clap::Subcommand)]
+    pub enum Command {
+        /// Do the app's work.
+        Run,
+        /// Manage crash reports and usage pings.
+        #[command(subcommand)]
+        Telemetry(consentry::cli::Command),
+    }
+}
+
+#[test]
+fn a_mounted_telemetry_help_hides_scrub_and_the_binary_lists_it() {
+    use clap::{CommandFactory, Parser};
+    let mut app = mounted::Cli::command();
+    let telemetry = app.find_subcommand_mut("telemetry").unwrap();
+    let help = telemetry.render_long_help().to_string();
+    for cmd in [
+        "status", "enable", "disable", "pending", "show", "send", "discard", "export",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "{cmd} listed: {help}"
+        );
+    }
+    assert!(
+        !help
+            .lines()
+            .any(|l| l.trim_start().starts_with("scrub ") || l.contains("Scrub Sentry events")),
+        "scrub is a developer tool: {help}"
+    );
+    // Hidden, not removed.
+    assert!(mounted::Cli::try_parse_from(["myapp", "telemetry", "scrub", "--report"]).is_ok());
+
+    let r = Run {
+        out: Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .arg("--help")
+            .output()
+            .unwrap(),
+    };
+    assert_eq!(r.code(), 0);
+    let out = r.stdout();
+    let also = out.find("Also:").expect("an Also: section");
+    assert!(
+        out[also..].contains("consentry scrub"),
+        "the binary lists scrub under Also: {out}"
+    );
+    for cmd in ["pending", "show", "send", "discard", "export"] {
+        assert!(out.contains(cmd), "{cmd}: {out}");
+    }
+}
+
+/// A temporary repository: `.git` and, at its root, `.myapp-telemetry` with `content`.
+fn repo_with_project_file(content: &str) -> tempfile::TempDir {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repo.path().join(".git")).unwrap();
+    std::fs::write(repo.path().join(".myapp-telemetry"), content).unwrap();
+    std::fs::create_dir_all(repo.path().join("src/deep")).unwrap();
+    repo
+}
+
+#[test]
+fn a_project_file_saying_off_turns_reporting_off_and_is_named() {
+    let env = Env::new();
+    assert_eq!(env.run(&["enable"]).code(), 0);
+    let repo = repo_with_project_file("# this team does not send telemetry\noff\n");
+    let file = repo.path().join(".myapp-telemetry");
+    // At the root and from a directory deep inside: the walk up stops at `.git`.
+    for cwd in [repo.path().to_owned(), repo.path().join("src/deep")] {
+        let r = Run {
+            out: env.cmd(&["status"]).current_dir(&cwd).output().unwrap(),
+        };
+        assert_eq!(r.code(), 0, "{}", r.stderr());
+        let out = r.stdout();
+        let expected = format!("disabled by the project's file {} (off)", file.display());
+        assert!(out.contains("crash reports: off"), "{cwd:?}: {out}");
+        assert!(out.contains("usage pings:   off"), "{cwd:?}: {out}");
+        assert!(out.contains(&expected), "{cwd:?}: {out}");
+        let r = Run {
+            out: env
+                .cmd(&["status", "--json"])
+                .current_dir(&cwd)
+                .output()
+                .unwrap(),
+        };
+        let json: Value = serde_json::from_str(&r.stdout()).unwrap();
+        assert_eq!(json["crash"]["enabled"], false);
+        assert_eq!(json["crash"]["reason"], expected);
+    }
+    // Outside the repository the user's own "yes" holds.
+    let outside = tempfile::tempdir().unwrap();
+    let r = Run {
+        out: env
+            .cmd(&["status"])
+            .current_dir(outside.path())
+            .output()
+            .unwrap(),
+    };
+    assert!(r.stdout().contains("crash reports: on"), "{}", r.stdout());
+}
+
+#[test]
+fn a_project_file_counts_only_at_the_repository_root_and_only_when_it_says_off() {
+    let env = Env::new();
+    assert_eq!(env.run(&["enable"]).code(), 0);
+    let status_in = |cwd: &std::path::Path| {
+        let r = Run {
+            out: env.cmd(&["status"]).current_dir(cwd).output().unwrap(),
+        };
+        r.stdout()
+    };
+    // It says something else.
+    let repo = repo_with_project_file("on\n");
+    let out = status_in(repo.path());
+    assert!(out.contains("crash reports: on"), "{out}");
+    // Above the repository root: not this repository's file.
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::write(parent.path().join(".myapp-telemetry"), "off\n").unwrap();
+    let inner = parent.path().join("inner");
+    std::fs::create_dir_all(inner.join(".git")).unwrap();
+    let out = status_in(&inner);
+    assert!(out.contains("crash reports: on"), "{out}");
+    // Another app's file.
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repo.path().join(".git")).unwrap();
+    std::fs::write(repo.path().join(".otherapp-telemetry"), "off\n").unwrap();
+    let out = status_in(repo.path());
+    assert!(out.contains("crash reports: on"), "{out}");
+}
+
+#[test]
+fn an_undecided_settings_file_does_not_look_on() {
+    let env = Env::new();
+    assert_eq!(env.run(&["status"]).code(), 0);
+    let s = env.settings();
+    assert_eq!(s["consent"]["decided"], false, "{s}");
+    for key in ["sync", "crash_reports", "usage"] {
+        assert!(s.get(key).is_none(), "{key} written while undecided: {s}");
+    }
+}
+
+#[test]
+fn a_first_disable_prints_one_line_and_a_disable_rotates_the_salt_with_the_id() {
+    let env = Env::new();
+    let r = env.run(&["disable"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert_eq!(
+        r.stdout(),
+        "Crash reports and usage pings are off for myapp.\n",
+        "nothing was ever sent: one line"
+    );
+    assert_eq!(r.stderr(), "");
+
+    let env = Env::new();
+    assert_eq!(env.run(&["enable"]).code(), 0);
+    let before = env.settings();
+    assert_eq!(env.run(&["disable"]).code(), 0);
+    let after = env.settings();
+    assert_ne!(after["anonymous_id"], before["anonymous_id"]);
+    assert_ne!(
+        after["salt"], before["salt"],
+        "hashed values must not stay linkable across ids"
+    );
+}

@@ -374,3 +374,28 @@ fn the_notice_lists_the_catalog_and_its_version_follows_it() {
     assert_ne!(notice_version(&a), notice_version(&b));
     assert_eq!(notice_version(&a), notice_version(&a.clone()));
 }
+
+#[test]
+fn a_notice_version_is_about_what_is_collected_not_who_asks() {
+    let sink = crate::Sink::json("https://u.example/v1");
+    let cli = Config::new("acme-cli", "1.0")
+        .usage_sink(sink.clone())
+        .usage_events(&["started"]);
+    let lsp = Config::new("acme-lsp", "2.0")
+        .usage_sink(sink)
+        .usage_events(&["started"]);
+    let daemon = Config::new("acme-daemon", "1.0");
+    let v = |c: &Config| notice_version(c).unwrap();
+    assert_eq!(v(&cli), v(&lsp), "the app's name is not part of it");
+    assert!(
+        covers(&v(&cli), &v(&daemon)),
+        "no usage: the reports part is enough"
+    );
+    assert!(
+        !covers(&v(&daemon), &v(&cli)),
+        "a consent without usage does not cover usage"
+    );
+    let mut standalone = Config::new("acme-cli", "1.0");
+    standalone.standalone = true;
+    assert_eq!(notice_version(&standalone), None);
+}

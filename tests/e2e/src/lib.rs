@@ -344,7 +344,14 @@ impl Dirs {
     pub fn settings(&self) -> PathBuf {
         self.config().join("settings.json")
     }
-    /// Envelope files waiting in the outbox.
+    /// Crash reports kept on this machine only (local mode, panics saved while off).
+    pub fn kept(&self) -> PathBuf {
+        self.data().join("kept")
+    }
+    /// Envelope files in `kept/`.
+    pub fn kept_files(&self) -> Vec<PathBuf> {
+        envelopes_in(&self.kept())
+    }
     /// Writes the settings file (creating the config directory), as an earlier run or the
     /// CLI would have left it.
     pub fn write_settings(&self, json: &str) {
@@ -357,21 +364,34 @@ impl Dirs {
         self.write_settings(r#"{"consent": {"decided": true, "granted": true, "via": "cli"}}"#);
     }
 
+    /// Envelope files waiting in the outbox.
     pub fn outbox_files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.outbox())
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "envelope"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        files
+        envelopes_in(&self.outbox())
     }
     pub fn audit_log(&self) -> String {
         std::fs::read_to_string(self.data().join("sent.jsonl")).unwrap_or_default()
     }
+}
+
+/// The `*.envelope` files in a directory, sorted (oldest first).
+pub fn envelopes_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "envelope"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The 32-hex event id in an envelope file's name (`<millis>-<id>.envelope`).
+pub fn envelope_file_id(path: &Path) -> String {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let stem = name.strip_suffix(".envelope").unwrap();
+    stem.split_once('-').unwrap().1.to_owned()
 }
 
 /// The fixture binary cargo built for this test run (only integration tests see it).

@@ -154,7 +154,7 @@ fn no_at_the_prompt_sends_nothing_at_all() {
 }
 
 #[test]
-fn no_answer_in_time_is_no_and_asks_again_next_time() {
+fn no_answer_in_time_is_no_and_asks_again_a_day_later() {
     let server = CaptureServer::start(Plan::Status(200));
     let dirs = Dirs::new();
     let mut cmd = ask_cmd(&dirs, &server);
@@ -189,5 +189,212 @@ fn without_a_terminal_nobody_is_asked() {
     assert!(out.status.success());
     assert!(!stderr(&out).contains("[y/N]"), "{}", stderr(&out));
     assert!(stdout(&out).contains("after ask: crash=false"));
+    assert!(server.requests().is_empty());
+}
+
+impl OnTerminal {
+    /// Waits until `text` was written `n` times.
+    fn wait_for_count(&self, text: &str, n: usize) {
+        let start = Instant::now();
+        while self.seen.lock().unwrap().matches(text).count() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "never saw {text:?} {n} times in:\n{}",
+                self.seen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn an_unanswered_prompt_is_remembered_and_not_repeated_for_a_day() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let mut cmd = ask_cmd(&dirs, &server);
+    cmd.env("FIXTURE_PROMPT_MS", "500");
+    let term = OnTerminal::spawn(cmd);
+    term.wait_for("[y/N]");
+    let (stdout, terminal) = term.finish();
+    assert!(stdout.contains("after ask: crash=false"), "{stdout}");
+    assert!(
+        terminal.contains("You will be asked again in a day"),
+        "{terminal}"
+    );
+    let s = settings(&dirs);
+    let at = s["prompt_unanswered_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no prompt_unanswered_at: {s}"));
+    assert_eq!(at.len(), 20, "RFC 3339, seconds, UTC: {at}");
+    assert_eq!(s["consent"]["decided"], false, "no answer is not a no: {s}");
+
+    // The next run, within the day, on a terminal: no question, no wait, nothing sent.
+    let mut cmd = ask_cmd(&dirs, &server);
+    cmd.env("FIXTURE_PROMPT_MS", "5000");
+    let start = Instant::now();
+    let (stdout, terminal) = OnTerminal::spawn(cmd).finish();
+    assert!(!terminal.contains("[y/N]"), "asked again: {terminal}");
+    assert!(stdout.contains("after ask: crash=false"), "{stdout}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "waited for an answer: {:?}",
+        start.elapsed()
+    );
+    assert!(server.requests().is_empty());
+
+    // A day later it asks again.
+    let mut s = settings(&dirs);
+    s["prompt_unanswered_at"] = "2000-01-01T00:00:00Z".into();
+    std::fs::write(dirs.settings(), serde_json::to_vec(&s).unwrap()).unwrap();
+    let mut term = OnTerminal::spawn(ask_cmd(&dirs, &server));
+    term.wait_for("[y/N]");
+    term.answer("n\n");
+    let (stdout, _) = term.finish();
+    assert!(stdout.contains("after ask: crash=false"), "{stdout}");
+    assert_eq!(settings(&dirs)["consent"]["granted"], false);
+    assert!(server.requests().is_empty());
+}
+
+/// Consent given, review on (by the app's config, or by the user's setting), and one report
+/// captured by an earlier run without a terminal: it waits, unsent.
+fn one_report_waiting_for_review(dirs: &Dirs, server: &CaptureServer, by_setting: bool) -> String {
+    if by_setting {
+        dirs.write_settings(
+            r#"{"review": true, "consent": {"decided": true, "granted": true, "via": "cli"}}"#,
+        );
+    } else {
+        dirs.grant_consent();
+    }
+    let mut cmd = ask_cmd(dirs, server);
+    if !by_setting {
+        cmd.env("FIXTURE_REVIEW", "1");
+    }
+    let (out, _) = run(cmd, Duration::from_secs(20));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("[y/N/v=view]"),
+        "without a terminal nobody is asked: {}",
+        stderr(&out)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.requests().is_empty(),
+        "review on: nothing is sent automatically"
+    );
+    let files = dirs.outbox_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    envelope_file_id(&files[0])
+}
+
+fn review_cmd(dirs: &Dirs, server: &CaptureServer, by_setting: bool) -> Command {
+    let mut cmd = ask_cmd(dirs, server);
+    if !by_setting {
+        cmd.env("FIXTURE_REVIEW", "1");
+    }
+    cmd
+}
+
+/// The review question for one report: count, day (YYYY-MM-DD), destination host.
+fn assert_review_question(terminal: &str) {
+    let q = "is waiting to be sent to 127.0.0.1: send it? [y/N/v=view]";
+    let at = terminal
+        .find(q)
+        .unwrap_or_else(|| panic!("no review question: {terminal}"));
+    let before = &terminal[..at];
+    let start = before
+        .rfind("1 crash report from ")
+        .unwrap_or_else(|| panic!("{terminal}"));
+    let day = before[start + "1 crash report from ".len()..].trim();
+    assert!(
+        day.len() == 10
+            && day.chars().enumerate().all(|(i, c)| if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }),
+        "a date: {day:?} in {terminal}"
+    );
+}
+
+#[test]
+fn review_view_then_yes_sends_exactly_that_report() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let id = one_report_waiting_for_review(&dirs, &server, false);
+    let old = dirs.outbox_files()[0].clone();
+
+    let mut term = OnTerminal::spawn(review_cmd(&dirs, &server, false));
+    term.wait_for("[y/N/v=view]");
+    term.answer("v\n");
+    // The report, exactly as it would be sent, then the question again.
+    term.wait_for(&format!("\"event_id\": \"{id}\""));
+    term.wait_for_count("[y/N/v=view]", 2);
+    term.answer("y\n");
+    let (stdout, terminal) = term.finish();
+    assert_review_question(&terminal);
+    assert!(terminal.contains("Sent 1 report(s)"), "{terminal}");
+    assert!(stdout.contains("after ask: crash=true"), "{stdout}");
+    assert_no_pii(&terminal);
+
+    std::thread::sleep(Duration::from_millis(500));
+    let got = server.requests();
+    assert_eq!(got.len(), 1, "exactly one request");
+    assert_eq!(got[0].envelope_id(), id);
+    assert!(!old.exists(), "sent, so removed");
+    // The error this run captured after the question waits for the next review.
+    let waiting = dirs.outbox_files();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_ne!(envelope_file_id(&waiting[0]), id);
+}
+
+#[test]
+fn review_no_deletes_the_report_and_sends_nothing() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    // Review turned on by the user's setting (`telemetry settings review=true`).
+    let id = one_report_waiting_for_review(&dirs, &server, true);
+    let old = dirs.outbox_files()[0].clone();
+
+    let mut term = OnTerminal::spawn(review_cmd(&dirs, &server, true));
+    term.wait_for("[y/N/v=view]");
+    term.answer("n\n");
+    let (_, terminal) = term.finish();
+    assert_review_question(&terminal);
+    assert!(
+        terminal.contains("Deleted 1 report(s) without sending them."),
+        "{terminal}"
+    );
+    assert!(!old.exists(), "deleted");
+    assert!(
+        !terminal.contains(&format!("\"event_id\": \"{id}\"")),
+        "not viewed"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(server.requests().is_empty(), "a no sends nothing");
+}
+
+#[test]
+fn review_view_twice_shows_it_again_and_deletes_nothing() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let id = one_report_waiting_for_review(&dirs, &server, false);
+    let old = dirs.outbox_files()[0].clone();
+
+    let mut cmd = review_cmd(&dirs, &server, false);
+    cmd.env("FIXTURE_PROMPT_MS", "1500");
+    let mut term = OnTerminal::spawn(cmd);
+    let shown = format!("\"event_id\": \"{id}\"");
+    for n in 1..=2 {
+        term.wait_for_count("[y/N/v=view]", n);
+        term.answer("v\n");
+        term.wait_for_count(&shown, n);
+    }
+    // No answer after the second look: the report waits for next time.
+    let (_, terminal) = term.finish();
+    assert!(
+        !terminal.contains("Deleted"),
+        "a second 'v' deleted the report: {terminal}"
+    );
+    assert!(old.exists(), "a look is not a decision");
     assert!(server.requests().is_empty());
 }

@@ -4,7 +4,10 @@
 //! Configuration from the environment: `FIXTURE_DSN`, `FIXTURE_SINK` (`json`, `ga4`,
 //! `segment`, `posthog`) with `FIXTURE_SINK_URL`, `FIXTURE_POLICY` (`optin`, `optout`),
 //! `FIXTURE_FLUSH_MS`, `FIXTURE_USAGE_INTERVAL_MS`, `FIXTURE_USAGE_FLUSH_MS`,
-//! `FIXTURE_ALLOW_CI`, `FIXTURE_BACKTRACE` (`0` to turn off).
+//! `FIXTURE_ALLOW_CI`, `FIXTURE_BACKTRACE` (`0` to turn off), `FIXTURE_REVIEW` (`1`: crash
+//! reports wait for the user's review), `FIXTURE_GROUP` (a consent group), `FIXTURE_APP` (another
+//! app name, e.g. a second member of a consent group; its variables then start with that
+//! name, `FIXTURE_DAEMON_DATA_DIR` for `fixture-daemon`).
 //!
 //! The scenario is the first argument; see `main`.
 #![allow(
@@ -107,7 +110,14 @@ fn env_ms(name: &str) -> Option<Duration> {
 }
 
 fn config() -> Config {
-    let mut c = Config::new("fixture", "1.2.3");
+    let app = std::env::var("FIXTURE_APP").unwrap_or_else(|_| "fixture".to_owned());
+    let mut c = Config::new(app, "1.2.3");
+    if std::env::var("FIXTURE_REVIEW").as_deref() == Ok("1") {
+        c = c.review(true);
+    }
+    if let Ok(group) = std::env::var("FIXTURE_GROUP") {
+        c = c.consent_group(group);
+    }
     if let Ok(dsn) = std::env::var("FIXTURE_DSN") {
         c = c.dsn(dsn);
     }
@@ -343,6 +353,35 @@ fn main() {
         // Captured before init, with tokens across the cuts of any fixed buffer.
         consentry::capture_error(&TextError(message_with_tokens_across_cuts()));
     }
+    if scenario == "consentry" {
+        // The standalone `consentry` binary, as a user runs it for this app:
+        // `consentry --app fixture enable|disable|status` (the directories come from
+        // FIXTURE_CONFIG_DIR and FIXTURE_DATA_DIR, as for the app).
+        use consentry::cli::{Command, Standalone};
+        let command = match arg(2).as_deref() {
+            Some("enable") => Command::Enable {
+                crash: false,
+                usage: false,
+                local: false,
+            },
+            Some("disable") => Command::Disable {
+                crash: false,
+                usage: false,
+            },
+            _ => Command::Status { json: false },
+        };
+        let cli = Standalone {
+            app: Some("fixture".to_owned()),
+            config_dir: None,
+            data_dir: None,
+            dsn: None,
+            policy: None,
+            allow_ci: false,
+            command,
+        };
+        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+        std::process::exit(i32::from(cli.run_with(&mut out, &mut err)));
+    }
     let init_start = std::time::Instant::now();
     let guard = consentry::init(config());
     let init_time = init_start.elapsed();
@@ -521,6 +560,43 @@ fn main() {
                 .map(|d| d.count())
                 .unwrap_or(0);
             println!("threads={n}");
+        }
+        // The environment a child process gets (`consentry::child_env()`): one `NAME=VALUE`
+        // a line, then `end`.
+        "child-env" => {
+            for (k, v) in consentry::child_env() {
+                println!("{}={}", k.to_string_lossy(), v.to_string_lossy());
+            }
+            println!("end");
+        }
+        // The app's mounted `telemetry` subcommand, as a user runs it: `telemetry enable
+        // [--local]`, `telemetry disable`, `telemetry pending`, `telemetry send ID|--all`,
+        // `telemetry discard ID|--all`. `init` above did nothing: this is the telemetry command.
+        "telemetry" => {
+            use consentry::cli::Command;
+            let (what, rest) = (arg(2).unwrap_or_default(), arg(3));
+            let all = rest.as_deref() == Some("--all");
+            let id = rest.clone().filter(|_| !all);
+            let cmd = match what.as_str() {
+                "enable" => Command::Enable {
+                    crash: false,
+                    usage: false,
+                    local: rest.as_deref() == Some("--local"),
+                },
+                "disable" => Command::Disable {
+                    crash: false,
+                    usage: false,
+                },
+                "pending" => Command::Pending { json: false },
+                "status" => Command::Status { json: false },
+                "send" => Command::Send { id, all },
+                "discard" => Command::Discard { id, all },
+                other => panic!("unknown telemetry command {other:?}"),
+            };
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            let code = consentry::cli::run_with(&cmd, &config(), &mut out, &mut err);
+            drop(guard);
+            std::process::exit(i32::from(code));
         }
         // Print the decision.
         "status" => println!("{}", consentry::current_decision()),
