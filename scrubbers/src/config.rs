@@ -88,6 +88,7 @@ pub(crate) enum Validator {
     PhoneNational,
     CryptoAddress,
     Imei,
+    NationalId,
     Email,
     HostShape,
     TokenLike,

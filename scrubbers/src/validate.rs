@@ -15,6 +15,7 @@ pub(crate) fn needs_captures(validator: Validator) -> bool {
         validator,
         Validator::SecretParam
             | Validator::Imei
+            | Validator::NationalId
             | Validator::SecretAssignment
             | Validator::SecretElement
             | Validator::SecretFlag
@@ -45,6 +46,7 @@ pub(crate) fn check(
         Validator::PhoneNational => phone_national(hay, span.clone(), text),
         Validator::CryptoAddress => crypto_address(text),
         Validator::Imei => return imei(hay, caps, span),
+        Validator::NationalId => national_id(hay, caps?, span.clone(), text),
         Validator::Email => email(text),
         Validator::HostShape => host_shape(hay, span.clone(), text),
         Validator::TokenLike => token_like(text),
@@ -530,6 +532,205 @@ fn imei(hay: &str, caps: Option<&Captures<'_>>, span: Range<usize>) -> Option<Ra
         .map(|b| b - b'0')
         .collect();
     (digits.len() == 15 && luhn(&digits) && digits.iter().any(|d| *d != 0)).then_some(span)
+}
+
+fn digits_of(text: &str) -> Vec<u8> {
+    text.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect()
+}
+
+/// Whether `mm` and `dd` could be a month and a day.
+fn valid_date(mm: u32, dd: u32) -> bool {
+    (1..=12).contains(&mm) && (1..=31).contains(&dd)
+}
+
+fn num(digits: &[u8]) -> u64 {
+    digits.iter().fold(0, |acc, d| acc * 10 + u64::from(*d))
+}
+
+/// National identity numbers: each kind's check digit, ranges or date.
+fn national_id(hay: &str, caps: &Captures<'_>, span: Range<usize>, text: &str) -> bool {
+    // Not part of a longer number or word-with-dashes.
+    if matches!(before(hay, span.start), Some('-' | '.' | '/' | '+' | '_'))
+        || matches!(after(hay, span.end), Some('-' | '/' | '_'))
+        || (after(hay, span.end) == Some('.') && is_digit(second_after(hay, span.end)))
+    {
+        return false;
+    }
+    // Digits in groups: not one group of a longer grouped number (an IBAN's account
+    // digits, a card).
+    let grouped = text.starts_with(|c: char| c.is_ascii_digit()) && text.contains([' ', '-']);
+    let glued = |c: Option<char>, c2: Option<char>| {
+        matches!(c, Some(' ' | '-')) && c2.is_some_and(|c| c.is_ascii_digit())
+    };
+    if grouped
+        && (after_iban_head(hay, span.start)
+            || glued(before(hay, span.start), second_before(hay, span.start))
+            || glued(after(hay, span.end), second_after(hay, span.end)))
+    {
+        return false;
+    }
+    let d = digits_of(text);
+    let seps: Vec<char> = text.chars().filter(|c| matches!(c, ' ' | '-')).collect();
+    let consistent = seps.windows(2).all(|w| w.first() == w.get(1));
+    if caps.name("nino").is_some() {
+        let prefix = text.get(..2).unwrap_or("");
+        let spaces = text.matches(' ').count();
+        return !matches!(prefix, "BG" | "GB" | "NK" | "KN" | "TN" | "NT" | "ZZ")
+            && (spaces == 0 || spaces == 4);
+    }
+    if caps.name("itin").is_some() {
+        let group = num(d.get(3..5).unwrap_or(&[]));
+        return matches!(group, 50..=65 | 70..=88 | 90..=92 | 94..=99);
+    }
+    if caps.name("sin").is_some() {
+        return consistent && luhn(&d);
+    }
+    if caps.name("aadhaar").is_some() {
+        return consistent && verhoeff(&d);
+    }
+    if caps.name("pan").is_some() {
+        return true;
+    }
+    if caps.name("hetu").is_some() {
+        const CHECK: &[u8] = b"0123456789ABCDEFHJKLMNPRSTUVWXY";
+        let Some(check) = text.bytes().last() else {
+            return false;
+        };
+        let n = num(d.get(..9).unwrap_or(&[]));
+        let (dd, mm) = (
+            num(d.get(..2).unwrap_or(&[])),
+            num(d.get(2..4).unwrap_or(&[])),
+        );
+        return d.len() >= 9
+            && valid_date(mm as u32, dd as u32)
+            && CHECK.get((n % 31) as usize) == Some(&check);
+    }
+    if caps.name("pnr").is_some() {
+        let ten = d.get(d.len().saturating_sub(10)..).unwrap_or(&[]);
+        let (mm, dd) = (
+            num(ten.get(2..4).unwrap_or(&[])),
+            num(ten.get(4..6).unwrap_or(&[])),
+        );
+        let dd = if dd > 60 { dd - 60 } else { dd };
+        return ten.len() == 10 && valid_date(mm as u32, dd as u32) && luhn(ten);
+    }
+    if caps.name("rrn").is_some() {
+        const W: [u64; 12] = [2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5];
+        let sum: u64 = d.iter().zip(W).map(|(x, w)| u64::from(*x) * w).sum();
+        let check = (11 - sum % 11) % 10;
+        let (mm, dd) = (
+            num(d.get(2..4).unwrap_or(&[])),
+            num(d.get(4..6).unwrap_or(&[])),
+        );
+        return d.len() == 13
+            && valid_date(mm as u32, dd as u32)
+            && d.last().map(|x| u64::from(*x)) == Some(check);
+    }
+    if caps.name("nif").is_some() {
+        const LETTERS: &[u8] = b"TRWAGMYFPDXBNJZSQVHLCKE";
+        let compact: String = text.chars().filter(|c| *c != '-').collect();
+        let Some(letter) = compact.bytes().last() else {
+            return false;
+        };
+        let lead = match compact.bytes().next() {
+            Some(b'X') => 0,
+            Some(b'Y') => 1,
+            Some(b'Z') => 2,
+            _ => 0,
+        };
+        let n = if compact.starts_with(['X', 'Y', 'Z']) {
+            lead * 10_000_000 + num(&d)
+        } else {
+            num(&d)
+        };
+        // Not a date-time (`20240115Z`).
+        return (!text.ends_with('Z') || !text.starts_with("20"))
+            && LETTERS.get((n % 23) as usize) == Some(&letter);
+    }
+    if caps.name("cf").is_some() {
+        return italian_fiscal_code(text);
+    }
+    if caps.name("nhs").is_some() {
+        let sum: u64 = d
+            .iter()
+            .take(9)
+            .zip((2..=10u64).rev())
+            .map(|(x, w)| u64::from(*x) * w)
+            .sum();
+        let check = 11 - sum % 11;
+        let check = if check == 11 { 0 } else { check };
+        return d.len() == 10 && check != 10 && d.last().map(|x| u64::from(*x)) == Some(check);
+    }
+    false
+}
+
+/// The Verhoeff check (Aadhaar numbers).
+fn verhoeff(digits: &[u8]) -> bool {
+    const D: [[u8; 10]; 10] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+        [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+        [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+        [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+        [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+        [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+        [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+    ];
+    const P: [[u8; 10]; 8] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+        [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+        [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+        [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+        [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+    ];
+    let mut c = 0u8;
+    for (i, digit) in digits.iter().rev().enumerate() {
+        let p = P
+            .get(i % 8)
+            .and_then(|row| row.get(usize::from(*digit)))
+            .copied()
+            .unwrap_or(0);
+        c = D
+            .get(usize::from(c))
+            .and_then(|row| row.get(usize::from(p)))
+            .copied()
+            .unwrap_or(0);
+    }
+    c == 0
+}
+
+/// The check character of an Italian fiscal code.
+fn italian_fiscal_code(text: &str) -> bool {
+    const ODD: [u32; 26] = [
+        1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24,
+        23,
+    ];
+    let bytes = text.as_bytes();
+    if bytes.len() != 16 {
+        return false;
+    }
+    let mut sum = 0u32;
+    for (i, b) in bytes.iter().take(15).enumerate() {
+        let v = if b.is_ascii_digit() {
+            u32::from(b - b'0')
+        } else {
+            u32::from(b - b'A')
+        };
+        sum += if i % 2 == 0 {
+            ODD.get(v as usize).copied().unwrap_or(0)
+        } else {
+            v
+        };
+    }
+    bytes.get(15).copied() == Some(b'A' + (sum % 26) as u8)
 }
 
 /// Bitcoin addresses: base58check (`1...`, `3...`) or bech32 (`bc1...`) with a valid checksum.

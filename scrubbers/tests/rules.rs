@@ -2208,3 +2208,36 @@ fn debugging_values_stay() {
         keep(kept);
     }
 }
+
+/// National identity numbers: made-up values with valid check digits, and near misses.
+#[test]
+fn national_ids() {
+    for (input, expected) in [
+        ("NINO JK 12 34 56 A", "NINO <national-id>"),
+        ("NINO JK123456A", "NINO <national-id>"),
+        ("NINO GB 12 34 56 A", "NINO GB 12 34 56 A"),
+        ("ITIN 912-70-1234", "ITIN <national-id>"),
+        ("ITIN 912-40-1234", "ITIN 912-40-1234"),
+        ("SIN 130 729 809", "SIN <national-id>"),
+        ("SIN 130 729 808", "SIN 130 729 808"),
+        ("aadhaar 3827 1645 9022", "aadhaar <national-id>"),
+        ("aadhaar 3827 1645 9021", "aadhaar 3827 1645 9021"),
+        ("PAN ABCPE1234F", "PAN <national-id>"),
+        ("HETU 150377-418E", "HETU <national-id>"),
+        ("HETU 150377-418F", "HETU 150377-418F"),
+        ("pnr 870215-3126", "pnr <national-id>"),
+        ("pnr 870215-3127", "pnr 870215-3127"),
+        ("RRN 870215-1234565", "RRN <national-id>"),
+        ("RRN 870215-1234566", "RRN 870215-1234566"),
+        ("NIF 73925816K", "NIF <national-id>"),
+        ("NIE Y4829173S", "NIE <national-id>"),
+        ("NIF 73925816A", "NIF 73925816A"),
+        ("CF VRDGPP80E22H501J", "CF <national-id>"),
+        ("CF VRDGPP80E22H501K", "CF VRDGPP80E22H501K"),
+        ("NHS 401 023 2137", "NHS <national-id>"),
+        ("NHS 401 023 2138", "NHS 401 023 2138"),
+        ("at 20240115Z", "at 20240115Z"),
+    ] {
+        check("national-id", input, expected);
+    }
+}
