@@ -231,7 +231,7 @@ impl Pipeline {
         // 3.
         if let Some(mut bt) = backtrace {
             let st = match stack {
-                Stack::Symbolicate => report::stacktrace_from(&mut bt),
+                Stack::Symbolicate => report::stacktrace_from(&mut bt, Some(&self.config.app_name)),
                 Stack::Addresses => report::stacktrace_unresolved(&bt),
                 Stack::Given(st) => st,
             };

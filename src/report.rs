@@ -325,17 +325,17 @@ const NOT_IN_APP: &[&str] = &[
 
 /// Resolves a backtrace into a Sentry stack trace: symbols, trimming of the capture
 /// machinery, and `in_app` marks (standard library and registry crates are not in-app).
-pub(crate) fn stacktrace_from(bt: &mut backtrace::Backtrace) -> Option<Stacktrace> {
+pub(crate) fn stacktrace_from(
+    bt: &mut backtrace::Backtrace,
+    app_crate: Option<&str>,
+) -> Option<Stacktrace> {
     test_delay();
     bt.resolve();
     let mut st = sentry::integrations::backtrace::backtrace_to_stacktrace(bt)?;
     // Frames are outermost first; the capture machinery sits at the end. Everything from
     // the outermost consentry frame inward is ours (capture_error, its closures, the panic
     // hook); what the compiler inlined away leaves only the backtrace crate's frames.
-    if let Some(ours) = st.frames.iter().position(|f| {
-        let func = f.function.as_deref().unwrap_or("");
-        func.starts_with("consentry::") || func.starts_with("<consentry::")
-    }) {
+    if let Some(ours) = st.frames.iter().position(is_ours) {
         st.frames.truncate(ours);
     }
     while st.frames.last().is_some_and(is_machinery) {
@@ -360,9 +360,33 @@ pub(crate) fn stacktrace_from(bt: &mut backtrace::Backtrace) -> Option<Stacktrac
         }
         st.frames.truncate(start);
     }
-    mark_in_app(&mut st);
+    mark_in_app(&mut st, app_crate);
     bound_frames(&mut st);
     (!st.frames.is_empty()).then_some(st)
+}
+
+/// The source directories of consentry's own crates, as this build of them sees them.
+const OWN_SOURCES: [&str; 2] = [
+    concat!(env!("CARGO_MANIFEST_DIR"), "/src/"),
+    consentry_api::backend::SOURCE_DIR,
+];
+
+/// Whether a frame is consentry's own: by its function's path, or, when the symbol lost
+/// its path (`debug = "line-tables-only"` keeps bare function names), by its file.
+fn is_ours(f: &Frame) -> bool {
+    let func = f.function.as_deref().unwrap_or("");
+    let path = f.abs_path.as_deref().unwrap_or("");
+    [
+        "consentry::",
+        "<consentry::",
+        "consentry_api::",
+        "<consentry_api::",
+    ]
+    .iter()
+    .any(|p| func.starts_with(p))
+        || OWN_SOURCES.iter().any(|dir| path.starts_with(dir))
+        || path.contains("/consentry-0.") && path.contains("/.cargo/registry/")
+        || path.contains("/consentry-api-0.") && path.contains("/.cargo/registry/")
 }
 
 /// The most frames walked on the caller's thread (the walk costs per frame; a deep
@@ -429,7 +453,16 @@ fn bound_frames(st: &mut Stacktrace) {
 }
 
 /// Marks the app's own frames: not the standard library, registry crates, consentry, or C.
-fn mark_in_app(st: &mut Stacktrace) {
+///
+/// In every profile: the app's crate (`app_crate`, from `app_info!`) by the function's path;
+/// when symbols lost their paths (`line-tables-only`), by the frame's file, which is the
+/// app's when it is neither the standard library's, a registry crate's, consentry's, nor
+/// a C file.
+fn mark_in_app(st: &mut Stacktrace, app_crate: Option<&str>) {
+    let app_prefixes = app_crate.map(|c| {
+        let c = c.replace('-', "_");
+        [format!("{c}::"), format!("<{c}::")]
+    });
     for frame in &mut st.frames {
         let func = frame.function.as_deref().unwrap_or("");
         let path = frame.abs_path.as_deref().unwrap_or("");
@@ -437,11 +470,25 @@ fn mark_in_app(st: &mut Stacktrace) {
             || path.contains("\\.cargo\\registry\\")
             || path.starts_with("/rustc/")
             || path.contains("/rustlib/");
-        // C frames (the C entry point `main`, libc's thread start) are not the app's: their
-        // names have no Rust path, and glibc's sources have build-relative paths.
-        let c_frame = !func.contains("::") || path.starts_with("./");
-        frame.in_app =
-            Some(!third_party && !c_frame && !NOT_IN_APP.iter().any(|m| func.starts_with(m)));
+        let app_by_name = app_prefixes
+            .as_ref()
+            .is_some_and(|ps| ps.iter().any(|p| func.starts_with(p.as_str())));
+        let in_app = if is_ours(frame) || third_party {
+            false
+        } else if app_by_name {
+            true
+        } else if !func.contains("::") {
+            // No path in the name: C (the C `main`, libc's thread start; glibc's files are
+            // build-relative), or a Rust frame whose symbol lost its path: then its file
+            // says whose it is.
+            !path.is_empty()
+                && !path.starts_with("./")
+                && (path.ends_with(".rs") || path.contains(".rs:"))
+                && !func.starts_with("__")
+        } else {
+            !NOT_IN_APP.iter().any(|m| func.starts_with(m))
+        };
+        frame.in_app = Some(in_app);
     }
 }
 
@@ -786,9 +833,41 @@ mod tests {
             ],
             ..Default::default()
         };
-        mark_in_app(&mut st);
+        mark_in_app(&mut st, Some("myapp"));
         let marks: Vec<bool> = st.frames.iter().map(|f| f.in_app == Some(true)).collect();
         assert_eq!(marks, [false, false, false, false, false, true, true]);
+    }
+
+    #[test]
+    fn frames_that_lost_their_paths_are_told_apart_by_their_files() {
+        // What `debug = "line-tables-only"` gives: bare function names.
+        let frame = |function: &str, abs_path: &str| Frame {
+            function: Some(function.into()),
+            abs_path: Some(abs_path.into()),
+            ..Default::default()
+        };
+        let ours = concat!(env!("CARGO_MANIFEST_DIR"), "/src/runtime.rs");
+        let mut st = Stacktrace {
+            frames: vec![
+                frame("main", "/home/u/src/mytool/src/main.rs"),
+                frame("load", "/home/u/src/mytool/src/settings_file.rs"),
+                frame(
+                    "parse",
+                    "/home/u/.cargo/registry/src/x/toml-0.9.0/src/de.rs",
+                ),
+                frame(
+                    "capture_error",
+                    "/home/u/.cargo/registry/src/x/consentry-0.1.0/src/lib.rs",
+                ),
+                frame("submit", ours),
+            ],
+            ..Default::default()
+        };
+        mark_in_app(&mut st, Some("mytool"));
+        let marks: Vec<bool> = st.frames.iter().map(|f| f.in_app == Some(true)).collect();
+        // The app's files make its frames its own, `main` included (C's has no .rs file).
+        assert_eq!(marks, [true, true, false, false, false]);
+        assert!(is_ours(&st.frames[3]) && is_ours(&st.frames[4]));
     }
 
     #[test]

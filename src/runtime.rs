@@ -693,13 +693,14 @@ impl Runtime {
             return Stack::Addresses;
         }
         let mut copy = bt.clone();
+        let app = self.config.app_name.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("consentry-symbols".into())
             .spawn(move || {
                 crate::panic::mark_internal_thread();
                 let st = catch_unwind(AssertUnwindSafe(|| {
-                    crate::report::stacktrace_from(&mut copy)
+                    crate::report::stacktrace_from(&mut copy, Some(&app))
                 }));
                 let _ = tx.send(st.ok().flatten());
             });

@@ -367,6 +367,10 @@ pub mod backend {
         USAGE_ON.store(on, Ordering::Release);
     }
 
+    /// This crate's source directory, as this build sees it (to tell its frames from the
+    /// app's in a stack trace).
+    pub const SOURCE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+
     /// Takes the errors kept before `init`, emptying the buffer.
     pub fn drain_early() -> Vec<EarlyEvent> {
         early::drain()
