@@ -133,3 +133,55 @@ fn an_error_chain_and_a_panic_arrive_intact_and_scrubbed() {
         "fixture panicked reading ~/data.csv with <secret:github>"
     );
 }
+
+/// The Bugsink issue each of these events was grouped into.
+fn issues_of(ids: &[String]) -> Vec<String> {
+    let list = ids
+        .iter()
+        .map(|id| format!("{id:?}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let script = format!(
+        "from events.models import Event\n\
+         print('ISSUES' + ','.join(str(e.issue_id) for e in Event.objects.filter(event_id__in=[{list}])))"
+    );
+    let dir = env("CONSENTRY_BUGSINK_DIR");
+    let out = Command::new(env("CONSENTRY_BUGSINK_MANAGE"))
+        .args(["shell", "-c", &script])
+        .env("DJANGO_SETTINGS_MODULE", "bugsink_conf")
+        .env("PYTHONPATH", &dir)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("ISSUES"))
+        .unwrap_or_else(|| panic!("no answer from Bugsink: {text}"))
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs Bugsink: run scripts/test"]
+fn the_same_error_with_different_paths_is_one_issue() {
+    let dsn = env("CONSENTRY_BUGSINK_DSN");
+    // Two machines: their own directories, the same bug, different paths in the message.
+    let mut ids = Vec::new();
+    for path in ["/home/ann/data.conf", "bad.conf"] {
+        let dirs = Dirs::new();
+        let mut cmd = fixture(&fixture_bin!(), &dirs, "grouped");
+        cmd.arg(path)
+            .env("FIXTURE_TELEMETRY", "1")
+            .env("FIXTURE_DSN", &dsn)
+            .env("FIXTURE_FLUSH_MS", "10000");
+        let (out, _) = run(cmd, Duration::from_secs(60));
+        assert!(out.status.success(), "{}", stderr(&out));
+        ids.extend(sent_ids(&dirs));
+    }
+    assert_eq!(ids.len(), 2, "both were accepted");
+    let issues = issues_of(&ids);
+    assert_eq!(issues.len(), 2, "both were stored: {issues:?}");
+    assert_eq!(issues[0], issues[1], "one issue for one bug");
+}

@@ -333,6 +333,23 @@ fn fork_children(started: std::time::Instant, n: usize) -> Option<usize> {
     None
 }
 
+/// An error whose message holds a path: the same bug from two machines reads differently.
+#[derive(Debug)]
+struct SettingsFileError(String);
+
+impl fmt::Display for SettingsFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "settings file {} is invalid", self.0)
+    }
+}
+
+impl std::error::Error for SettingsFileError {}
+
+#[inline(never)]
+fn load_settings_file(path: &str) {
+    consentry::capture_error(&SettingsFileError(path.to_owned()));
+}
+
 fn arg(n: usize) -> Option<String> {
     std::env::args().nth(n)
 }
@@ -390,6 +407,8 @@ fn main() {
     }
     match scenario.as_str() {
         // An error with a three-link chain and a message; the guard flushes on return.
+        // The same error, from the same place, with the path given.
+        "grouped" => load_settings_file(&arg(2).unwrap_or_default()),
         "errors" | "early" => {
             consentry::capture_error(&ChainError::new(3));
             consentry::capture_message(
