@@ -89,7 +89,6 @@ pub mod tracing;
 /// The PII scrubbing engine (the `consentry-scrubbers` crate), usable on its own.
 pub use consentry_scrubbers as scrub;
 
-use std::error::Error;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
@@ -295,7 +294,7 @@ pub fn exit(code: i32) -> ! {
 /// ```
 #[cfg(feature = "anyhow")]
 pub fn capture_anyhow(err: &anyhow::Error) -> Option<EventId> {
-    let inner = AsRef::<dyn Error + Send + Sync>::as_ref(err);
+    let inner = AsRef::<dyn std::error::Error + Send + Sync>::as_ref(err);
     if !switch::crash_on() {
         // Off, or before `init`: the facade keeps it early or drops it.
         return capture_error(inner);

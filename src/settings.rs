@@ -460,6 +460,16 @@ pub struct Settings {
     path: PathBuf,
     data: SettingsData,
     recovered: Option<Recovery>,
+    /// Where the app keeps what waits to be sent (known when loaded for an app's config):
+    /// a "no" written here deletes it, as `disable` does.
+    waiting: Option<Waiting>,
+}
+
+/// The directories of what waits to be sent, per kind.
+#[derive(Debug, Clone, Default)]
+struct Waiting {
+    crash: Vec<PathBuf>,
+    usage: Vec<PathBuf>,
 }
 
 impl Settings {
@@ -488,7 +498,15 @@ impl Settings {
             .ok_or_else(|| SettingsError::NoConfigDir {
                 env_var: format!("{}_CONFIG_DIR", config.env_prefix()),
             })?;
-        Settings::load_from(&path)
+        let mut settings = Settings::load_from(&path)?;
+        settings.waiting = Some(Waiting {
+            crash: [paths.outbox_dir(), paths.kept_dir()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            usage: paths.usage_dir().into_iter().collect(),
+        });
+        Ok(settings)
     }
 
     /// Loads (or creates) the settings file at `path`.
@@ -508,6 +526,7 @@ impl Settings {
                 path: path.to_owned(),
                 data,
                 recovered: None,
+                waiting: None,
             });
         }
         let dir = fsx::parent_dir(path);
@@ -524,6 +543,7 @@ impl Settings {
                             path: path.to_owned(),
                             data,
                             recovered: None,
+                            waiting: None,
                         })
                     }
                     Err(problem) => Settings::recover(path, problem),
@@ -538,6 +558,7 @@ impl Settings {
                         path: path.to_owned(),
                         data,
                         recovered: None,
+                        waiting: None,
                     })
                 }
                 Err(e) => Err(io_err("read", path)(e)),
@@ -555,6 +576,7 @@ impl Settings {
             path: path.to_owned(),
             data,
             recovered: Some(Recovery { moved_to, problem }),
+            waiting: None,
         })
     }
 
@@ -771,7 +793,28 @@ impl Settings {
             }
         };
         if withdraws {
-            self.withdraw(apply)
+            self.withdraw(apply)?;
+            // The same effects as `disable`: what waits for a kind now off is deleted.
+            let no = (
+                !self.data.sync || self.data.crash_reports.is_off(),
+                !self.data.sync || self.data.usage.is_off(),
+            );
+            if let Some(w) = &self.waiting {
+                let dirs = w
+                    .crash
+                    .iter()
+                    .filter(|_| no.0)
+                    .chain(w.usage.iter().filter(|_| no.1));
+                for dir in dirs {
+                    for (file, _) in fsx::regular_files(dir) {
+                        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+                        if name.is_some_and(|n| n.ends_with(".envelope") || n.ends_with(".usage")) {
+                            let _ = fsx::remove(&file);
+                        }
+                    }
+                }
+            }
+            Ok(())
         } else {
             self.modify(apply)
         }

@@ -293,3 +293,44 @@ fn a_no_through_update_retires_the_id_as_disable_does() {
     assert_eq!(read(&path)["pending_deletion"][0], used.to_string());
     assert!(s.consent().decided && !s.consent().granted);
 }
+
+#[test]
+fn a_no_through_update_deletes_what_waits_as_disable_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = consentry::Config::new("myapp", "1.0.0")
+        .config_dir(dir.path().join("config"))
+        .data_dir(dir.path().join("data"));
+    let outbox = dir.path().join("data/outbox");
+    let usage = dir.path().join("data/usage");
+    std::fs::create_dir_all(&outbox).unwrap();
+    std::fs::create_dir_all(&usage).unwrap();
+    std::fs::write(
+        outbox.join("1-00000000000000000000000000000001.envelope"),
+        b"x",
+    )
+    .unwrap();
+    std::fs::write(
+        usage.join("1-00000000000000000000000000000002.usage"),
+        b"[]",
+    )
+    .unwrap();
+    std::fs::write(outbox.join("notes.txt"), b"not ours").unwrap();
+    let mut s = Settings::load(&config).unwrap();
+    s.update([("usage", false)]).unwrap();
+    assert_eq!(
+        std::fs::read_dir(&usage).unwrap().count(),
+        0,
+        "usage store emptied"
+    );
+    assert_eq!(
+        std::fs::read_dir(&outbox).unwrap().count(),
+        2,
+        "crash reports kept"
+    );
+    s.update([("sync", false)]).unwrap();
+    let left: Vec<_> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"], "only what is not ours is left");
+}
