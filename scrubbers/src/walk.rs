@@ -449,11 +449,7 @@ impl Walk<'_> {
                         .then(|| self.inner.hostname_rule())
                         .flatten()
                 });
-                let by_name = match (denied, key) {
-                    (None, Some(key)) => self.secret_by_name(key, s),
-                    _ => None,
-                };
-                if let Some(rule) = denied.or(by_name) {
+                if let Some(rule) = denied {
                     if let Some(new) = self.inner.redact_whole(rule, s) {
                         *s = new;
                         self.hits.push((rule, 1));
@@ -468,6 +464,14 @@ impl Walk<'_> {
                         }
                         Ok(None) => {}
                         Err(passes) => return Err(Self::unstable(path, passes)),
+                    }
+                    // Judged on the scrubbed value, so that a second scrub judges the same.
+                    if let Some(key) = key
+                        && let Some(rule) = self.secret_by_name(key, s)
+                        && let Some(new) = self.inner.redact_whole(rule, s)
+                    {
+                        *s = new;
+                        self.hits.push((rule, 1));
                     }
                 }
                 self.record(path, "");
