@@ -275,6 +275,14 @@ const TRAILING_KEY_NOISE: &[&str] = &[
 /// Keys that hold a client's network address (`ip_address`, `REMOTE_ADDR`,
 /// `X-Forwarded-For`, `X-Real-IP`, `client_ip`).
 pub(crate) fn is_ip_key(key: &str) -> bool {
+    let has = |part: &[u8]| {
+        key.as_bytes()
+            .windows(part.len())
+            .any(|w| w.eq_ignore_ascii_case(part))
+    };
+    if key.len() > 32 || !(has(b"ip") || has(b"addr") || has(b"forwarded")) {
+        return false;
+    }
     let joined: String = words(key).concat();
     matches!(
         joined.as_str(),

@@ -139,6 +139,18 @@ fn add_hits(total: &mut Hits, hits: &Hits) {
     }
 }
 
+/// What a map key's name says about the strings under it.
+#[derive(Clone, Copy)]
+enum KeyClass {
+    /// A client's network address (`ip_address`, `X-Forwarded-For`).
+    Address,
+    /// Always a secret (`otp`, `creds`), unless the value is harmless.
+    Secret,
+    /// A secret if the value looks like one (`SIGNING_KEY`).
+    MaybeSecret,
+    Other,
+}
+
 /// A remembered scrub: the result (`None` if unchanged) and what each rule redacted.
 struct Memo {
     result: Option<Box<str>>,
@@ -164,9 +176,8 @@ struct Walk<'s> {
     memo: HashMap<Box<str>, Memo, FxBuild>,
     /// Key rule per key, for keys seen before.
     key_rules: HashMap<Box<str>, Option<usize>, FxBuild>,
-    /// Per key seen before: whether its name always (`Some(true)`) or maybe (`Some(false)`)
-    /// names a secret, or not at all.
-    key_names: HashMap<Box<str>, Option<bool>, FxBuild>,
+    /// What each key seen before names.
+    key_names: HashMap<Box<str>, KeyClass, FxBuild>,
     /// Identities in strings as scrubbing left them.
     uncovered: Learned,
 }
@@ -525,29 +536,35 @@ impl Walk<'_> {
         if key.len() > 64 || value.is_empty() || value.len() > 4096 {
             return None;
         }
-        // An address under a key that names a client's address goes whatever it is,
-        // loopback included (`"ip_address": "127.0.0.1"`).
-        if keys::is_ip_key(key) && value.trim().parse::<std::net::IpAddr>().is_ok() {
-            return self.inner.enabled_rule("ipv4");
-        }
         let class = match self.key_names.get(key) {
             Some(class) => *class,
             None => {
-                let class = if keys::is_secret_key(key) {
-                    Some(true)
+                let class = if keys::is_ip_key(key) {
+                    KeyClass::Address
+                } else if keys::is_secret_key(key) {
+                    KeyClass::Secret
                 } else if keys::is_weak_secret_key(key) {
-                    Some(false)
+                    KeyClass::MaybeSecret
                 } else {
-                    None
+                    KeyClass::Other
                 };
                 self.key_names.insert(key.into(), class);
                 class
             }
         };
         let secret = match class {
-            Some(true) => !validate::harmless_value(value),
-            Some(false) => validate::looks_secret(value),
-            None => false,
+            // An address under a key that names a client's address goes whatever it is,
+            // loopback included (`"ip_address": "127.0.0.1"`).
+            KeyClass::Address => {
+                return value
+                    .trim()
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+                    .and_then(|_| self.inner.enabled_rule("ipv4"));
+            }
+            KeyClass::Secret => !validate::harmless_value(value),
+            KeyClass::MaybeSecret => validate::looks_secret(value),
+            KeyClass::Other => false,
         };
         if !secret {
             return None;
