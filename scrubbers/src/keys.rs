@@ -272,6 +272,121 @@ const TRAILING_KEY_NOISE: &[&str] = &[
     "value", "str", "string", "env", "var", "b64", "base64", "hex", "raw",
 ];
 
+/// Words that name a secret wherever they stand in a map key (`a_password_here`,
+/// `password_confirmation`, `new_password1`, `the_secret`, `stripe_api_key_live`).
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "apikey",
+    "privatekey",
+    "credential",
+    "credentials",
+    "token",
+    "pwd",
+];
+
+/// Words that make a key about a secret rather than the secret itself (`password_length`,
+/// `token_type`, `secret_name`, `password_reset_url`).
+const QUALIFIERS: &[&str] = &[
+    "count",
+    "length",
+    "len",
+    "min",
+    "max",
+    "policy",
+    "enabled",
+    "required",
+    "hint",
+    "expiry",
+    "expires",
+    "expiration",
+    "ttl",
+    "age",
+    "url",
+    "uri",
+    "path",
+    "file",
+    "name",
+    "type",
+    "format",
+    "strength",
+    "changed",
+    "updated",
+    "created",
+    "at",
+    "set",
+    "valid",
+    "validation",
+    "rule",
+    "rules",
+    "field",
+    "fields",
+    "label",
+    "placeholder",
+    "regex",
+    "pattern",
+    "reset",
+    "forgot",
+    "mode",
+    "strategy",
+    "provider",
+    "version",
+    "limit",
+    "timeout",
+    "retries",
+    "id",
+    "ids",
+    "source",
+    "location",
+    "store",
+    "manager",
+    "prompt",
+    "error",
+    "errors",
+    "is",
+    "has",
+    "use",
+    "uses",
+    "should",
+    "needs",
+    "kind",
+    "scope",
+    "scopes",
+    "algorithm",
+    "alg",
+    "hash",
+    "hashed",
+    "hasher",
+    "salt",
+    "rotation",
+    "rotated",
+    "last",
+    "used",
+    "usage",
+    "index",
+];
+
+/// Whether a map key names a secret though words around the secret's word are not in the
+/// list of [`is_secret_key`]: a key is a name, not prose, so a secret's word anywhere
+/// counts unless another word qualifies it (`password_length`).
+pub(crate) fn is_secret_map_key(key: &str) -> bool {
+    if key.len() > 64 || !has_hint(key) || negated(key) {
+        return false;
+    }
+    let words: Vec<String> = words(key)
+        .into_iter()
+        .map(|w| w.trim_end_matches(|c: char| c.is_ascii_digit()).to_owned())
+        .collect();
+    let joined_pairs = words
+        .windows(2)
+        .map(|w| w.concat())
+        .any(|pair| SECRET_WORDS.contains(&pair.as_str()));
+    (joined_pairs || words.iter().any(|w| SECRET_WORDS.contains(&w.as_str())))
+        && !words.iter().any(|w| QUALIFIERS.contains(&w.as_str()))
+}
+
 /// Keys that hold a client's network address (`ip_address`, `REMOTE_ADDR`,
 /// `X-Forwarded-For`, `X-Real-IP`, `client_ip`).
 pub(crate) fn is_ip_key(key: &str) -> bool {

@@ -541,7 +541,7 @@ impl Walk<'_> {
             None => {
                 let class = if keys::is_ip_key(key) {
                     KeyClass::Address
-                } else if keys::is_secret_key(key) {
+                } else if keys::is_secret_key(key) || keys::is_secret_map_key(key) {
                     KeyClass::Secret
                 } else if keys::is_weak_secret_key(key) {
                     KeyClass::MaybeSecret

@@ -2025,6 +2025,13 @@ fn structured_secrets() {
         json!({"first_name": "Ada", "cvv": 123, "dob": "1990-01-02", "display": "x"}),
         json!({"first_name": "<redacted>", "cvv": 0, "dob": "<redacted>", "display": "x"}),
     );
+    // A secret's word anywhere in a map key, unless another word qualifies it.
+    check_event(
+        json!({"a_password_here": "hello", "password_confirmation": "hello", "new_password1": "hello",
+               "the_secret": "hello", "password_length": 12, "token_type": "Bearer", "secret_name": "db"}),
+        json!({"a_password_here": "<redacted>", "password_confirmation": "<redacted>", "new_password1": "<redacted>",
+               "the_secret": "<redacted>", "password_length": 12, "token_type": "Bearer", "secret_name": "db"}),
+    );
     // A client's address under its key, loopback included; placeholders stay.
     check_event(
         json!({"user": {"ip_address": "127.0.0.1"}, "env": {"REMOTE_ADDR": "::1"}, "x": {"ip_address": "{{auto}}"}}),
