@@ -82,7 +82,7 @@ impl consentry_api::Backend for Backend {
         .map(event_id)
     }
 
-    fn track(&self, name: &str, props: Vec<(&str, consentry_api::Prop)>) {
+    fn track(&self, name: &str, props: &mut dyn Iterator<Item = (&str, consentry_api::Prop)>) {
         if let Some(rt) = current()
             && crate::usage::track(rt.usage_queue(), rt.debug, name, props)
         {

@@ -56,6 +56,13 @@ impl UsageQueue {
         true
     }
 
+    pub(crate) fn is_full(&self) -> bool {
+        self.events
+            .lock()
+            .map(|e| e.len() >= self.capacity)
+            .unwrap_or(true)
+    }
+
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -95,6 +102,11 @@ pub(crate) fn track<'a, V: Into<Prop>>(
                 format!("usage event name {name:?} is invalid (use 1-40 of [a-z0-9_]); dropped")
             });
         }
+        return false;
+    }
+    // A full queue drops the event: nothing is built for it.
+    if queue.is_full() {
+        queue.dropped.fetch_add(1, Ordering::Relaxed);
         return false;
     }
     let mut list = Vec::new();

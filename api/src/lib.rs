@@ -139,8 +139,8 @@ pub trait Backend: Send + Sync {
     fn capture_error(&self, err: &dyn Error, type_name: Option<&'static str>) -> Option<EventId>;
     /// A message.
     fn capture_message(&self, message: &str, level: Level) -> Option<EventId>;
-    /// A usage event (the name is valid; at most [`MAX_PROPS`] + 1 properties).
-    fn track(&self, name: &str, props: Vec<(&str, Prop)>);
+    /// A usage event, its properties as the caller gave them (at most [`MAX_PROPS`] + 1).
+    fn track(&self, name: &str, props: &mut dyn Iterator<Item = (&str, Prop)>);
     /// A breadcrumb.
     fn add_breadcrumb(&self, category: &str, message: &str, level: Level);
     /// An error was kept in the early buffer while `init` turned reporting on: take the
@@ -291,12 +291,12 @@ macro_rules! props {
 fn track_on<'a, V: Into<Prop>>(name: &str, props: impl IntoIterator<Item = (&'a str, V)>) {
     let Some(backend) = BACKEND.get() else { return };
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let props: Vec<(&str, Prop)> = props
+        // No allocation here: the backend takes what it keeps.
+        let mut props = props
             .into_iter()
             .take(MAX_PROPS + 1)
-            .map(|(k, v)| (k, v.into()))
-            .collect();
-        backend.track(name, props);
+            .map(|(k, v)| (k, v.into()));
+        backend.track(name, &mut props);
     }));
 }
 
