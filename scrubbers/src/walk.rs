@@ -554,13 +554,13 @@ impl Walk<'_> {
         };
         let secret = match class {
             // An address under a key that names a client's address goes whatever it is,
-            // loopback included (`"ip_address": "127.0.0.1"`).
+            // loopback included (`"ip_address": "127.0.0.1"`); so does a name there
+            // (`"X-Forwarded-For": "localhost"`), but not a placeholder (`{{auto}}`).
             KeyClass::Address => {
-                return value
-                    .trim()
-                    .parse::<std::net::IpAddr>()
-                    .ok()
-                    .and_then(|_| self.inner.enabled_rule("ipv4"));
+                if value.trim().parse::<std::net::IpAddr>().is_ok() {
+                    return self.inner.enabled_rule("ipv4");
+                }
+                !validate::harmless_value(value)
             }
             KeyClass::Secret => !validate::harmless_value(value),
             KeyClass::MaybeSecret => validate::looks_secret(value),

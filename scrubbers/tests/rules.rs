@@ -2037,6 +2037,10 @@ fn structured_secrets() {
         json!({"user": {"ip_address": "127.0.0.1"}, "env": {"REMOTE_ADDR": "::1"}, "x": {"ip_address": "{{auto}}"}}),
         json!({"user": {"ip_address": "<ip>"}, "env": {"REMOTE_ADDR": "<ip>"}, "x": {"ip_address": "{{auto}}"}}),
     );
+    check_event(
+        json!({"X-Forwarded-For": "localhost", "X-Real-IP": "203.0.113.9, 10.0.0.2"}),
+        json!({"X-Forwarded-For": "<redacted>", "X-Real-IP": "<ip>, <ip>"}),
+    );
     // A card stored as a number; other numbers stay.
     check_event(
         json!({"card": 4_111_111_111_111_111_u64, "ts": 1_700_000_000_000_u64}),
