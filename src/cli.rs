@@ -713,24 +713,7 @@ fn record_title(payload: &Value) -> String {
         }
         return t;
     }
-    let top = payload["exception"]["values"]
-        .as_array()
-        .and_then(|v| v.last())
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e["type"].as_str().unwrap_or(""),
-                e["value"].as_str().unwrap_or("")
-            )
-        });
-    let text = top
-        .or_else(|| payload["message"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let line = text.lines().next().unwrap_or("").to_owned();
-    match line.char_indices().nth(80) {
-        Some((i, _)) => format!("{}…", &line[..i]),
-        None => line,
-    }
+    crate::review::title_of(payload)
 }
 
 /// Options of `scrub`.

@@ -357,22 +357,18 @@ impl Pings {
             &crate::settings::now_rfc3339(),
         );
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let url = sink.url();
-        let shown = sink.display_url();
-        let outcome = cx.egress.send(
-            cx.gate,
-            Request {
-                kind: egress::Kind::Usage,
-                url: &url,
-                shown_url: &shown,
-                headers: sink.headers(),
-                body: &bytes,
-                record: body,
-                timeout,
-                captured_at,
-            },
+        let urls = (sink.url(), sink.display_url());
+        let request = sink_request(
+            egress::Kind::Usage,
+            sink,
+            &urls,
+            &bytes,
+            body,
+            timeout,
+            captured_at,
         );
-        self.settle(&shown, &outcome)
+        let outcome = cx.egress.send(cx.gate, request);
+        self.settle(&urls.1, &outcome)
     }
 
     fn settle(&self, endpoint: &str, outcome: &Outcome) -> bool {
@@ -446,6 +442,28 @@ impl Pings {
     }
 }
 
+/// A request to `sink` of `kind` carrying `body`.
+fn sink_request<'a>(
+    kind: egress::Kind,
+    sink: &Sink,
+    urls: &'a (String, String),
+    bytes: &'a [u8],
+    body: serde_json::Value,
+    timeout: Duration,
+    captured_at: Option<SystemTime>,
+) -> Request<'a> {
+    Request {
+        kind,
+        url: &urls.0,
+        shown_url: &urls.1,
+        headers: sink.headers(),
+        body: bytes,
+        record: body,
+        timeout,
+        captured_at,
+    }
+}
+
 /// When a usage event was captured (`micros` since the Unix epoch).
 fn record_time(r: &UsageRecord) -> Option<SystemTime> {
     (r.micros > 0)
@@ -486,21 +504,17 @@ pub(crate) fn send_deletion(
         }
     }
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let url = sink.url();
-    let shown = sink.display_url();
-    let outcome = egress.send(
-        &NoConsentNeeded,
-        Request {
-            kind: egress::Kind::Deletion,
-            url: &url,
-            shown_url: &shown,
-            headers: sink.headers(),
-            body: &bytes,
-            record: body,
-            timeout,
-            captured_at: None,
-        },
+    let urls = (sink.url(), sink.display_url());
+    let request = sink_request(
+        egress::Kind::Deletion,
+        sink,
+        &urls,
+        &bytes,
+        body,
+        timeout,
+        None,
     );
+    let outcome = egress.send(&NoConsentNeeded, request);
     matches!(outcome, Outcome::Accepted { .. })
 }
 

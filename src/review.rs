@@ -81,8 +81,9 @@ fn stores_of(config: &Config) -> Vec<(Outbox, bool)> {
         .collect()
 }
 
-/// A title for a list: the top exception's type and value, or the message.
-fn title_of(event: &Value) -> String {
+/// A title for a list: the top exception's type and value, or the message, one line of at
+/// most 80 characters.
+pub(crate) fn title_of(event: &Value) -> String {
     let top = event["exception"]["values"]
         .as_array()
         .and_then(|v| v.last())

@@ -857,17 +857,21 @@ impl Runtime {
         uploads.run(&cx, deadline, only)
     }
 
-    fn usage_store_now(&self, until: Instant) {
+    /// Runs `f` with the usage delivery's context (local mode logs instead of sending).
+    fn with_ping_context(&self, f: impl FnOnce(&crate::ping::Context<'_>)) {
         let local = self.consent.decision().usage_mode == Mode::Local;
         let log = self.paths.audit_log();
-        let cx = crate::ping::Context {
+        f(&crate::ping::Context {
             egress: &self.egress,
             gate: self,
             pipeline: &self.pipeline,
             anonymous_id: self.consent.ids().0,
             local_log: local.then_some(log.as_deref()),
-        };
-        self.pings.store_now(&cx, until);
+        });
+    }
+
+    fn usage_store_now(&self, until: Instant) {
+        self.with_ping_context(|cx| self.pings.store_now(cx, until));
     }
 
     fn usage_tick(&self, deadline: Option<Instant>) {
@@ -877,16 +881,7 @@ impl Runtime {
         if !switch::usage_on() {
             return;
         }
-        let local = self.consent.decision().usage_mode == Mode::Local;
-        let log = self.paths.audit_log();
-        let cx = crate::ping::Context {
-            egress: &self.egress,
-            gate: self,
-            pipeline: &self.pipeline,
-            anonymous_id: self.consent.ids().0,
-            local_log: local.then_some(log.as_deref()),
-        };
-        self.pings.tick(&cx, deadline);
+        self.with_ping_context(|cx| self.pings.tick(cx, deadline));
     }
 
     /// Sends the deletion request for a retired id; on success, forgets it.
