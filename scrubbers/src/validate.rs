@@ -1292,16 +1292,15 @@ fn random_assignment(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Opti
     {
         return None;
     }
-    // After `word:` in prose (`my address is: ...`) only a quoted value counts.
+    // After `word:` in prose (`my address is: ...`, `failed: '...'`) nothing counts: the
+    // name must look like an identifier (`API_KEY`, `acme_cfg`) or be quoted (`"acme":`).
     let sep = caps.name("sep").map_or("", |m| m.as_str());
-    let quoted = inner.start != span.start || caps.name("quote").is_some();
     let identifier = name
         .chars()
         .any(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
     if sep.trim() == ":" && !identifier && caps.name("quote").is_none() {
         return None;
     }
-    let _ = quoted;
     Some(inner)
 }
 
