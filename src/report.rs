@@ -571,7 +571,19 @@ impl Enrichment {
         )));
         event.environment = Some(Cow::Owned(self.environment.clone()));
         event.server_name = None;
-        event.debug_meta = Default::default();
+        // The loaded images' build ids and load addresses, so a server that holds the debug
+        // files (`sentry-cli debug-files upload`) symbolicates a stripped release build;
+        // file names only, never a directory. Only with a stack trace to symbolicate.
+        let has_stack =
+            event.stacktrace.is_some() || event.exception.iter().any(|e| e.stacktrace.is_some());
+        event.debug_meta = if has_stack {
+            Cow::Owned(sentry::protocol::DebugMeta {
+                images: debug_images().to_vec(),
+                ..Default::default()
+            })
+        } else {
+            Default::default()
+        };
         event.user = Some(User {
             id: Some(self.anonymous_id.to_string()),
             ..Default::default()
@@ -637,14 +649,56 @@ impl Enrichment {
     }
 }
 
+/// The loaded images (the executable and its libraries) with their build ids, names cut to
+/// the file name, read once per process.
+pub(crate) fn debug_images() -> &'static [sentry::protocol::DebugImage] {
+    static IMAGES: std::sync::OnceLock<Vec<sentry::protocol::DebugImage>> =
+        std::sync::OnceLock::new();
+    IMAGES.get_or_init(|| {
+        sentry::integrations::debug_images::debug_images()
+            .into_iter()
+            .map(|image| match image {
+                sentry::protocol::DebugImage::Symbolic(mut s) => {
+                    s.name = file_name(&s.name);
+                    s.debug_file = s.debug_file.map(|f| file_name(&f));
+                    sentry::protocol::DebugImage::Symbolic(s)
+                }
+                other => other,
+            })
+            .collect()
+    })
+}
+
+/// The last component of a path (either separator).
+fn file_name(path: &str) -> String {
+    path.rsplit(['/', '\\']).next().unwrap_or(path).to_owned()
+}
+
 /// Removes what must never leave, whatever put it there: `server_name` (the hostname),
-/// debug images (full library paths), IP addresses on the user, request cookies and headers.
+/// directories in debug images' paths, IP addresses on the user, request cookies and
+/// headers.
 pub(crate) fn strip_identifying(event: &mut Value) {
     let Some(obj) = event.as_object_mut() else {
         return;
     };
     obj.remove("server_name");
-    obj.remove("debug_meta");
+    // Debug images keep their ids and addresses (a server needs them to symbolicate) and
+    // only the file name of each path.
+    if let Some(images) = obj
+        .get_mut("debug_meta")
+        .and_then(|m| m.get_mut("images"))
+        .and_then(Value::as_array_mut)
+    {
+        for image in images.iter_mut().filter_map(Value::as_object_mut) {
+            for key in ["code_file", "debug_file", "name"] {
+                if let Some(Value::String(p)) = image.get_mut(key) {
+                    *p = file_name(p);
+                }
+            }
+        }
+    } else {
+        obj.remove("debug_meta");
+    }
     obj.remove("modules");
     if let Some(user) = obj.get_mut("user").and_then(Value::as_object_mut) {
         user.retain(|k, _| k == "id");
@@ -891,8 +945,44 @@ mod tests {
         strip_identifying(&mut event);
         assert_eq!(
             event,
-            json!({"user": {"id": "x"}, "request": {"method": "GET"}})
+            json!({
+                "debug_meta": {"images": [{"code_file": "lib.so"}]},
+                "user": {"id": "x"},
+                "request": {"method": "GET"}
+            })
         );
+    }
+
+    #[test]
+    fn the_executables_build_id_is_sent_with_its_file_name_only() {
+        let images = debug_images();
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+        let main = images
+            .iter()
+            .filter_map(|i| match i {
+                sentry::protocol::DebugImage::Symbolic(s) => Some(s),
+                _ => None,
+            })
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no image for {name}: {images:?}"));
+        assert!(!main.name.contains('/'));
+        // The GNU build id, as readelf shows it.
+        #[cfg(target_os = "linux")]
+        if let Ok(out) = std::process::Command::new("readelf")
+            .arg("-n")
+            .arg(&exe)
+            .output()
+        {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(id) = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Build ID: "))
+            {
+                let code_id = main.code_id.as_ref().map(ToString::to_string);
+                assert_eq!(code_id.as_deref(), Some(id.trim()), "{text}");
+            }
+        }
     }
 
     #[test]

@@ -113,7 +113,30 @@ fn error_chain_arrives_scrubbed_with_tags_and_no_identity() {
         serde_json::json!({"id": anonymous_id(&dirs)})
     );
     assert!(error.get("server_name").is_none(), "no host name: {error}");
-    assert!(error.get("debug_meta").is_none());
+    // Debug images: build ids and addresses for server-side symbolication, file names only.
+    let images = error["debug_meta"]["images"]
+        .as_array()
+        .expect("debug images");
+    let exe = images
+        .iter()
+        .find(|i| i["name"] == "fixture")
+        .unwrap_or_else(|| panic!("the fixture's image: {images:?}"));
+    assert!(
+        exe["code_id"].as_str().is_some_and(|id| id.len() >= 32),
+        "{exe}"
+    );
+    assert!(
+        exe["id"].is_string() && exe["image_addr"].is_string(),
+        "{exe}"
+    );
+    for image in images {
+        for key in ["name", "code_file", "debug_file"] {
+            assert!(
+                image[key].as_str().is_none_or(|p| !p.contains('/')),
+                "no directories: {image}"
+            );
+        }
+    }
     assert_eq!(error["contexts"]["device"]["arch"], std::env::consts::ARCH);
     assert!(error["contexts"]["device"].get("name").is_none());
 
