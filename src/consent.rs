@@ -537,6 +537,7 @@ pub(crate) fn disclosure(config: &Config) -> String {
 pub(crate) const REPORT_FIELDS: &[&str] = &[
     "the error message and its causes",
     "a stack trace",
+    "the build ids and file names of the program and its libraries",
     "breadcrumbs (recent log messages, scrubbed)",
     "app version",
     "OS and version",
