@@ -1934,6 +1934,11 @@ fn random_values_and_manifests() {
         ),
         (
             "kubernetes-secret",
+            "kind: Secret\ndata:\n  .dockercfg: |\n    eyJhdXRocyI6e30K\n",
+            "kind: Secret\ndata:\n  .dockercfg: |\n    <redacted>\n",
+        ),
+        (
+            "kubernetes-secret",
             "kind: ConfigMap\ndata:\n  extra: cGFzc3dvcmQxMjM=\n",
             "kind: ConfigMap\ndata:\n  extra: cGFzc3dvcmQxMjM=\n",
         ),
