@@ -8,13 +8,15 @@ use std::sync::Arc;
 use aho_corasick::{AhoCorasick, MatchKind};
 use serde_json::Value;
 
-use crate::builtin::{self, Builtins};
+use crate::builtin;
 use crate::compile::{CompiledRule, MASK_BITS, Matcher, Stats, TriggerTable, compile_rule};
 use crate::config::{Detector, Redaction, RuleConfig, RulePack};
 use crate::env::{self, EnvMatcher};
 use crate::error::{BuildError, ScrubError};
 use crate::hash::{self, hash_with_salt};
 use crate::identity::{self, IdKind, IdentityMatcher, IdentitySet, Learned};
+pub use crate::inner::MAX_STRING_BYTES;
+use crate::inner::{Ctx, Hits, Inner, TOO_LONG, str_error};
 use crate::paths::{self, HomeLiterals};
 use crate::report::Report;
 use crate::validate;
@@ -24,27 +26,6 @@ use crate::walk;
 /// normally finds nothing and proves the result stable. A string still changing after this
 /// many passes is an error (fail closed) rather than output that a second scrub would change.
 const MAX_PASSES: usize = 8;
-
-/// The longest string scrubbed, in bytes. A longer one is an error (fail closed): the work
-/// per string stays bounded whatever the input. Scrubbing is linear in the string's length,
-/// so this bounds the time too (about a second per 32 MiB in a release build).
-pub const MAX_STRING_BYTES: usize = 64 << 20;
-
-/// What [`Inner::scrub_str`] returns for a string over [`MAX_STRING_BYTES`] in place of a
-/// number of passes.
-pub(crate) const TOO_LONG: usize = 0;
-
-/// The error for a string that did not settle after `passes` passes, or was too long.
-pub(crate) fn str_error(path: String, passes: usize) -> ScrubError {
-    if passes == TOO_LONG {
-        ScrubError::TooLong {
-            path,
-            limit: MAX_STRING_BYTES,
-        }
-    } else {
-        ScrubError::Unstable { path, passes }
-    }
-}
 
 /// After this many rejected matches in one string, or once the rejected matches add up to
 /// more than twice the string's length, a rule resumes its search after a rejected match
@@ -329,36 +310,6 @@ struct Edit {
     range: Range<usize>,
     rule: usize,
     tilde: bool,
-}
-
-/// Per-scrub state: the identity matcher in force (the scrubber's own, or one extended with
-/// identities learned from the event).
-pub(crate) struct Ctx<'a> {
-    /// Identities learned from the event that the scrubber did not know.
-    learned: Option<&'a IdentityMatcher>,
-}
-
-/// How many matches each rule redacted in one string.
-pub(crate) type Hits = Vec<(usize, u64)>;
-
-pub(crate) struct Inner {
-    builtin: &'static Builtins,
-    user_rules: Vec<CompiledRule>,
-    enabled: Vec<bool>,
-    enabled_mask: u128,
-    triggers: TriggerTable,
-    identities: IdentitySet,
-    id_matcher: IdentityMatcher,
-    /// Rule index per identity kind, if that rule is enabled.
-    id_rules: [Option<usize>; 3],
-    /// Where identities are replaced: the first enabled identity rule.
-    id_stage: Option<usize>,
-    running_users: Vec<String>,
-    home_literals: HomeLiterals,
-    env: EnvMatcher,
-    protector: Option<AhoCorasick>,
-    key_rules: Vec<usize>,
-    salt: Vec<u8>,
 }
 
 fn id_kind_slot(kind: IdKind) -> usize {

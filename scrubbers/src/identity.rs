@@ -11,6 +11,8 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::Regex;
 
 use crate::error::BuildError;
+use crate::matches::{NOT_HOSTS, select};
+pub(crate) use crate::matches::{names_machine, select_matches};
 use crate::paths;
 
 /// Which identity rule a name belongs to.
@@ -479,40 +481,6 @@ fn is_file_stem(text: &str, range: &Range<usize>) -> bool {
         .is_some_and(|ext| FILE_EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e)))
 }
 
-/// The leftmost-longest non-overlapping matches of a `MatchKind::Standard` automaton among
-/// those that pass `valid`. Looking at every overlapping match, rather than asking a
-/// leftmost-longest automaton, matters when the longest match at a place is invalid and a
-/// shorter one is not: `alice` in `alice-bz` when `alice-b` is also a pattern.
-pub(crate) fn select_matches(
-    ac: &AhoCorasick,
-    text: &str,
-    valid: impl Fn(usize, &Range<usize>) -> bool,
-) -> Vec<(usize, Range<usize>)> {
-    let candidates: Vec<(usize, Range<usize>, ())> = ac
-        .find_overlapping_iter(text)
-        .map(|m| (m.pattern().as_usize(), m.start()..m.end(), ()))
-        .filter(|(pattern, range, _)| !range.is_empty() && valid(*pattern, range))
-        .collect();
-    select(candidates)
-        .into_iter()
-        .map(|(pattern, range, ())| (pattern, range))
-        .collect()
-}
-
-/// Leftmost-longest, non-overlapping selection among candidate matches.
-fn select<T>(mut candidates: Vec<(usize, Range<usize>, T)>) -> Vec<(usize, Range<usize>, T)> {
-    candidates.sort_by(|a, b| a.1.start.cmp(&b.1.start).then(b.1.end.cmp(&a.1.end)));
-    let mut out = Vec::with_capacity(candidates.len());
-    let mut last = 0;
-    for (pattern, range, extra) in candidates {
-        if range.start >= last {
-            last = range.end;
-            out.push((pattern, range, extra));
-        }
-    }
-    out
-}
-
 /// Matches that are whole tokens: not preceded or followed by a letter or digit.
 pub(crate) fn find_tokens(ac: &AhoCorasick, text: &str) -> Vec<(usize, Range<usize>)> {
     select_matches(ac, text, |_, range| is_token_boundary(text, range))
@@ -548,9 +516,6 @@ impl Learned {
         added
     }
 }
-
-/// Hostnames that name no machine in particular.
-const NOT_HOSTS: &[&str] = &["localhost", "wsl$", "wsl.localhost", "?", ".", "127.0.0.1"];
 
 struct LearnPatterns {
     /// Cheap test whether a string can teach anything at all.
@@ -801,11 +766,6 @@ pub(crate) fn learn_host(value: &str, learned: &mut Learned) {
     if names_machine(value) {
         push_unique(&mut learned.hosts, value);
     }
-}
-
-/// Whether a hostname names a machine in particular (not `localhost`, `wsl$`).
-pub(crate) fn names_machine(host: &str) -> bool {
-    !NOT_HOSTS.iter().any(|n| host.eq_ignore_ascii_case(n))
 }
 
 fn push_unique(list: &mut Vec<String>, name: &str) {

@@ -420,7 +420,7 @@ fn slashed_unc_host(text: &str, start: usize) -> Option<Range<usize>> {
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '$' | '-')))
         .unwrap_or(rest.len());
     let host = rest.get(..len)?;
-    (!host.is_empty() && crate::identity::names_machine(host)).then(|| start + 2..start + 2 + len)
+    (!host.is_empty() && crate::matches::names_machine(host)).then(|| start + 2..start + 2 + len)
 }
 
 fn next_char(text: &str, at: usize) -> usize {
@@ -531,7 +531,7 @@ impl HomeLiterals {
         let Some(matcher) = &self.matcher else {
             return Vec::new();
         };
-        crate::identity::select_matches(matcher, text, |_, range| {
+        crate::matches::select_matches(matcher, text, |_, range| {
             let before = text.get(..range.start).unwrap_or("");
             let prev = before.chars().next_back();
             let next = text.get(range.end..).and_then(|s| s.chars().next());

@@ -9,9 +9,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde_json::{Map, Value};
 
-use crate::engine::{Ctx, Hits, Inner};
 use crate::error::ScrubError;
 use crate::identity::{self, IdentityMatcher, Learned};
+use crate::inner::{Ctx, Hits, Inner};
 use crate::keys;
 use crate::report::Report;
 use crate::validate;
@@ -441,7 +441,7 @@ impl Walk<'_> {
     }
 
     fn unstable(path: &[Seg<'_>], passes: usize) -> ScrubError {
-        crate::engine::str_error(format_path(path), passes)
+        crate::inner::str_error(format_path(path), passes)
     }
 
     /// Scrubs a leaf, or pushes a frame for a container. Returns whether a frame was pushed.
