@@ -729,7 +729,10 @@ pub(crate) struct ScrubOptions {
 /// `scrub`: every line of every input (stdin when there are no files) is one Sentry event.
 /// Scrubbed events are written one per line in the same order; an event the engine cannot
 /// scrub is written as `null` (fail closed); a malformed line is an error naming its line
-/// number, nothing is written for it, and the run stops there unless `keep_going`.
+/// number, nothing is written for it, and the run stops there unless `keep_going`. A line
+/// longer than 64 MiB (the engine's limit on one string) is such an error too, with `null`
+/// written in its place; it is skipped without being held in memory. Lines are scrubbed on
+/// every core (see [`scrub_stream`]).
 pub(crate) fn scrub_files(
     files: &[PathBuf],
     options: &ScrubOptions,
@@ -748,14 +751,17 @@ pub(crate) fn scrub_files(
     if files.is_empty() {
         inputs.push((
             "<stdin>".to_owned(),
-            Box::new(std::io::BufReader::new(std::io::stdin())),
+            Box::new(std::io::BufReader::with_capacity(
+                READ_BUFFER,
+                std::io::stdin(),
+            )),
         ));
     }
     for f in files {
         match std::fs::File::open(f) {
             Ok(file) => inputs.push((
                 f.display().to_string(),
-                Box::new(std::io::BufReader::new(file)),
+                Box::new(std::io::BufReader::with_capacity(READ_BUFFER, file)),
             )),
             Err(e) => {
                 let _ = writeln!(err, "error: cannot read {}: {e}", f.display());
@@ -768,9 +774,253 @@ pub(crate) fn scrub_files(
 }
 
 /// The engine's side of `scrub`, given as a function so tests can make it fail.
-type ScrubFn<'a> = dyn Fn(&mut Value) -> Result<crate::scrub::Report, String> + 'a;
+type ScrubFn<'a> = dyn Fn(&mut Value) -> Result<crate::scrub::Report, String> + Sync + 'a;
+
+/// The longest line `scrub` reads, without its end of line: the engine's cap on one string
+/// (64 MiB). A longer line is an error; it is skipped without being held in memory.
+const MAX_LINE_BYTES: usize = 64 << 20;
+/// The read buffer of each input.
+const READ_BUFFER: usize = 256 << 10;
+/// A chunk of lines handed to one worker ends after this many bytes...
+const CHUNK_BYTES: usize = 1 << 20;
+/// ... or this many lines, so that small events too spread over the workers.
+const CHUNK_LINES: usize = 256;
+/// Bytes of input read but not yet written, beyond the chunk being read: with the number of
+/// chunks in flight, this bounds the memory `scrub` uses.
+const IN_FLIGHT_BYTES: usize = 16 << 20;
+
+/// One line as read, for a worker.
+enum Item {
+    /// The line's bytes, without its end of line.
+    Line { lineno: usize, bytes: Vec<u8> },
+    /// A line that could not be read; `null` is written in its place when `null` is set.
+    Unreadable {
+        lineno: usize,
+        problem: String,
+        null: bool,
+    },
+}
+
+/// Consecutive lines of one input.
+struct Chunk {
+    input: usize,
+    items: Vec<Item>,
+    bytes: usize,
+}
+
+/// What a worker made of a chunk: the text to write to stdout and to stderr, in order.
+struct Done {
+    out: Vec<u8>,
+    err: Vec<u8>,
+    report: crate::scrub::Report,
+    bad: usize,
+    /// A bad line without `keep_going`: nothing after this chunk is written.
+    stop: bool,
+    bytes: usize,
+}
+
+/// How reading one line ended.
+enum Got {
+    Eof,
+    Line,
+    TooLong,
+}
+
+/// Reads one line into `buf` (cleared first, end of line removed), holding at most
+/// `MAX_LINE_BYTES + 1` bytes of it: a longer line is [`Got::TooLong`], with its rest unread.
+fn read_line_capped(input: &mut dyn BufRead, buf: &mut Vec<u8>) -> std::io::Result<Got> {
+    use std::io::Read;
+    buf.clear();
+    let limit = MAX_LINE_BYTES as u64 + 1;
+    let n = input.take(limit).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(Got::Eof);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        return Ok(Got::Line);
+    }
+    if n as u64 == limit {
+        // No end of line within the limit: free what was read of it.
+        *buf = Vec::new();
+        return Ok(Got::TooLong);
+    }
+    // The last line, without an end of line.
+    Ok(Got::Line)
+}
+
+/// Reads the inputs chunk by chunk.
+struct Lines {
+    inputs: Vec<Box<dyn BufRead>>,
+    current: usize,
+    lineno: usize,
+    keep_going: bool,
+    /// A line that ends the run was read: nothing more is.
+    stopped: bool,
+}
+
+impl Lines {
+    /// The next chunk: lines of one input, `None` when every input is read.
+    fn next_chunk(&mut self) -> Option<Chunk> {
+        while !self.stopped && self.current < self.inputs.len() {
+            let mut chunk = Chunk {
+                input: self.current,
+                items: Vec::new(),
+                bytes: 0,
+            };
+            let mut next_input = false;
+            while chunk.items.len() < CHUNK_LINES && chunk.bytes < CHUNK_BYTES {
+                let input = &mut self.inputs[self.current];
+                let mut bytes = Vec::new();
+                let got = read_line_capped(input.as_mut(), &mut bytes);
+                self.lineno += 1;
+                let lineno = self.lineno;
+                match got {
+                    Ok(Got::Eof) => {
+                        next_input = true;
+                        break;
+                    }
+                    Ok(Got::Line) => {
+                        chunk.bytes += bytes.len() + 1;
+                        chunk.items.push(Item::Line { lineno, bytes });
+                    }
+                    Ok(Got::TooLong) => {
+                        chunk.items.push(Item::Unreadable {
+                            lineno,
+                            problem: format!("longer than {} MiB, the limit", MAX_LINE_BYTES >> 20),
+                            null: true,
+                        });
+                        if !self.keep_going {
+                            self.stopped = true;
+                            break;
+                        }
+                        // Skip the rest of the line through the read buffer.
+                        if let Err(e) = input.skip_until(b'\n') {
+                            chunk.items.push(Item::Unreadable {
+                                lineno,
+                                problem: e.to_string(),
+                                null: false,
+                            });
+                            next_input = true;
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        chunk.items.push(Item::Unreadable {
+                            lineno,
+                            problem: e.to_string(),
+                            null: false,
+                        });
+                        // A read error ends this input (reading on could fail forever).
+                        self.stopped = !self.keep_going;
+                        next_input = true;
+                        break;
+                    }
+                }
+            }
+            if next_input {
+                self.current += 1;
+                self.lineno = 0;
+            }
+            if !chunk.items.is_empty() {
+                return Some(chunk);
+            }
+        }
+        None
+    }
+}
+
+/// Parses, scrubs and serialises the lines of a chunk (a worker's job).
+fn scrub_chunk(chunk: Chunk, name: &str, scrub: &ScrubFn<'_>, keep_going: bool) -> Done {
+    let mut done = Done {
+        out: Vec::with_capacity(chunk.bytes + chunk.bytes / 8),
+        err: Vec::new(),
+        report: crate::scrub::Report::new(),
+        bad: 0,
+        stop: false,
+        bytes: chunk.bytes,
+    };
+    for item in chunk.items {
+        let (lineno, parsed) = match item {
+            Item::Unreadable {
+                lineno,
+                problem,
+                null,
+            } => {
+                if null {
+                    done.out.extend_from_slice(b"null\n");
+                    let _ = writeln!(
+                        done.err,
+                        "error: {name}: line {lineno}: {problem}; wrote null"
+                    );
+                } else {
+                    let _ = writeln!(done.err, "error: {name}: line {lineno}: {problem}");
+                }
+                done.bad += 1;
+                if keep_going {
+                    continue;
+                }
+                done.stop = true;
+                return done;
+            }
+            Item::Line { lineno, bytes } => {
+                let parsed = match std::str::from_utf8(&bytes) {
+                    Ok(line) if line.trim().is_empty() => continue,
+                    Ok(line) => match serde_json::from_str::<Value>(line) {
+                        Ok(event @ Value::Object(_)) => Ok(event),
+                        Ok(_) => Err("expected a JSON object (a Sentry event)".to_owned()),
+                        Err(e) => Err(format!("invalid JSON: {e}")),
+                    },
+                    Err(_) => Err("stream did not contain valid UTF-8".to_owned()),
+                };
+                (lineno, parsed)
+            }
+        };
+        let mut event = match parsed {
+            Ok(event) => event,
+            Err(problem) => {
+                let _ = writeln!(done.err, "error: {name}: line {lineno}: {problem}");
+                done.bad += 1;
+                if keep_going {
+                    continue;
+                }
+                done.stop = true;
+                return done;
+            }
+        };
+        let scrubbed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scrub(&mut event)))
+            .unwrap_or_else(|_| Err("internal error".to_owned()));
+        let start = done.out.len();
+        // Fail closed: an event that cannot be scrubbed is written as null, never raw.
+        let written = scrubbed.and_then(|report| {
+            serde_json::to_writer(&mut done.out, &event)
+                .map(|()| report)
+                .map_err(|e| e.to_string())
+        });
+        match written {
+            Ok(report) => done.report.merge(report),
+            Err(e) => {
+                done.out.truncate(start);
+                done.out.extend_from_slice(b"null");
+                let _ = writeln!(
+                    done.err,
+                    "warning: {name}: line {lineno}: cannot scrub ({e}); wrote null"
+                );
+            }
+        }
+        done.out.push(b'\n');
+    }
+    done
+}
 
 /// Scrubs every line of every input; see [`scrub_files`].
+///
+/// Lines are read in chunks on this thread, scrubbed on one worker per core, and written
+/// here in input order; the chunks in flight are bounded in number and bytes, and a line in
+/// bytes (`MAX_LINE_BYTES`), so memory does not grow with the input.
 fn scrub_stream(
     inputs: Vec<(String, Box<dyn BufRead>)>,
     scrub: &ScrubFn<'_>,
@@ -778,56 +1028,114 @@ fn scrub_stream(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, mpsc};
+
+    let (names, readers): (Vec<String>, Vec<Box<dyn BufRead>>) = inputs.into_iter().unzip();
+    let mut lines = Lines {
+        inputs: readers,
+        current: 0,
+        lineno: 0,
+        keep_going: options.keep_going,
+        stopped: false,
+    };
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let max_chunks = 2 * workers + 1;
     let mut total = crate::scrub::Report::new();
     let mut bad = 0usize;
-    'inputs: for (name, input) in inputs {
-        for (i, line) in input.lines().enumerate() {
-            let lineno = i + 1;
-            let parsed = match line {
-                Ok(line) if line.trim().is_empty() => continue,
-                Ok(line) => match serde_json::from_str::<Value>(&line) {
-                    Ok(event @ Value::Object(_)) => Ok(event),
-                    Ok(_) => Err("expected a JSON object (a Sentry event)".to_owned()),
-                    Err(e) => Err(format!("invalid JSON: {e}")),
-                },
-                Err(e) => Err(e.to_string()),
-            };
-            let mut event = match parsed {
-                Ok(event) => event,
-                Err(problem) => {
-                    let _ = writeln!(err, "error: {name}: line {lineno}: {problem}");
-                    bad += 1;
-                    if options.keep_going {
-                        continue;
+    let mut failed = false;
+    let cancelled = AtomicBool::new(false);
+    let (job_tx, job_rx) = mpsc::channel::<(usize, Chunk)>();
+    let job_rx = Mutex::new(job_rx);
+    std::thread::scope(|s| {
+        // Owned here, so that returning closes the queue and the workers end.
+        let job_tx = job_tx;
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Done)>();
+        for _ in 0..workers {
+            let (job_rx, done_tx, names, cancelled) =
+                (&job_rx, done_tx.clone(), &names, &cancelled);
+            let keep_going = options.keep_going;
+            s.spawn(move || {
+                loop {
+                    let job = match job_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => break,
+                    };
+                    let Ok((seq, chunk)) = job else { break };
+                    if cancelled.load(Ordering::Relaxed) {
+                        break;
                     }
-                    break 'inputs;
+                    let (name, bytes) = (names[chunk.input].as_str(), chunk.bytes);
+                    // A bug must not leave the writer waiting for this chunk forever.
+                    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        scrub_chunk(chunk, name, scrub, keep_going)
+                    }))
+                    .unwrap_or_else(|_| Done {
+                        out: Vec::new(),
+                        err: format!("error: {name}: internal error (scrubbing stopped)\n")
+                            .into_bytes(),
+                        report: crate::scrub::Report::new(),
+                        bad: 1,
+                        stop: true,
+                        bytes,
+                    });
+                    if done_tx.send((seq, done)).is_err() {
+                        break;
+                    }
                 }
+            });
+        }
+        drop(done_tx);
+        let (mut sent, mut written, mut in_flight) = (0usize, 0usize, 0usize);
+        let mut pending = std::collections::BTreeMap::new();
+        let mut read_all = false;
+        loop {
+            while !read_all
+                && (sent == written || (sent - written < max_chunks && in_flight < IN_FLIGHT_BYTES))
+            {
+                match lines.next_chunk() {
+                    Some(chunk) => {
+                        in_flight += chunk.bytes;
+                        if job_tx.send((sent, chunk)).is_err() {
+                            failed = true;
+                            return;
+                        }
+                        sent += 1;
+                    }
+                    None => read_all = true,
+                }
+            }
+            if written == sent {
+                break;
+            }
+            let Ok((seq, done)) = done_rx.recv() else {
+                // Every worker is gone (a bug): never leave the run looking complete.
+                let _ = writeln!(err, "error: internal error (scrubbing stopped)");
+                failed = true;
+                return;
             };
-            let scrubbed =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scrub(&mut event)))
-                    .unwrap_or_else(|_| Err("internal error".to_owned()));
-            // Fail closed: an event that cannot be scrubbed is written as null, never raw.
-            let written = match scrubbed.and_then(|report| {
-                serde_json::to_string(&event)
-                    .map(|text| (report, text))
-                    .map_err(|e| e.to_string())
-            }) {
-                Ok((report, text)) => {
-                    total.merge(report);
-                    text
+            pending.insert(seq, done);
+            while let Some(done) = pending.remove(&written) {
+                written += 1;
+                in_flight -= done.bytes;
+                total.merge(done.report);
+                bad += done.bad;
+                if out.write_all(&done.out).is_err() {
+                    failed = true;
                 }
-                Err(e) => {
-                    let _ = writeln!(
-                        err,
-                        "warning: {name}: line {lineno}: cannot scrub ({e}); wrote null"
-                    );
-                    "null".to_owned()
+                let _ = err.write_all(&done.err);
+                if done.stop || failed {
+                    cancelled.store(true, Ordering::Relaxed);
+                    return;
                 }
-            };
-            if writeln!(out, "{written}").is_err() {
-                return EXIT_FAILED;
             }
         }
+    });
+    if out.flush().is_err() {
+        failed = true;
+    }
+    if failed {
+        return EXIT_FAILED;
     }
     if options.report {
         let _ = writeln!(err, "{total}");

@@ -5,7 +5,26 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn scrub(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_consentry"))
+    let stdin = stdin.to_owned();
+    scrub_fed(
+        Command::new(env!("CARGO_BIN_EXE_consentry")),
+        args,
+        move |w| w.write_all(stdin.as_bytes()),
+    )
+}
+
+/// Runs `consentry scrub` (through `program`, which may be a wrapper such as `time`), with
+/// stdin written by `feed` on another thread, so that large inputs and outputs do not block
+/// each other (and a run that stops early only breaks the pipe).
+fn scrub_fed(
+    mut program: Command,
+    args: &[&str],
+    feed: impl FnOnce(&mut std::process::ChildStdin) -> std::io::Result<()> + Send + 'static,
+) -> Output {
+    if program.get_program() != env!("CARGO_BIN_EXE_consentry") {
+        program.arg(env!("CARGO_BIN_EXE_consentry"));
+    }
+    let mut child = program
         .env_clear()
         .env("HOME", "/home/runner-x")
         .env("USER", "runner-x")
@@ -16,13 +35,13 @@ fn scrub(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = feed(&mut stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
 }
 
 fn lines(out: &Output) -> Vec<serde_json::Value> {
@@ -175,4 +194,112 @@ fn files_are_read_in_order_and_rule_packs_apply() {
         "the error names the file: {}",
         err(&out)
     );
+}
+
+#[test]
+fn many_events_keep_their_order_across_chunks_and_workers() {
+    // Thousands of lines make many chunks; every 50th event is much larger, so that the
+    // workers finish their chunks out of order.
+    let mut input = String::new();
+    for n in 1..=3000 {
+        let pad = if n % 50 == 0 {
+            "x ".repeat(20_000)
+        } else {
+            String::new()
+        };
+        input.push_str(&format!(
+            "{{\"n\":{n},\"message\":\"mail to user{n}@example.com {pad}\"}}\n"
+        ));
+    }
+    let out = scrub(&[], &input);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let events = lines(&out);
+    let got: Vec<i64> = events.iter().map(|e| e["n"].as_i64().unwrap()).collect();
+    assert_eq!(got, (1..=3000).collect::<Vec<_>>());
+    assert!(
+        events.iter().all(|e| e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("mail to <email>")),
+        "every event is scrubbed"
+    );
+
+    // A bad line far into the input stops the run exactly there.
+    let input = input.replacen("{\"n\":2500,", "{\"n\":2500", 1);
+    let out = scrub(&[], &input);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err(&out).contains("error: <stdin>: line 2500: invalid JSON"),
+        "{}",
+        err(&out)
+    );
+    let got: Vec<i64> = lines(&out)
+        .iter()
+        .map(|e| e["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, (1..2500).collect::<Vec<_>>());
+}
+
+/// Writes `{"m":"` and `len` bytes of a letter, without an end of line, in 1 MiB pieces.
+fn write_long_line(w: &mut impl Write, len: usize) -> std::io::Result<()> {
+    w.write_all(b"{\"m\":\"")?;
+    let piece = vec![b'a'; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(piece.len());
+        w.write_all(&piece[..n])?;
+        left -= n;
+    }
+    Ok(())
+}
+
+#[test]
+fn an_over_long_line_is_an_error_naming_it_and_is_never_held_whole() {
+    const LONG: usize = 200 << 20;
+    // With `time -f %M` when there is one: the peak RSS in KiB, printed last on stderr.
+    let time = std::path::Path::new("/usr/bin/time");
+    let program = if time.exists() {
+        let mut c = Command::new(time);
+        c.args(["-f", "%M"]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_consentry"))
+    };
+    let out = scrub_fed(program, &["--keep-going"], |w| {
+        w.write_all(b"{\"n\":1}\n")?;
+        write_long_line(w, LONG)?;
+        w.write_all(b"\"}\n{\"n\":3}\n")
+    });
+    let e = err(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("error: <stdin>: line 2: longer than 64 MiB, the limit; wrote null"),
+        "{e}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text, "{\"n\":1}\nnull\n{\"n\":3}\n",
+        "null in its place, then on"
+    );
+    if time.exists() {
+        let peak_kib: u64 = e.lines().last().unwrap().trim().parse().unwrap();
+        assert!(
+            peak_kib < 160 << 10,
+            "peak RSS {peak_kib} KiB for a {LONG}-byte line"
+        );
+    }
+
+    // Without --keep-going the run stops at the long line (after writing null for it).
+    let out = scrub_fed(Command::new(env!("CARGO_BIN_EXE_consentry")), &[], |w| {
+        w.write_all(b"{\"n\":1}\n")?;
+        write_long_line(w, (64 << 20) + 1)?;
+        w.write_all(b"\"}\n{\"n\":3}\n")
+    });
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err(&out).contains("line 2: longer than 64 MiB"),
+        "{}",
+        err(&out)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"n\":1}\nnull\n");
 }
