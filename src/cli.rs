@@ -142,7 +142,7 @@ pub enum Command {
         #[arg(long)]
         outbox: bool,
     },
-    /// List the crash reports waiting to be sent: id, when, size, title
+    /// List what waits to be sent: crash reports (id, when, size, title) and usage batches
     Pending {
         /// Print JSON
         #[arg(long)]
@@ -527,6 +527,7 @@ impl From<crate::review::ReviewError> for Failure {
 
 fn pending(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
     let waiting = crate::review::waiting_reports(config);
+    let usage = crate::review::waiting_usage(config);
     if json {
         for w in &waiting {
             let line = serde_json::json!({
@@ -535,8 +536,16 @@ fn pending(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failu
             });
             writeln!(out, "{line}")?;
         }
+        for u in &usage {
+            let line = serde_json::json!({
+                "captured_at": u.recorded_at, "kind": "usage", "events": u.events,
+                "names": u.names, "size": u.size,
+            });
+            writeln!(out, "{line}")?;
+        }
         return Ok(());
     }
+    pending_usage(config, &usage, out)?;
     if waiting.is_empty() {
         writeln!(out, "No crash report is waiting.")?;
         return Ok(());
@@ -563,6 +572,38 @@ fn pending(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failu
         waiting.len(),
         cmd = config.command()
     )?;
+    Ok(())
+}
+
+/// The usage batches of `pending`: one line each, sent in the background, not one by one.
+fn pending_usage(
+    config: &Config,
+    usage: &[crate::review::WaitingUsage],
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    for u in usage {
+        let names = u.names.join(", ");
+        writeln!(
+            out,
+            "usage     {}  {:<12} {:>7} bytes  {} event{}: {}",
+            u.recorded_at,
+            "usage",
+            u.size,
+            u.events,
+            if u.events == 1 { "" } else { "s" },
+            crate::bound::cut(&names, 80)
+        )?;
+    }
+    if !usage.is_empty() {
+        writeln!(
+            out,
+            "{} usage batch{} waiting, sent in the background; '{} disable --usage' deletes {}.",
+            usage.len(),
+            if usage.len() == 1 { "" } else { "es" },
+            config.command(),
+            if usage.len() == 1 { "it" } else { "them" },
+        )?;
+    }
     Ok(())
 }
 

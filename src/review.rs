@@ -156,6 +156,51 @@ pub fn waiting_reports(config: &Config) -> Vec<Waiting> {
     all
 }
 
+/// A batch of usage events waiting in the usage store: sent in the background (it is not
+/// reviewed one by one; `disable --usage` deletes it).
+#[derive(Debug, Clone)]
+pub(crate) struct WaitingUsage {
+    /// When its first event was recorded (RFC 3339, UTC).
+    pub(crate) recorded_at: String,
+    /// How many events it holds.
+    pub(crate) events: usize,
+    /// The event names, in order, each once.
+    pub(crate) names: Vec<String>,
+    /// Its size on disk, in bytes.
+    pub(crate) size: u64,
+}
+
+/// The usage batches waiting in `config`'s app's usage store, oldest first.
+pub(crate) fn waiting_usage(config: &Config) -> Vec<WaitingUsage> {
+    let Some(dir) = Paths::of(config).usage_dir() else {
+        return Vec::new();
+    };
+    let store = Outbox::usage(dir, usize::MAX, u64::MAX);
+    let mut entries = store.list();
+    entries.sort_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let records = store.read_usage(&entry.path)?;
+            let records = records.get();
+            let mut names: Vec<String> = Vec::new();
+            for r in records {
+                if !names.contains(&r.name) {
+                    names.push(r.name.clone());
+                }
+            }
+            Some(WaitingUsage {
+                recorded_at: records
+                    .first()
+                    .map_or_else(|| "?".to_owned(), |r| r.time.clone()),
+                events: records.len(),
+                names,
+                size: entry.size,
+            })
+        })
+        .collect()
+}
+
 /// The waiting report whose id starts with `id` (at least 4 characters, or the whole id).
 pub fn find_report(config: &Config, id: &str) -> Result<Waiting, ReviewError> {
     let id = id.trim().to_ascii_lowercase().replace('-', "");

@@ -865,6 +865,67 @@ fn pending_lists_the_outbox_and_the_kept_reports() {
 }
 
 #[test]
+fn pending_lists_usage_batches_and_disable_usage_deletes_them() {
+    let env = Env::new();
+    let env_ok = env.run(&["enable"]);
+    assert_eq!(env_ok.code(), 0, "{}", env_ok.stderr());
+    let dir = env.data().join("usage");
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = |name: &str, n: u64| {
+        serde_json::json!({
+            "id": format!("00000000-0000-4000-8000-{n:012}"), "name": name, "props": {},
+            "time": "2026-11-30T08:00:00Z", "micros": 1_796_025_600_000_000u64 + n,
+        })
+    };
+    let batch = serde_json::json!([record("train", 1), record("train", 2), record("export", 3)]);
+    std::fs::write(
+        dir.join(format!("{:013}-{ID_B}.usage", 1_000)),
+        serde_json::to_vec(&batch).unwrap(),
+    )
+    .unwrap();
+    plant_envelope(
+        &env.data().join("outbox"),
+        2_000,
+        ID_A,
+        "cannot load the model",
+    );
+
+    let r = env.run(&["pending"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let out = r.stdout();
+    let usage_line = out
+        .lines()
+        .find(|l| l.starts_with("usage "))
+        .unwrap_or_else(|| panic!("a line for the usage batch: {out}"));
+    assert!(usage_line.contains("2026-11-30T08:00:00Z"), "{out}");
+    assert!(usage_line.contains("3 events: train, export"), "{out}");
+    assert!(out.contains("1 usage batch waiting"), "{out}");
+    assert!(
+        out.contains("aaaa1111  "),
+        "the crash report is listed too: {out}"
+    );
+
+    let json = env.run(&["pending", "--json"]).stdout();
+    let records: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let usage: Vec<&Value> = records.iter().filter(|r| r["kind"] == "usage").collect();
+    assert_eq!(usage.len(), 1, "{json}");
+    assert_eq!(usage[0]["events"], 3);
+    assert_eq!(usage[0]["names"], serde_json::json!(["train", "export"]));
+
+    let r = env.run(&["disable", "--usage"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let out = env.run(&["pending"]).stdout();
+    assert!(
+        !out.contains("usage batch"),
+        "withdrawn usage is deleted: {out}"
+    );
+    assert!(out.contains("aaaa1111  "), "crash reports stay: {out}");
+}
+
+#[test]
 fn show_prints_the_event_and_export_writes_it() {
     let env = Env::new();
     plant_envelope(
