@@ -515,7 +515,9 @@ impl From<crate::review::ReviewError> for Failure {
     fn from(e: crate::review::ReviewError) -> Failure {
         use crate::review::ReviewError;
         let code = match e {
-            ReviewError::NotFound(_) | ReviewError::Ambiguous(_) => EXIT_USAGE,
+            ReviewError::NotFound(_) | ReviewError::Ambiguous(_) | ReviewError::TooShort(_) => {
+                EXIT_USAGE
+            }
             _ => EXIT_FAILED,
         };
         Failure {
@@ -1264,6 +1266,10 @@ pub struct Standalone {
     /// The app allows reporting in CI
     #[arg(long, global = true)]
     pub allow_ci: bool,
+    /// The app's consent group (`Config::consent_group`): its settings are the group's, so
+    /// `disable` here stops every app of the group
+    #[arg(long, global = true, value_name = "GROUP")]
+    pub group: Option<String>,
     /// The command
     #[command(subcommand)]
     pub command: Command,
@@ -1310,6 +1316,9 @@ impl Standalone {
         }
         if let Some(dsn) = &self.dsn {
             config = config.dsn(dsn.clone());
+        }
+        if let Some(group) = &self.group {
+            config = config.consent_group(group.clone());
         }
         if let Err(e) = crate::config::validate_app_name(app) {
             let _ = writeln!(err, "error: {e}");

@@ -638,6 +638,13 @@ impl Config {
         self.app_name.to_ascii_uppercase().replace('-', "_")
     }
 
+    /// The consent group's environment-variable prefix (`acme` reads `ACME_TELEMETRY_OFF`).
+    pub(crate) fn group_env_prefix(&self) -> Option<String> {
+        self.consent_group
+            .as_ref()
+            .map(|g| g.to_ascii_uppercase().replace('-', "_"))
+    }
+
     /// The command shown to users in messages: [`Config::cli_command`] or `"<app> telemetry"`.
     pub(crate) fn command(&self) -> String {
         self.cli_command

@@ -99,10 +99,11 @@ impl Decision {
             self.next,
             NextStep::Ask | NextStep::CannotAsk | NextStep::Notice
         ) || self.crash_reason == "disabled: no consent"
-            || self
-                .crash_reasons
-                .iter()
-                .all(|r| r.starts_with("disabled: no consent given yet"))
+            || (!self.crash_reasons.is_empty()
+                && self
+                    .crash_reasons
+                    .iter()
+                    .all(|r| r.starts_with("disabled: no consent given yet")))
     }
 
     /// Whether nothing at all may be sent.
@@ -185,6 +186,28 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
         }
     }
 
+    // A parent process's "no" for one kind (or both): it never turns anything on.
+    for (name, value) in inputs.env.inherited_no() {
+        let kinds: Vec<String> = value
+            .split(',')
+            .map(|k| k.trim().to_ascii_lowercase())
+            .filter(|k| !k.is_empty())
+            .collect();
+        if kinds.is_empty() {
+            continue;
+        }
+        let reason = format!("disabled by {name}={value} (inherited from the parent process)");
+        let crash = kinds.iter().any(|k| k != "usage");
+        let usage = kinds.iter().any(|k| k != "crash");
+        if crash {
+            crash_no.push(reason.clone());
+        }
+        if usage {
+            usage_no.push(reason);
+        }
+        blocked |= crash && usage;
+    }
+
     if let Some(value) = inputs.env.get("DO_NOT_TRACK") {
         let v = value.trim();
         if !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false")) {
@@ -199,7 +222,7 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
 
     if let Some(file) = inputs.env.project_opt_out() {
         both_no(
-            format!("disabled by the project's file {} (off)", file.display()),
+            format!("disabled by the project's file {}", file.display()),
             &mut crash_no,
             &mut usage_no,
         );
@@ -425,21 +448,35 @@ pub(crate) fn decide_for(
 }
 
 /// The environment a child process needs to keep this process's "no": `DO_NOT_TRACK=1` and
-/// `<APP>_TELEMETRY=0` when nothing may be sent (a rule or the user said no, not merely
-/// undecided), `<APP>_TELEMETRY=crash` or `usage` when one kind is off. A "yes" is not
+/// `<APP>_TELEMETRY=0` when nothing may be recorded (a rule or the user said no, not merely
+/// undecided); `<PREFIX>_TELEMETRY_OFF=crash` (`usage`, `crash,usage`) for each prefix (the
+/// app's, then its consent group's) when a kind is off or kept locally. A "yes" is never
 /// exported: the child decides with its own settings.
-pub(crate) fn child_vars(prefix: &str, d: &Decision) -> Vec<(String, String)> {
-    let var = format!("{prefix}_TELEMETRY");
-    match (d.crash, d.usage) {
-        (true, true) => Vec::new(),
-        (true, false) => vec![(var, "crash".to_owned())],
-        (false, true) => vec![(var, "usage".to_owned())],
-        (false, false) if d.next == NextStep::None && !d.undecided() => vec![
-            (var, "0".to_owned()),
-            ("DO_NOT_TRACK".to_owned(), "1".to_owned()),
-        ],
-        (false, false) => Vec::new(),
+pub(crate) fn child_vars(prefixes: &[String], d: &Decision) -> Vec<(String, String)> {
+    let sends = |on: bool, mode: Mode| on && mode == Mode::On;
+    if !d.crash && !d.usage {
+        return match prefixes.first() {
+            Some(app) if d.next == NextStep::None && !d.undecided() => vec![
+                (format!("{app}_TELEMETRY"), "0".to_owned()),
+                ("DO_NOT_TRACK".to_owned(), "1".to_owned()),
+            ],
+            _ => Vec::new(),
+        };
     }
+    let off: Vec<&str> = [
+        (!sends(d.crash, d.crash_mode)).then_some("crash"),
+        (!sends(d.usage, d.usage_mode)).then_some("usage"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if off.is_empty() {
+        return Vec::new();
+    }
+    prefixes
+        .iter()
+        .map(|p| (format!("{p}_{}", crate::env::INHERITED_NO), off.join(",")))
+        .collect()
 }
 
 /// Whether an RFC 3339 time is less than a day ago (a time in the future counts as now).
@@ -559,9 +596,12 @@ pub(crate) fn notice_version(config: &Config) -> Option<String> {
     if config.standalone {
         return None;
     }
-    // What is collected, and nothing else: not the app's name, command or hosts, so members
-    // of a consent group share one version. Two parts, `reports/usage`: an app that sends
-    // no usage (`-`) is covered by a consent given for the reports alone.
+    // What is collected and whether it leaves the machine, nothing else: not the app's
+    // name, command or hosts, so members of a consent group share one version. Two parts,
+    // `reports/usage`: an app that sends no usage (`-`) is covered by a consent given for
+    // the reports alone. An app without a DSN keeps its reports on the machine, and says
+    // so; the version that adds a DSN asks again, so that nothing kept under the first
+    // notice is uploaded by it.
     let fnv = |text: &str| {
         // FNV-1a, 64 bits: stable across Rust versions, unlike `DefaultHasher`.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -571,7 +611,11 @@ pub(crate) fn notice_version(config: &Config) -> Option<String> {
         }
         format!("{h:016x}")
     };
-    let reports = fnv(&REPORT_FIELDS.join("\n"));
+    let reports = fnv(&format!(
+        "{}\n{}",
+        REPORT_FIELDS.join("\n"),
+        if config.dsn.is_some() { "sent" } else { "kept" }
+    ));
     let usage = if config.usage_sink.is_some() {
         let mut events = config.usage_events.clone();
         events.sort_unstable();

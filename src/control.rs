@@ -87,7 +87,7 @@ pub(crate) fn enable_settings(
         // from before it (never uploaded by it). On to on keeps the moment it was given.
         let was_local = d.crash_reports == Mode::Local || d.usage == Mode::Local;
         if was_local && mode == Mode::On {
-            d.consent.decided = false;
+            d.consent.renew(via);
         }
         d.sync = true;
         match scope {
@@ -119,7 +119,17 @@ pub(crate) fn record_answer(
     via: ConsentSource,
     notice_version: Option<&str>,
 ) -> Result<(), SettingsError> {
-    if granted {
+    let d = settings.data();
+    let had_consent = d.consent.decided && d.consent.granted && d.sync;
+    if granted && had_consent {
+        // A "yes" to a new notice version: it renews what was already given (from now on:
+        // nothing captured under the old notice is uploaded by it) and turns on nothing the
+        // user had turned off or kept local.
+        settings.modify(|d| {
+            d.notice_version = notice_version.map(str::to_owned);
+            d.consent.renew(via);
+        })
+    } else if granted {
         enable_settings(settings, Scope::All, via, Mode::On, notice_version)
     } else {
         settings.modify(|d| {
@@ -273,4 +283,43 @@ pub(crate) fn disable_with(
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_with(json: &str) -> (tempfile::TempDir, Settings) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        std::fs::write(&path, json).unwrap();
+        let settings = Settings::load_from(&path).unwrap();
+        (dir, settings)
+    }
+
+    #[test]
+    fn a_yes_to_a_new_notice_keeps_a_kind_turned_off_or_local() {
+        let (_dir, mut settings) = settings_with(
+            r#"{"sync": true, "crash_reports": "local", "usage": false,
+                "consent": {"decided": true, "granted": true, "via": "cli",
+                            "at": "2026-11-01T00:00:00Z"},
+                "notice_version": "v1"}"#,
+        );
+        record_answer(&mut settings, true, ConsentSource::Prompt, Some("v2")).unwrap();
+        let d = settings.data();
+        assert_eq!(d.crash_reports, Mode::Local);
+        assert_eq!(d.usage, Mode::Off);
+        assert_eq!(d.notice_version.as_deref(), Some("v2"));
+        assert_ne!(
+            d.consent.at.as_deref(),
+            Some("2026-11-01T00:00:00Z"),
+            "a yes to a new notice counts from now"
+        );
+
+        // A first "yes" turns both on.
+        let (_dir, mut fresh) = settings_with("{}");
+        record_answer(&mut fresh, true, ConsentSource::Prompt, Some("v2")).unwrap();
+        assert_eq!(fresh.data().crash_reports, Mode::On);
+        assert_eq!(fresh.data().usage, Mode::On);
+    }
 }

@@ -37,14 +37,20 @@ pub(crate) struct EnvSnapshot {
     project_opt_out: Option<std::path::PathBuf>,
 }
 
+/// The suffix of the variable that carries a parent process's "no" for one kind
+/// (`MYAPP_TELEMETRY_OFF=usage`): it only ever turns a kind off, never on.
+pub(crate) const INHERITED_NO: &str = "TELEMETRY_OFF";
+
 /// The most directories walked up from the working directory to find a repository root.
 const PROJECT_WALK_MAX: usize = 64;
 
 /// The project-level opt-out file of `app` that applies here: walks up from the working
 /// directory to the first directory holding `.git` (a directory, or a file for worktrees
-/// and submodules) and returns `<root>/.<app>-telemetry` if it says `off` (`0`, `false`,
-/// `no` too). Committed to a repository, it turns reporting off for everyone who runs the app
-/// there. Read with the same care as every file (regular, not a link, 1 KiB at most).
+/// and submodules) and returns `<root>/.<app>-telemetry` unless its first line that is not
+/// blank or a `#` comment says `on` (`1`, `true`, `yes` too). Committed to a repository, it
+/// turns reporting off for everyone who runs the app there. It fails closed: a file that is
+/// not a regular file (a link, a FIFO), cannot be read, is larger than 64 KiB or says
+/// anything else is an opt-out too. A leading byte-order mark is ignored.
 pub(crate) fn project_opt_out(app: &str) -> Option<std::path::PathBuf> {
     project_opt_out_from(&std::env::current_dir().ok()?, app)
 }
@@ -55,13 +61,17 @@ fn project_opt_out_from(cwd: &std::path::Path, app: &str) -> Option<std::path::P
         .take(PROJECT_WALK_MAX)
         .find(|dir| std::fs::symlink_metadata(dir.join(".git")).is_ok())?;
     let file = root.join(format!(".{app}-telemetry"));
-    let bytes = crate::fsx::read_capped(&file, 1024).ok()?;
+    std::fs::symlink_metadata(&file).ok()?;
+    let Ok(bytes) = crate::fsx::read_capped(&file, 64 * 1024) else {
+        return Some(file);
+    };
     let text = String::from_utf8_lossy(&bytes);
-    let first = text
+    let says_on = text
         .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
-    is_false_like(first).then_some(file)
+        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}'))
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .is_some_and(|first| is_true_like(first) || first.eq_ignore_ascii_case("on"));
+    (!says_on).then_some(file)
 }
 
 /// The placeholder [`EnvSnapshot::get`] returns for a value that is not UTF-8: set,
@@ -75,7 +85,13 @@ impl EnvSnapshot {
         let mut names: Vec<String> = vec!["DO_NOT_TRACK".into()];
         names.extend(CI_VARS.iter().map(|(name, _)| (*name).to_owned()));
         names.extend(RANK_VARS.iter().map(|name| (*name).to_owned()));
-        for suffix in ["TELEMETRY", "TELEMETRY_DEBUG", "CONFIG_DIR", "DATA_DIR"] {
+        for suffix in [
+            "TELEMETRY",
+            "TELEMETRY_DEBUG",
+            INHERITED_NO,
+            "CONFIG_DIR",
+            "DATA_DIR",
+        ] {
             names.push(format!("{prefix}_{suffix}"));
         }
         Self::from_pairs(
@@ -85,11 +101,26 @@ impl EnvSnapshot {
         )
     }
 
-    /// [`EnvSnapshot::from_process`] for `app`, with its project-level opt-out file.
-    pub(crate) fn for_app(app: &str, prefix: &str) -> Self {
+    /// [`EnvSnapshot::from_process`] for `app`, with its project-level opt-out file and,
+    /// for a member of a consent group, the group's inherited "no" (`<GROUP>_TELEMETRY_OFF`).
+    pub(crate) fn for_app(app: &str, prefix: &str, group_prefix: Option<&str>) -> Self {
         let mut env = Self::from_process(prefix);
+        if let Some(group) = group_prefix {
+            let name = format!("{group}_{INHERITED_NO}");
+            if let Some(value) = std::env::var_os(&name) {
+                env.vars.insert(name, value);
+            }
+        }
         env.project_opt_out = project_opt_out(app);
         env
+    }
+
+    /// The inherited "no"s (`<PREFIX>_TELEMETRY_OFF=crash,usage`), as `(name, value)`.
+    pub(crate) fn inherited_no(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars
+            .keys()
+            .filter(|name| name.ends_with(&format!("_{INHERITED_NO}")))
+            .filter_map(|name| Some((name.as_str(), self.get(name)?)))
     }
 
     /// The project-level opt-out file that applies, if any.
@@ -210,6 +241,35 @@ mod tests {
         assert_eq!(none, None);
         assert_eq!(found, Some(root.join(".myapp-telemetry")));
         assert_eq!(on, None);
+        // It fails closed: what is not a clear "on" is an opt-out.
+        let file = root.join(".myapp-telemetry");
+        let opt_out = |content: &[u8]| {
+            std::fs::write(&file, content).unwrap();
+            project_opt_out_from(&cwd, "myapp")
+        };
+        assert!(opt_out("\u{feff}off\n".as_bytes()).is_some(), "a BOM");
+        assert!(
+            opt_out("\u{feff}on\n".as_bytes()).is_none(),
+            "a BOM before on"
+        );
+        assert!(opt_out(b"of\n").is_some(), "a typo");
+        assert!(opt_out(b"").is_some(), "an empty file");
+        let long = format!("{}\noff\n", "# a long header\n".repeat(200));
+        assert!(opt_out(long.as_bytes()).is_some(), "past 1 KiB");
+        assert!(
+            opt_out(&vec![b'#'; 100 * 1024]).is_some(),
+            "too large to read"
+        );
+        std::fs::remove_file(&file).unwrap();
+        #[cfg(unix)]
+        {
+            std::fs::write(root.join("target"), "on\n").unwrap();
+            std::os::unix::fs::symlink(root.join("target"), &file).unwrap();
+            assert!(
+                project_opt_out_from(&cwd, "myapp").is_some(),
+                "a link is not followed, and counts as off"
+            );
+        }
     }
 
     #[test]

@@ -106,9 +106,16 @@ pub(crate) fn consent_since(data: &crate::settings::SettingsData) -> Option<std:
     if !(c.decided && c.granted) {
         return None;
     }
+    // A file without the moment (written before it was recorded) sets no limit; a moment
+    // that does not parse fails closed: consent counts from now.
     let at = c.at.as_deref()?;
-    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
-    Some(std::time::SystemTime::from(t))
+    Some(
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+            .map_or_else(
+                |_| std::time::SystemTime::now(),
+                std::time::SystemTime::from,
+            ),
+    )
 }
 
 impl ConsentOnDisk {
@@ -179,11 +186,16 @@ impl ConsentOnDisk {
         if let Ok(mut d) = self.decision.lock() {
             d.crash &= !crash;
             d.usage &= !usage;
+            let reason = "disabled in this process (consentry::disable)";
             if crash {
                 d.crash_mode = crate::settings::Mode::Off;
+                d.crash_reason = reason.to_owned();
+                d.crash_reasons.insert(0, reason.to_owned());
             }
             if usage {
                 d.usage_mode = crate::settings::Mode::Off;
+                d.usage_reason = reason.to_owned();
+                d.usage_reasons.insert(0, reason.to_owned());
             }
         }
     }
@@ -253,6 +265,28 @@ mod tests {
         d.crash_mode = crate::settings::Mode::On;
         d.usage_mode = crate::settings::Mode::On;
         d
+    }
+
+    #[test]
+    fn the_moment_of_consent_fails_closed() {
+        let mut data = SettingsData::default();
+        data.consent.decided = true;
+        data.consent.granted = true;
+        data.consent.at = Some("2026-11-01T00:00:00Z".into());
+        let given = consent_since(&data).unwrap();
+        assert!(given < std::time::SystemTime::now());
+        data.consent.at = Some("yesterday".into());
+        let before = std::time::SystemTime::now();
+        assert!(
+            consent_since(&data).unwrap() >= before,
+            "unreadable: from now"
+        );
+        data.consent.at = None;
+        assert_eq!(
+            consent_since(&data),
+            None,
+            "a file from before the moment was kept"
+        );
     }
 
     #[test]

@@ -72,7 +72,11 @@ pub struct Status {
 /// assert!(status.crash_destination.contains("no DSN"));
 /// ```
 pub fn status_on_disk(config: &Config) -> Status {
-    let env = EnvSnapshot::for_app(&config.app_name, &config.env_prefix());
+    let env = EnvSnapshot::for_app(
+        &config.app_name,
+        &config.env_prefix(),
+        config.group_env_prefix().as_deref(),
+    );
     let paths = Paths::resolve(config, &env);
     let settings_file = paths.settings_file();
     let settings = Settings::load_for(config, &paths).map_err(|e| e.to_string());
@@ -424,7 +428,11 @@ pub struct Preview {
 /// ```
 pub fn preview(config: &Config) -> Result<Preview, PreviewError> {
     config.validate()?;
-    let env = EnvSnapshot::for_app(&config.app_name, &config.env_prefix());
+    let env = EnvSnapshot::for_app(
+        &config.app_name,
+        &config.env_prefix(),
+        config.group_env_prefix().as_deref(),
+    );
     let paths = Paths::resolve(config, &env);
     let ids = Settings::load_for(config, &paths)
         .ok()

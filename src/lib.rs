@@ -168,8 +168,10 @@ pub fn current_decision() -> Decision {
 /// The environment variables a child process needs to keep this process's "no", even where
 /// its settings directory differs (a sidecar, a daemon, the app spawning itself):
 /// `DO_NOT_TRACK=1` and `<APP>_TELEMETRY=0` when the user or a rule said no,
-/// `<APP>_TELEMETRY=crash` (or `usage`) when one kind is off. Empty before `init`, when
-/// everything is on, and when nobody has decided yet.
+/// `<APP>_TELEMETRY_OFF=usage` (`crash`, `crash,usage`; also `<GROUP>_TELEMETRY_OFF` in a
+/// consent group) when a kind is off or kept on this machine only. Such a variable only
+/// ever turns a kind off in the child; a "yes" is never passed on. Empty before `init`,
+/// when everything is on, and when nobody has decided yet.
 ///
 /// ```
 /// let mut cmd = std::process::Command::new("true");
@@ -178,7 +180,12 @@ pub fn current_decision() -> Decision {
 pub fn child_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     catch_unwind(|| {
         runtime::current()
-            .map(|rt| consent::child_vars(&rt.config.env_prefix(), &rt.decision()))
+            .map(|rt| {
+                let prefixes: Vec<String> = std::iter::once(rt.config.env_prefix())
+                    .chain(rt.config.group_env_prefix())
+                    .collect();
+                consent::child_vars(&prefixes, &rt.decision())
+            })
             .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))

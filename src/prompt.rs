@@ -12,7 +12,10 @@ pub(crate) fn ask() -> Decision {
         return Decision::off("disabled: consentry::init was not called");
     };
     let decision = ask_consent(&rt);
-    if rt.review.load(std::sync::atomic::Ordering::Acquire) && consent::interactive() {
+    if rt.review.load(std::sync::atomic::Ordering::Acquire)
+        && may_review(&decision, rt.config.parsed_dsn().is_some())
+        && consent::interactive()
+    {
         review_waiting(&rt);
     }
     decision
@@ -87,10 +90,23 @@ fn ask_consent(rt: &std::sync::Arc<crate::runtime::Runtime>) -> Decision {
     }
 }
 
+/// Whether the review question may be asked: only while crash reports may be sent (the
+/// user said yes and no rule says no; not in local mode) and there is a server to send to.
+/// Otherwise the waiting reports are the user's business through `pending`/`send`.
+fn may_review(decision: &Decision, has_server: bool) -> bool {
+    decision.crash && decision.crash_mode == crate::settings::Mode::On && has_server
+}
+
 /// With review on, at an interactive start: what waits is shown and the user decides
 /// (`y` sends, `n` discards, `v` shows them first; no answer keeps them for next time).
+///
+/// Only the reports waiting to be sent are offered: those kept on this machine (local mode,
+/// or saved while reporting was off) are sent only by the user's own `send ID`.
 pub(crate) fn review_waiting(rt: &crate::runtime::Runtime) {
-    let waiting = crate::review::waiting_reports(&rt.config);
+    let waiting: Vec<_> = crate::review::waiting_reports(&rt.config)
+        .into_iter()
+        .filter(|w| !w.kept_locally)
+        .collect();
     if waiting.is_empty() {
         return;
     }
@@ -150,5 +166,30 @@ pub(crate) fn review_waiting(rt: &crate::runtime::Runtime) {
             diag::eprint_line(&format!("Deleted {n} report(s) without sending them."));
         }
         return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Mode;
+
+    #[test]
+    fn review_is_asked_only_while_reports_may_be_sent_to_a_server() {
+        let mut yes = Decision::off("x");
+        yes.crash = true;
+        yes.crash_mode = Mode::On;
+        assert!(may_review(&yes, true));
+        assert!(!may_review(&yes, false), "no server: nothing to send to");
+        let mut local = yes.clone();
+        local.crash_mode = Mode::Local;
+        assert!(
+            !may_review(&local, true),
+            "local mode: only the user's own send"
+        );
+        assert!(
+            !may_review(&Decision::off("disabled by DO_NOT_TRACK=1"), true),
+            "a no is not a question"
+        );
     }
 }

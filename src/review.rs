@@ -55,6 +55,12 @@ pub enum ReviewError {
     /// More than one report starts with this prefix.
     #[error("'{0}' matches more than one waiting report; give more of the id")]
     Ambiguous(String),
+    /// Fewer than 4 characters of an id.
+    #[error("'{0}' is too short: give at least 4 characters of the id (see 'pending')")]
+    TooShort(String),
+    /// Debug mode (`<APP>_TELEMETRY_DEBUG`) is on, which sends nothing.
+    #[error("debug mode is on ({0}): nothing is sent; unset it to send")]
+    DebugMode(String),
     /// The app has no server to send to.
     #[error("no server is configured (no DSN): the report can only be kept or discarded")]
     NoServer,
@@ -205,7 +211,7 @@ pub(crate) fn waiting_usage(config: &Config) -> Vec<WaitingUsage> {
 pub fn find_report(config: &Config, id: &str) -> Result<Waiting, ReviewError> {
     let id = id.trim().to_ascii_lowercase().replace('-', "");
     if id.len() < 4 {
-        return Err(ReviewError::Ambiguous(id));
+        return Err(ReviewError::TooShort(id));
     }
     let mut found: Vec<Waiting> = waiting_reports(config)
         .into_iter()
@@ -239,6 +245,10 @@ impl Gate for Explicit {
 /// Sends one waiting report now, because the user said so (see the module docs), and
 /// removes it once the server took it.
 pub(crate) fn send(config: &Config, report: &Waiting) -> Result<(), ReviewError> {
+    let prefix = config.env_prefix();
+    if crate::env::EnvSnapshot::from_process(&prefix).debug(&prefix) {
+        return Err(ReviewError::DebugMode(format!("{prefix}_TELEMETRY_DEBUG")));
+    }
     let dsn = config.parsed_dsn().ok_or(ReviewError::NoServer)?;
     let target = crate::transport::SentryTarget::new(&dsn);
     let paths = Paths::of(config);

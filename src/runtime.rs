@@ -283,7 +283,11 @@ pub(crate) fn init(config: Config) -> Guard {
         drop(consentry_api::backend::drain_early());
         return Guard { runtime: None };
     }
-    let env = EnvSnapshot::for_app(&config.app_name, &config.env_prefix());
+    let env = EnvSnapshot::for_app(
+        &config.app_name,
+        &config.env_prefix(),
+        config.group_env_prefix().as_deref(),
+    );
     warn_unusable_dirs(&config, &env);
     let paths = Paths::resolve(&config, &env);
     let (settings, decision) = decide_on_disk(
@@ -335,7 +339,8 @@ pub(crate) fn init(config: Config) -> Guard {
         let recorded = settings.modify(|d| {
             d.notice_shown_at = Some(crate::settings::now_rfc3339());
             d.notice_version = version.clone();
-            d.consent.decide(true, ConsentSource::Default);
+            // First run or a new notice version: consent from now on.
+            d.consent.renew(ConsentSource::Default);
         });
         settings_since = crate::gate::consent_since(settings.data());
         if let Err(e) = recorded {

@@ -146,6 +146,13 @@ impl Consent {
         self.was_granted = was_granted;
     }
 
+    /// A "yes" given anew (to a new notice version, or from local to on): the moment moves
+    /// to now, so nothing captured before it is uploaded by it.
+    pub(crate) fn renew(&mut self, via: ConsentSource) {
+        self.decided = false;
+        self.decide(true, via);
+    }
+
     /// Whether consent was given at some point, so the anonymous id may have been sent. A
     /// later "no" does not undo that; an id never used needs no deletion request.
     pub(crate) fn decided_yes_once(&self) -> bool {
@@ -845,9 +852,14 @@ impl Settings {
         create_private_dir(fsx::parent_dir(&path))?;
         let data = with_lock(&path, || {
             let mut data = match read_settings_file(&path) {
-                Ok(bytes) => parse(&bytes)
-                    .map(|(data, _)| data)
-                    .unwrap_or_else(|_| self.data.clone()),
+                // A file that does not parse (emptied by a "no" on a full disk, mistyped) is
+                // a "no": this object's older copy must not write a stale "yes" back.
+                Ok(bytes) => parse(&bytes).map(|(data, _)| data).unwrap_or_else(|_| {
+                    let mut no = self.data.clone();
+                    no.sync = false;
+                    no.consent = Consent::record(false, ConsentSource::Recovered);
+                    no
+                }),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => self.data.clone(),
                 Err(e) => return Err(io_err("read", &path)(e)),
             };
@@ -1218,6 +1230,25 @@ mod tests {
         );
         assert!(parse_assignment("sync").is_err());
         assert!(parse_assignment("=1").is_err());
+    }
+
+    #[test]
+    fn an_emptied_file_is_not_overwritten_with_a_stale_yes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        std::fs::write(
+            &path,
+            r#"{"sync": true, "consent": {"decided": true, "granted": true, "via": "cli"}}"#,
+        )
+        .unwrap();
+        let mut held = Settings::load_from(&path).unwrap();
+        assert!(held.data().sync);
+        // Another process's "no" on a full disk empties the file.
+        std::fs::write(&path, b"").unwrap();
+        held.update([("review", "true")]).unwrap();
+        let on_disk = Settings::load_from(&path).unwrap();
+        assert!(!on_disk.data().sync, "{:?}", on_disk.data());
+        assert!(!on_disk.consent().granted, "{:?}", on_disk.consent());
     }
 
     #[test]

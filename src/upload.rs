@@ -234,7 +234,9 @@ impl Uploads {
                 continue;
             };
             let record = crate::report::event_of_envelope(&bytes).unwrap_or_default();
-            let captured_at = captured_at(&record);
+            // A report whose capture time cannot be read counts as captured before any
+            // consent (it fails closed).
+            let captured_at = Some(captured_at(&record).unwrap_or(std::time::UNIX_EPOCH));
             // Captured before consent was given: kept for an explicit `telemetry send`,
             // never uploaded by the "yes" that came later.
             if captured_at.is_some_and(|at| !cx.gate.allows_captured_at(egress::Kind::Crash, at)) {
@@ -506,6 +508,33 @@ mod tests {
         assert_eq!(s.outbox.list().len(), 2, "kept for an explicit send");
         flush(&s, &GivenNow(SystemTime::now() - Duration::from_secs(60)));
         assert_eq!(s.seen.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_report_without_a_capture_time_counts_as_from_before_consent() {
+        let s = setup(1, vec![]);
+        let path = s.outbox.list()[0].path.clone();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut event: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+        assert!(event.as_object_mut().unwrap().remove("timestamp").is_some());
+        let payload = serde_json::to_string(&event).unwrap();
+        let mut item: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        item["length"] = payload.len().into();
+        std::fs::write(&path, format!("{}\n{item}\n{payload}\n", lines[0])).unwrap();
+        flush(&s, &GivenNow(SystemTime::now() - Duration::from_secs(60)));
+        assert_eq!(
+            s.seen.load(Ordering::SeqCst),
+            0,
+            "held for an explicit send"
+        );
+        assert_eq!(s.outbox.list().len(), 1);
+        flush(&s, &YesFor(AtomicUsize::new(10)));
+        assert_eq!(
+            s.seen.load(Ordering::SeqCst),
+            1,
+            "no consent time: no limit"
+        );
     }
 
     #[test]

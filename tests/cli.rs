@@ -865,6 +865,41 @@ fn pending_lists_the_outbox_and_the_kept_reports() {
 }
 
 #[test]
+fn the_binary_manages_a_consent_group_s_shared_settings() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["--app", "acme-cli", "--group", "acme", "enable"]);
+    let shared = home.path().join("config/acme/settings.json");
+    assert!(shared.exists(), "the group's settings file");
+    assert!(
+        !home.path().join("config/acme-cli").exists(),
+        "not a file of the app's own"
+    );
+    run(&["--app", "acme-lsp", "--group", "acme", "disable"]);
+    let s: Value = serde_json::from_slice(&std::fs::read(&shared).unwrap()).unwrap();
+    assert_eq!(s["sync"], false, "one member's no is the group's: {s}");
+    let status = run(&["--app", "acme-cli", "--group", "acme", "status"]);
+    assert!(status.contains("crash reports: off"), "{status}");
+}
+
+#[test]
 fn pending_lists_usage_batches_and_disable_usage_deletes_them() {
     let env = Env::new();
     let env_ok = env.run(&["enable"]);
@@ -995,6 +1030,13 @@ fn a_bad_or_ambiguous_id_is_a_clear_usage_error() {
             "{cmd}: {}",
             r.stderr()
         );
+        let r = env.run(&[cmd, "zz"]);
+        assert_eq!(r.code(), 2, "{cmd}: {}", r.stderr());
+        assert!(
+            r.stderr().contains("'zz' is too short"),
+            "{cmd}: {}",
+            r.stderr()
+        );
         let r = env.run(&[cmd, "0123abcd"]);
         assert_eq!(r.code(), 2, "{cmd}: {}", r.stderr());
         assert!(
@@ -1112,7 +1154,7 @@ fn a_project_file_saying_off_turns_reporting_off_and_is_named() {
         };
         assert_eq!(r.code(), 0, "{}", r.stderr());
         let out = r.stdout();
-        let expected = format!("disabled by the project's file {} (off)", file.display());
+        let expected = format!("disabled by the project's file {}", file.display());
         assert!(out.contains("crash reports: off"), "{cwd:?}: {out}");
         assert!(out.contains("usage pings:   off"), "{cwd:?}: {out}");
         assert!(out.contains(&expected), "{cwd:?}: {out}");

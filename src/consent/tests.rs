@@ -300,7 +300,7 @@ fn children_inherit_a_no_but_not_an_open_question() {
             notice_version: None,
         })
     };
-    let vars = |d: &Decision| child_vars("MYAPP", d);
+    let vars = |d: &Decision| child_vars(&["MYAPP".to_owned()], d);
     let no = decide_with(&[("DO_NOT_TRACK", "1")], S::Granted, false);
     assert_eq!(
         vars(&no),
@@ -319,15 +319,51 @@ fn children_inherit_a_no_but_not_an_open_question() {
         vars(&decide_with(&[], S::Fresh, false)).is_empty(),
         "undecided"
     );
+    // One kind off: a variable that only turns that kind off, for the app and its group.
+    let partial = decide_with(&[], S::GrantedUsageOff, false);
     assert_eq!(
-        vars(&decide_with(&[], S::GrantedUsageOff, false)),
-        [("MYAPP_TELEMETRY".to_owned(), "crash".to_owned())]
+        vars(&partial),
+        [("MYAPP_TELEMETRY_OFF".to_owned(), "usage".to_owned())]
     );
-    // What the child then decides with its own, fresh settings: the same no.
-    let child = decide_with(&[("MYAPP_TELEMETRY", "crash")], S::Fresh, false);
-    assert!(child.crash && !child.usage);
-    let child = decide_with(&[("MYAPP_TELEMETRY", "usage")], S::Fresh, false);
-    assert!(!child.crash && child.usage);
+    assert_eq!(
+        child_vars(&["MYAPP".to_owned(), "ACME".to_owned()], &partial),
+        [
+            ("MYAPP_TELEMETRY_OFF".to_owned(), "usage".to_owned()),
+            ("ACME_TELEMETRY_OFF".to_owned(), "usage".to_owned())
+        ]
+    );
+    // What the child then decides: the same no, and no "yes" it did not give itself.
+    let child = decide_with(&[("MYAPP_TELEMETRY_OFF", "usage")], S::Fresh, false);
+    assert!(!child.crash && !child.usage, "nothing granted: {child:?}");
+    let child = decide_with(&[("MYAPP_TELEMETRY_OFF", "usage")], S::Granted, false);
+    assert!(child.crash && !child.usage, "{child:?}");
+    assert!(child.usage_reason.contains("inherited"), "{child:?}");
+    let child = decide_with(&[("ACME_TELEMETRY_OFF", "crash")], S::Granted, false);
+    assert!(!child.crash && child.usage, "{child:?}");
+    // An unknown value turns both off.
+    let child = decide_with(&[("MYAPP_TELEMETRY_OFF", "bogus")], S::Granted, false);
+    assert!(!child.crash && !child.usage, "{child:?}");
+    assert!(!child.can_ask(), "a parent's no is not a question");
+    // Local mode is not sending: the child keeps it off.
+    let mut local = decide_with(&[], S::Granted, false);
+    local.crash_mode = Mode::Local;
+    assert_eq!(
+        vars(&local),
+        [("MYAPP_TELEMETRY_OFF".to_owned(), "crash".to_owned())]
+    );
+    local.usage_mode = Mode::Local;
+    assert_eq!(
+        vars(&local),
+        [("MYAPP_TELEMETRY_OFF".to_owned(), "crash,usage".to_owned())]
+    );
+    // A "no" given in this process (`disable` flips the switches, no rule is recorded) is
+    // still passed on.
+    let mut withdrawn = decide_with(&[], S::Granted, false);
+    withdrawn.crash = false;
+    withdrawn.usage = false;
+    withdrawn.crash_reasons.clear();
+    withdrawn.usage_reasons.clear();
+    assert_eq!(vars(&withdrawn).len(), 2, "{withdrawn:?}");
 }
 
 #[test]
@@ -398,4 +434,11 @@ fn a_notice_version_is_about_what_is_collected_not_who_asks() {
     let mut standalone = Config::new("acme-cli", "1.0");
     standalone.standalone = true;
     assert_eq!(notice_version(&standalone), None);
+    // Reports kept on the machine (no DSN) and reports sent are two notices: the version
+    // that adds a DSN is not covered by a consent to the first.
+    let kept = Config::new("acme-cli", "1.0");
+    let sent = kept.clone().dsn("https://key@o1.ingest.example/1");
+    assert!(!covers(&v(&kept), &v(&sent)), "adding a DSN asks again");
+    let elsewhere = kept.clone().dsn("https://key@other.example/2");
+    assert_eq!(v(&sent), v(&elsewhere), "the host is not part of it");
 }

@@ -321,7 +321,8 @@ fn child_env_exports_a_one_kind_no_and_nothing_for_a_yes_or_undecided() {
     let exported = child_env_of(&ok(with_server(&dirs, "child-env", &server)));
     assert_eq!(
         exported,
-        vec![("FIXTURE_TELEMETRY".to_owned(), "usage".to_owned())]
+        vec![("FIXTURE_TELEMETRY_OFF".to_owned(), "crash".to_owned())],
+        "only a no is passed on, never the yes for usage"
     );
 
     let yes = Dirs::new();
@@ -367,7 +368,7 @@ fn a_project_file_in_the_repository_stops_everything() {
         let file = repo.path().join(".fixture-telemetry");
         assert!(
             out.contains(&format!(
-                "disabled by the project's file {} (off)",
+                "disabled by the project's file {}",
                 file.display()
             )),
             "{out}"

@@ -394,6 +394,7 @@ fn main() {
             dsn: None,
             policy: None,
             allow_ci: false,
+            group: None,
             command,
         };
         let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
