@@ -74,6 +74,7 @@ pub(crate) fn recorded_no(data: &crate::settings::SettingsData) -> Withdrawn {
     Withdrawn {
         crash: declined || data.crash_reports.is_off(),
         usage: declined || data.usage.is_off(),
+        review: false,
     }
 }
 
@@ -82,6 +83,8 @@ pub(crate) fn recorded_no(data: &crate::settings::SettingsData) -> Withdrawn {
 pub(crate) struct Withdrawn {
     pub(crate) crash: bool,
     pub(crate) usage: bool,
+    /// The settings now ask for crash reports to wait for review (fewer sends: at once).
+    pub(crate) review: bool,
 }
 
 /// The live consent of one process.
@@ -232,6 +235,7 @@ impl ConsentOnDisk {
         let withdrawn = Withdrawn {
             crash: was.crash && !decision.crash,
             usage: was.usage && !decision.usage,
+            review: settings.as_ref().is_ok_and(|s| s.data().review),
         };
         let mut merged = decision;
         merged.crash &= was.crash;
@@ -307,7 +311,8 @@ mod tests {
             gate.recheck(),
             Withdrawn {
                 crash: true,
-                usage: false
+                usage: false,
+                review: false
             }
         );
         assert!(!gate.decision().crash && gate.decision().usage);
@@ -315,6 +320,9 @@ mod tests {
         s.update([("crash_reports", true)]).unwrap();
         assert_eq!(gate.recheck(), Withdrawn::default());
         assert!(!gate.decision().crash);
+        // `review=true` set elsewhere holds reports from the next check on.
+        s.update([("review", true)]).unwrap();
+        assert!(gate.recheck().review);
     }
 
     #[test]
@@ -343,7 +351,8 @@ mod tests {
             recorded_no(&d),
             Withdrawn {
                 crash: false,
-                usage: true
+                usage: true,
+                review: false
             }
         );
         d.sync = false;

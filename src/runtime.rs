@@ -1009,6 +1009,11 @@ impl Runtime {
     /// Consent withdrawn for `withdrawn`'s kinds, here or in another process: switches off,
     /// and what waits is deleted (the outbox, the usage store and queue).
     fn withdrawn(&self, withdrawn: Withdrawn) {
+        // `review=true` set in another process holds crash reports from now on (turning it
+        // off waits for the next start, as any change towards more sends does).
+        if withdrawn.review {
+            self.review.store(true, Ordering::Release);
+        }
         if withdrawn.crash {
             switch::set_crash(false);
             if let Some(outbox) = &self.outbox {
@@ -1027,7 +1032,11 @@ impl Runtime {
     /// Marks consent withdrawn in this process (after `disable` here).
     pub(crate) fn turn_off(&self, crash: bool, usage: bool) {
         self.consent.withdraw(crash, usage);
-        self.withdrawn(Withdrawn { crash, usage });
+        self.withdrawn(Withdrawn {
+            crash,
+            usage,
+            review: false,
+        });
     }
 
     /// The usage queue `track` writes to (and whether debug mode wants warnings).
