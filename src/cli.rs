@@ -862,6 +862,32 @@ struct Done {
     bytes: usize,
 }
 
+impl Done {
+    /// A line that cannot be scrubbed: counted and said (with `null` written in its place
+    /// when `null`). Returns whether the run stops here (no `keep_going`).
+    fn reject(
+        &mut self,
+        name: &str,
+        lineno: usize,
+        problem: &str,
+        null: bool,
+        keep_going: bool,
+    ) -> bool {
+        if null {
+            self.out.extend_from_slice(b"null\n");
+            let _ = writeln!(
+                self.err,
+                "error: {name}: line {lineno}: {problem}; wrote null"
+            );
+        } else {
+            let _ = writeln!(self.err, "error: {name}: line {lineno}: {problem}");
+        }
+        self.bad += 1;
+        self.stop = !keep_going;
+        self.stop
+    }
+}
+
 /// How reading one line ended.
 enum Got {
     Eof,
@@ -993,21 +1019,10 @@ fn scrub_chunk(chunk: Chunk, name: &str, scrub: &ScrubFn<'_>, keep_going: bool) 
                 problem,
                 null,
             } => {
-                if null {
-                    done.out.extend_from_slice(b"null\n");
-                    let _ = writeln!(
-                        done.err,
-                        "error: {name}: line {lineno}: {problem}; wrote null"
-                    );
-                } else {
-                    let _ = writeln!(done.err, "error: {name}: line {lineno}: {problem}");
+                if done.reject(name, lineno, &problem, null, keep_going) {
+                    return done;
                 }
-                done.bad += 1;
-                if keep_going {
-                    continue;
-                }
-                done.stop = true;
-                return done;
+                continue;
             }
             Item::Line { lineno, bytes } => {
                 let parsed = match std::str::from_utf8(&bytes) {
@@ -1025,13 +1040,10 @@ fn scrub_chunk(chunk: Chunk, name: &str, scrub: &ScrubFn<'_>, keep_going: bool) 
         let mut event = match parsed {
             Ok(event) => event,
             Err(problem) => {
-                let _ = writeln!(done.err, "error: {name}: line {lineno}: {problem}");
-                done.bad += 1;
-                if keep_going {
-                    continue;
+                if done.reject(name, lineno, &problem, false, keep_going) {
+                    return done;
                 }
-                done.stop = true;
-                return done;
+                continue;
             }
         };
         let scrubbed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scrub(&mut event)))

@@ -117,9 +117,10 @@ impl EnvSnapshot {
 
     /// The inherited "no"s (`<PREFIX>_TELEMETRY_OFF=crash,usage`), as `(name, value)`.
     pub(crate) fn inherited_no(&self) -> impl Iterator<Item = (&str, &str)> {
+        let suffix = format!("_{INHERITED_NO}");
         self.vars
             .keys()
-            .filter(|name| name.ends_with(&format!("_{INHERITED_NO}")))
+            .filter(move |name| name.ends_with(&suffix))
             .filter_map(|name| Some((name.as_str(), self.get(name)?)))
     }
 
