@@ -487,6 +487,7 @@ fn preview(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failu
         let value = serde_json::json!({
             "usage": {"format": preview.usage_format, "body": preview.usage},
             "crash": preview.crash,
+            "native_crash": preview.native_crash,
             "scrubbed": preview.scrubbed,
         });
         writeln!(out, "{}", pretty(&value))?;
@@ -507,6 +508,14 @@ fn preview(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failu
         "Removed from the crash report before it would leave this machine:"
     )?;
     writeln!(out, "{}", preview.scrubbed)?;
+    if !preview.native_crash.is_null() {
+        writeln!(
+            out,
+            "A crash that is not a panic (here a SIGSEGV), as it would be reported at the next start:"
+        )?;
+        writeln!(out, "{}", pretty(&preview.native_crash))?;
+        writeln!(out)?;
+    }
     writeln!(out, "Nothing was sent.")?;
     Ok(())
 }

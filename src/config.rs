@@ -130,6 +130,7 @@ pub struct Config {
     pub(crate) distributed: bool,
     pub(crate) consent_group: Option<String>,
     pub(crate) save_panics_locally: bool,
+    pub(crate) native_crashes: bool,
     pub(crate) fingerprint: Option<Fingerprint>,
     /// Built by the `consentry` binary, which does not know the app's catalog.
     pub(crate) standalone: bool,
@@ -208,6 +209,7 @@ impl Config {
             distributed: false,
             consent_group: None,
             save_panics_locally: true,
+            native_crashes: true,
             fingerprint: None,
             standalone: false,
             environment: None,
@@ -428,6 +430,23 @@ impl Config {
     /// ```
     pub fn save_panics_locally(mut self, on: bool) -> Self {
         self.save_panics_locally = on;
+        self
+    }
+
+    /// Crashes that are not panics (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGABRT: a bad
+    /// pointer in `unsafe` or FFI code, a stack overflow, `std::process::abort()`) are
+    /// recorded by a signal handler and reported at the next start, through the same
+    /// scrubbing and consent gate. On by default where supported (Linux on x86-64 and ARM64
+    /// with the `native` feature), and only while crash reports are on; `false` installs no
+    /// handler (for an app with its own crash handler). See `PRIVACY.md` for what such a
+    /// report holds.
+    ///
+    /// ```
+    /// let config = consentry::Config::new("myapp", "1.0.0").native_crashes(false);
+    /// # let _ = config;
+    /// ```
+    pub fn native_crashes(mut self, on: bool) -> Self {
+        self.native_crashes = on;
         self
     }
 

@@ -574,6 +574,7 @@ pub(crate) fn disclosure(config: &Config) -> String {
 pub(crate) const REPORT_FIELDS: &[&str] = &[
     "the error message and its causes",
     "a stack trace",
+    "for a crash that is not a panic, the signal and the kind of fault address",
     "the build ids and file names of the program and its libraries",
     "breadcrumbs (recent log messages, scrubbed)",
     "app version",

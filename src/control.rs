@@ -65,6 +65,9 @@ pub(crate) fn forget_waiting(paths: &Paths, crash: bool, usage: bool) -> usize {
     if crash && let Some(dir) = paths.kept_dir() {
         deleted += crate::outbox::Outbox::new(dir, usize::MAX, u64::MAX).clear();
     }
+    if crash && let Some(dir) = paths.native_dir() {
+        deleted += crate::native::clear(&dir);
+    }
     if usage && let Some(dir) = paths.usage_dir() {
         crate::outbox::Outbox::usage(dir, usize::MAX, u64::MAX).clear();
     }

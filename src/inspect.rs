@@ -414,6 +414,10 @@ pub struct Preview {
     pub crash: Value,
     /// What the scrubber removed from the sample crash report (rules and counts).
     pub scrubbed: String,
+    /// A native crash report (a signal) from this thread's stack, as the next start would
+    /// send it: the signal, instruction addresses symbolicated here, the modules' build ids
+    /// and file names; no memory, no registers. `null` where native crashes are not caught.
+    pub native_crash: Value,
 }
 
 /// Builds the preview for `config`'s app: the sample error carries this machine's home
@@ -506,11 +510,23 @@ pub fn preview(config: &Config) -> Result<Preview, PreviewError> {
         &pipeline.usage_metadata(),
         &crate::settings::now_rfc3339(),
     );
+    // A native crash: the handler's own record format, made from this thread's stack.
+    let native_crash = crate::native::sample()
+        .filter(|_| crate::native::SUPPORTED && config.native_crashes)
+        .map(|record| {
+            let captured = crate::native::event_of(&record, Some(&config.app_name), true);
+            match pipeline.run(captured, Stack::Addresses, None, ids.0) {
+                Verdict::Keep { event, .. } => event.get().clone(),
+                _ => Value::Null,
+            }
+        })
+        .unwrap_or(Value::Null);
     Ok(Preview {
         usage,
         usage_format: sink.format_name(),
         crash,
         scrubbed,
+        native_crash,
     })
 }
 

@@ -63,6 +63,7 @@ mod gate;
 mod http;
 mod identity;
 mod inspect;
+mod native;
 mod outbox;
 mod panic;
 mod paths;

@@ -94,6 +94,12 @@ impl Paths {
         self.data_dir.as_ref().map(|d| d.join("kept"))
     }
 
+    /// Records of native crashes (signals), written by the signal handler, turned into
+    /// reports at the next start.
+    pub(crate) fn native_dir(&self) -> Option<PathBuf> {
+        self.data_dir.as_ref().map(|d| d.join("native"))
+    }
+
     /// Usage events waiting to be sent (scrubbed), kept across runs.
     pub(crate) fn usage_dir(&self) -> Option<PathBuf> {
         self.data_dir.as_ref().map(|d| d.join("usage"))

@@ -48,6 +48,8 @@ pub(crate) enum Kind {
     Error,
     Message,
     Panic,
+    /// A native crash (a signal), recorded by [`crate::native`].
+    Native,
 }
 
 /// The name of the type `E`, without generic arguments, for an exception's `type`.
@@ -443,6 +445,7 @@ pub(crate) fn parsed_stacktrace(text: &str) -> Option<Stacktrace> {
 /// At most [`bound::FRAMES_MAX`] frames: the outermost and the innermost (a deep recursion
 /// keeps where it started and where it failed).
 fn bound_frames(st: &mut Stacktrace) {
+    normalise_paths(st);
     let n = st.frames.len();
     let keep = bound::keep_ends(n, bound::FRAMES_MAX);
     let mut i = 0;
@@ -452,6 +455,27 @@ fn bound_frames(st: &mut Stacktrace) {
     });
 }
 
+/// Paths of registry and git dependencies, wherever the Cargo home of the machine that built
+/// the binary was (`/home/dev/.cargo`, `/root/.cargo`, `$CARGO_HOME`), become
+/// `~/.cargo/registry/src/...` and `~/.cargo/git/checkouts/...`: the builder's home and user
+/// name never leave, whatever the scrubber knows of this machine.
+fn normalise_paths(st: &mut Stacktrace) {
+    for frame in &mut st.frames {
+        let Some(path) = frame.abs_path.as_deref() else {
+            continue;
+        };
+        let cut = ["/registry/src/", "/git/checkouts/", "\\registry\\src\\"]
+            .iter()
+            .filter_map(|m| path.find(m))
+            .min();
+        if let Some(i) = cut
+            && !path.starts_with("~/.cargo/")
+        {
+            frame.abs_path = Some(format!("~/.cargo{}", &path[i..]));
+        }
+    }
+}
+
 /// Marks the app's own frames: not the standard library, registry crates, consentry, or C.
 ///
 /// In every profile: the app's crate (`app_crate`, from `app_info!`) by the function's path;
@@ -459,6 +483,7 @@ fn bound_frames(st: &mut Stacktrace) {
 /// app's when it is neither the standard library's, a registry crate's, consentry's, nor
 /// a C file.
 fn mark_in_app(st: &mut Stacktrace, app_crate: Option<&str>) {
+    normalise_paths(st);
     let app_prefixes = app_crate.map(|c| {
         let c = c.replace('-', "_");
         [format!("{c}::"), format!("<{c}::")]
@@ -467,6 +492,7 @@ fn mark_in_app(st: &mut Stacktrace, app_crate: Option<&str>) {
         let func = frame.function.as_deref().unwrap_or("");
         let path = frame.abs_path.as_deref().unwrap_or("");
         let third_party = path.contains("/.cargo/registry/")
+            || path.contains("/.cargo/git/")
             || path.contains("\\.cargo\\registry\\")
             || path.starts_with("/rustc/")
             || path.contains("/rustlib/");
@@ -490,6 +516,22 @@ fn mark_in_app(st: &mut Stacktrace, app_crate: Option<&str>) {
         };
         frame.in_app = Some(in_app);
     }
+}
+
+/// A native crash's frames (innermost first, symbolicated where possible) as a Sentry stack
+/// trace: outermost first, the app's frames marked, bounded like every other.
+pub(crate) fn native_stacktrace(
+    mut frames: Vec<Frame>,
+    app_crate: Option<&str>,
+) -> Option<Stacktrace> {
+    frames.reverse();
+    let mut st = Stacktrace {
+        frames,
+        ..Default::default()
+    };
+    mark_in_app(&mut st, app_crate);
+    bound_frames(&mut st);
+    (!st.frames.is_empty()).then_some(st)
 }
 
 /// A stack trace of bare instruction addresses, without symbolication: fast, for the copy
@@ -576,14 +618,15 @@ impl Enrichment {
         // file names only, never a directory. Only with a stack trace to symbolicate.
         let has_stack =
             event.stacktrace.is_some() || event.exception.iter().any(|e| e.stacktrace.is_some());
-        event.debug_meta = if has_stack {
-            Cow::Owned(sentry::protocol::DebugMeta {
+        // A native crash's report already holds the crashed process's images.
+        if !has_stack {
+            event.debug_meta = Default::default();
+        } else if event.debug_meta.images.is_empty() {
+            event.debug_meta = Cow::Owned(sentry::protocol::DebugMeta {
                 images: debug_images().to_vec(),
                 ..Default::default()
-            })
-        } else {
-            Default::default()
-        };
+            });
+        }
         event.user = Some(User {
             id: Some(self.anonymous_id.to_string()),
             ..Default::default()
@@ -983,6 +1026,43 @@ mod tests {
                 assert_eq!(code_id.as_deref(), Some(id.trim()), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn dependency_paths_lose_the_builders_home() {
+        let frame = |p: &str| Frame {
+            abs_path: Some(p.to_owned()),
+            function: Some("dep::f".to_owned()),
+            ..Default::default()
+        };
+        let mut st = Stacktrace {
+            frames: vec![
+                frame("/root/.cargo/registry/src/index.crates.io-1/crash-handler-0.8.1/src/a.rs"),
+                frame("/opt/cargo-home/git/checkouts/dep-1a2b/0c0d/src/b.rs"),
+                frame("/home/dev/project/src/main.rs"),
+            ],
+            ..Default::default()
+        };
+        mark_in_app(&mut st, Some("project"));
+        let paths: Vec<_> = st
+            .frames
+            .iter()
+            .map(|f| f.abs_path.clone().unwrap())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "~/.cargo/registry/src/index.crates.io-1/crash-handler-0.8.1/src/a.rs",
+                "~/.cargo/git/checkouts/dep-1a2b/0c0d/src/b.rs",
+                "/home/dev/project/src/main.rs",
+            ]
+        );
+        assert_eq!(st.frames[0].in_app, Some(false));
+        assert_eq!(
+            st.frames[1].in_app,
+            Some(false),
+            "a git dependency is not the app"
+        );
     }
 
     #[test]

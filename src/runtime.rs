@@ -134,6 +134,8 @@ enum Job {
     Capture(Box<Captured>),
     /// Send this retired anonymous id's deletion request.
     Deletion(Uuid),
+    /// Report the native crash recorded in this file.
+    Native(PathBuf),
 }
 
 /// An estimate of what a job holds, for the byte bound.
@@ -150,6 +152,7 @@ fn job_bytes(job: &Job) -> usize {
             256 + text + e.message.as_deref().map_or(0, str::len) + frames * 64
         }
         Job::Deletion(_) => 64,
+        Job::Native(_) => 256,
     }
 }
 
@@ -325,6 +328,11 @@ pub(crate) fn init(config: Config) -> Guard {
         {
             Outbox::new(dir, usize::MAX, u64::MAX).clear();
         }
+        if no.crash
+            && let Some(dir) = paths.native_dir()
+        {
+            crate::native::clear(&dir);
+        }
         if no.usage
             && let Some(dir) = paths.usage_dir()
         {
@@ -483,7 +491,9 @@ impl Runtime {
             switch::set_crash(true);
             switch::PANIC_SAVE_LOCAL.store(false, Ordering::Release);
             self.adopt_early();
+            self.native_on();
         } else {
+            crate::native::uninstall();
             switch::set_crash(false);
             drop(consentry_api::backend::drain_early());
             // Nothing can be sent; a panic is still saved here for the user to share by hand
@@ -678,6 +688,13 @@ impl Runtime {
                     }
                 }
                 Job::Deletion(id) => self.send_deletion(id),
+                Job::Native(path) => {
+                    if switch::crash_on() {
+                        let symbolicate = symbolicate_until.is_none_or(|t| Instant::now() < t)
+                            && (deadline.is_some() || self.flushing.load(Ordering::Acquire) == 0);
+                        self.adopt_native(&path, symbolicate);
+                    }
+                }
             }
         }
     }
@@ -727,6 +744,57 @@ impl Runtime {
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
+        }
+    }
+
+    /// A native crash recorded by an earlier run: read (bounded), made a report, through the
+    /// pipeline like any other, then the record is removed. A record that cannot be read or
+    /// parsed is removed with one warning (it would fail the same way every start).
+    fn adopt_native(&self, path: &Path, symbolicate: bool) {
+        let record = crate::fsx::read_capped(path, crate::native::MAX_RECORD_BYTES)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| crate::native::parse(&bytes));
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                diag::warn_once("native-record", || {
+                    format!(
+                        "a native crash record ({}) is unusable: {e}; it was removed",
+                        path.display()
+                    )
+                });
+                let _ = crate::fsx::remove(path);
+                return;
+            }
+        };
+        let captured = crate::native::event_of(&record, Some(&self.config.app_name), symbolicate);
+        if let Verdict::Keep { event, .. } = self.run_pipeline(captured, Stack::Addresses, false)
+            && self.store(&event).is_none()
+            && !self.debug
+            && self.may_record()
+        {
+            // Could not be stored (a full disk): the record stays for the next start.
+            return;
+        }
+        let _ = crate::fsx::remove(path);
+    }
+
+    /// Native crashes: the handler while crash reports may be recorded, and the records of
+    /// earlier runs queued for the worker.
+    fn native_on(self: &Arc<Self>) {
+        let Some(dir) = self.paths.native_dir() else {
+            return;
+        };
+        if self.config.native_crashes
+            && crate::native::SUPPORTED
+            && let Err(e) = crate::native::install(&dir)
+        {
+            diag::warn_once("native-install", || {
+                format!("crashes that are not panics will not be reported: {e}")
+            });
+        }
+        for path in crate::native::pending(&dir) {
+            self.push(Job::Native(path));
         }
     }
 
@@ -1006,6 +1074,10 @@ impl Runtime {
         switch::set_crash(false);
         switch::set_usage(false);
         switch::PANIC_SAVE_LOCAL.store(false, Ordering::Release);
+        crate::native::uninstall();
+        if let Some(dir) = self.paths.native_dir() {
+            crate::native::forget_own(&dir);
+        }
         crate::panic::unregister();
         if let Ok(mut slot) = RUNTIME.write() {
             *slot = None;
@@ -1021,7 +1093,11 @@ impl Runtime {
             self.review.store(true, Ordering::Release);
         }
         if withdrawn.crash {
+            crate::native::uninstall();
             switch::set_crash(false);
+            if let Some(dir) = self.paths.native_dir() {
+                crate::native::clear(&dir);
+            }
             if let Some(outbox) = &self.outbox {
                 outbox.clear();
             }

@@ -695,3 +695,196 @@ fn the_apps_own_scrubbing_rules_apply_and_builtin_ones_can_be_turned_off() {
     let event = server.wait_for(1, Duration::from_secs(5))[0].envelope_event();
     assert_eq!(event["message"], "ticket PRJ-4711 from the hotline <phone>");
 }
+
+/// Crashes that are not panics (signals), caught by the native handler.
+#[cfg(target_os = "linux")]
+mod native {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    /// The GNU build id of a binary, as `readelf -n` shows it.
+    fn build_id(bin: &std::path::Path) -> Option<String> {
+        let out = std::process::Command::new("readelf")
+            .arg("-n")
+            .arg(bin)
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_owned))
+    }
+
+    fn records(dirs: &Dirs) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dirs.data().join("native"))
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn native_crashes_die_as_without_consentry_and_are_reported_at_the_next_start() {
+        let bin = fixture_bin!();
+        let id = build_id(&bin);
+        for (scenario, signal, ty, function, fault) in [
+            (
+                "native-null",
+                libc::SIGSEGV,
+                "SIGSEGV",
+                "fixture::crash_null",
+                "null",
+            ),
+            // Rust's own handler says "has overflowed its stack" and aborts.
+            (
+                "native-overflow",
+                libc::SIGABRT,
+                "SIGSEGV",
+                "fixture::overflow",
+                "stack",
+            ),
+            (
+                "native-abort",
+                libc::SIGABRT,
+                "SIGABRT",
+                "fixture::crash_abort",
+                "none",
+            ),
+            (
+                "native-bus",
+                libc::SIGBUS,
+                "SIGBUS",
+                "fixture::crash_bus",
+                "other",
+            ),
+        ] {
+            // The reference: the same crash with consent off, where no handler is installed.
+            let off = Dirs::new();
+            let mut cmd = fixture(&bin, &off, scenario);
+            cmd.env("FIXTURE_TELEMETRY", "0");
+            let (reference, _) = run(cmd, LIMIT);
+            assert_eq!(reference.status.signal(), Some(signal), "{scenario}");
+            assert!(records(&off).is_empty(), "{scenario}: recorded under a no");
+
+            let server = CaptureServer::start(Plan::Status(200));
+            let dirs = Dirs::new();
+            let (out, _) = run(errors_run(&dirs, &server.dsn(), scenario), LIMIT);
+            assert_eq!(
+                out.status.signal(),
+                reference.status.signal(),
+                "{scenario}: {}",
+                stderr(&out)
+            );
+            if scenario == "native-overflow" {
+                assert!(
+                    stderr(&out).contains("has overflowed its stack"),
+                    "{}",
+                    stderr(&out)
+                );
+            }
+            assert_eq!(records(&dirs).len(), 1, "{scenario}: one record on disk");
+            assert!(
+                server.requests().is_empty(),
+                "nothing sent by the dying process"
+            );
+
+            // The next start reports it, scrubbed, and removes the record.
+            let (next, _) = run(errors_run(&dirs, &server.dsn(), "idle"), LIMIT);
+            assert!(next.status.success(), "{}", stderr(&next));
+            let requests = server.wait_for(1, Duration::from_secs(5));
+            assert_eq!(requests.len(), 1, "{scenario}");
+            assert_no_pii(&requests[0].text());
+            assert!(
+                records(&dirs).is_empty(),
+                "{scenario}: the record was removed"
+            );
+            let event = requests[0].envelope_event();
+            let exception = &event["exception"]["values"][0];
+            assert_eq!(exception["type"], ty, "{scenario}: {exception}");
+            assert_eq!(exception["mechanism"]["handled"], false);
+            assert_eq!(exception["mechanism"]["meta"]["signal"]["name"], ty);
+            assert_eq!(event["level"], "fatal");
+            assert_eq!(event["tags"]["fault"], fault, "{scenario}");
+            // The innermost in-app frame is the app's function; what is inside it (libc's
+            // abort, an inlined core function) is not in-app.
+            let frames = exception["stacktrace"]["frames"].as_array().unwrap();
+            let top = frames
+                .iter()
+                .rev()
+                .find(|f| f["in_app"] == true)
+                .unwrap_or_else(|| panic!("{scenario}: no in-app frame in {frames:#?}"));
+            assert_eq!(top["function"], function, "{scenario}");
+            assert!(frames.iter().all(|f| f["instruction_addr"].is_string()));
+            assert_eq!(event["fingerprint"][0], ty);
+            // The executable's image: its build id and file name, never a directory.
+            let images = event["debug_meta"]["images"].as_array().unwrap();
+            let exe = images
+                .iter()
+                .find(|i| i["name"] == "fixture")
+                .unwrap_or_else(|| panic!("{images:#?}"));
+            if let Some(id) = &id {
+                assert_eq!(exe["code_id"].as_str(), Some(id.as_str()));
+            }
+            for image in images {
+                let name = image["name"].as_str().unwrap();
+                assert!(!name.contains('/'), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_consent_no_handler_is_installed() {
+        let bin = fixture_bin!();
+        for (telemetry, expected) in [("0", "not installed"), ("1", "installed")] {
+            let dirs = Dirs::new();
+            let mut cmd = fixture(&bin, &dirs, "handler-probe");
+            cmd.env("FIXTURE_TELEMETRY", telemetry);
+            let (out, _) = run(cmd, LIMIT);
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert_eq!(
+                stdout(&out).trim(),
+                expected,
+                "FIXTURE_TELEMETRY={telemetry}"
+            );
+        }
+        // The app can turn it off.
+        let dirs = Dirs::new();
+        let mut cmd = fixture(&bin, &dirs, "handler-probe");
+        cmd.env("FIXTURE_TELEMETRY", "1").env("FIXTURE_NATIVE", "0");
+        let (out, _) = run(cmd, LIMIT);
+        assert_eq!(stdout(&out).trim(), "not installed");
+    }
+
+    #[test]
+    fn a_signal_the_process_survives_is_not_reported() {
+        // The standard library's handler ignores a raised SIGBUS: the process goes on, with
+        // consentry as without it, and ends normally; the record is not a crash.
+        let server = CaptureServer::start(Plan::Status(200));
+        let dirs = Dirs::new();
+        let (out, _) = run(errors_run(&dirs, &server.dsn(), "native-raise-bus"), LIMIT);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out).trim(), "still running");
+        assert!(records(&dirs).is_empty());
+        let (next, _) = run(errors_run(&dirs, &server.dsn(), "idle"), LIMIT);
+        assert!(next.status.success());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(server.requests().is_empty());
+    }
+
+    #[test]
+    fn a_no_given_after_the_crash_deletes_the_record_unsent() {
+        let server = CaptureServer::start(Plan::Status(200));
+        let dirs = Dirs::new();
+        let (out, _) = run(errors_run(&dirs, &server.dsn(), "native-null"), LIMIT);
+        assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
+        assert_eq!(records(&dirs).len(), 1);
+        // `telemetry disable` through the app's CLI records the no.
+        let mut disable = fixture(&fixture_bin!(), &dirs, "telemetry");
+        disable.arg("disable");
+        let (out, _) = run(disable, LIMIT);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (next, _) = run(errors_run(&dirs, &server.dsn(), "idle"), LIMIT);
+        assert!(next.status.success());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(server.requests().is_empty());
+        assert!(records(&dirs).is_empty(), "the record was deleted");
+    }
+}

@@ -89,6 +89,70 @@ impl fmt::Display for Numbered {
 
 impl std::error::Error for Numbered {}
 
+/// The current SIGSEGV handler's address.
+#[allow(unsafe_code)]
+fn segv_handler() -> usize {
+    // SAFETY: reads the current action only.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut old);
+        old.sa_sigaction
+    }
+}
+
+/// Writes through a null pointer.
+#[inline(never)]
+#[allow(unsafe_code)]
+fn crash_null() {
+    let p: *mut u64 = std::hint::black_box(std::ptr::null_mut());
+    // SAFETY: not safe at all: the point is the SIGSEGV.
+    unsafe { std::ptr::write_volatile(p, 42) };
+}
+
+/// Recursion without end: a stack overflow.
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn overflow(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth; 64]);
+    overflow(depth + 1) + pad[(depth % 64) as usize]
+}
+
+#[inline(never)]
+fn crash_abort() {
+    std::process::abort();
+}
+
+/// A real bus error: reads a mapped page past the end of its (empty) file.
+#[inline(never)]
+#[allow(unsafe_code)]
+fn crash_bus() {
+    let file = tempfile::tempfile().unwrap();
+    // SAFETY: not safe at all: the point is the SIGBUS.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        println!("{}", std::ptr::read_volatile(p.cast::<u8>()));
+    }
+}
+
+/// Raises SIGBUS at itself: the standard library's handler (there for stack overflows)
+/// ignores a SIGBUS that is not a fault, so the process goes on, with or without consentry.
+#[inline(never)]
+#[allow(unsafe_code)]
+fn raise_bus() {
+    // SAFETY: raise only sends the signal.
+    unsafe { libc::raise(libc::SIGBUS) };
+    println!("still running");
+}
+
 /// The process's peak resident set size so far (VmHWM), in kB; 0 where unknown.
 fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -114,6 +178,9 @@ fn config() -> Config {
     let mut c = Config::new(app, "1.2.3");
     if std::env::var("FIXTURE_REVIEW").as_deref() == Ok("1") {
         c = c.review(true);
+    }
+    if std::env::var("FIXTURE_NATIVE").as_deref() == Ok("0") {
+        c = c.native_crashes(false);
     }
     if let Ok(group) = std::env::var("FIXTURE_GROUP") {
         c = c.consent_group(group);
@@ -400,6 +467,7 @@ fn main() {
         let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
         std::process::exit(i32::from(cli.run_with(&mut out, &mut err)));
     }
+    let segv_before = segv_handler();
     let init_start = std::time::Instant::now();
     let guard = consentry::init(config());
     let init_time = init_start.elapsed();
@@ -662,6 +730,24 @@ fn main() {
                 consentry::track("child", [("k", k)]);
             }
         }
+        // Whether init changed the SIGSEGV handler: prints `installed` or `not installed`.
+        "handler-probe" => {
+            let changed = segv_handler() != segv_before;
+            println!(
+                "{}",
+                if changed {
+                    "installed"
+                } else {
+                    "not installed"
+                }
+            );
+        }
+        // Crashes that are not panics; each dies by a signal.
+        "native-null" => crash_null(),
+        "native-overflow" => println!("{}", overflow(1)),
+        "native-abort" => crash_abort(),
+        "native-bus" => crash_bus(),
+        "native-raise-bus" => raise_bus(),
         // Do nothing (init and drop).
         _ => {}
     }
