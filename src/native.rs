@@ -67,6 +67,14 @@ pub(crate) enum Fault {
 }
 
 impl Fault {
+    #[cfg_attr(
+        not(all(
+            feature = "native",
+            target_os = "linux",
+            any(target_arch = "x86_64", target_arch = "aarch64")
+        )),
+        allow(dead_code)
+    )]
     fn classify(has_address: bool, addr: u64, sp: u64) -> Fault {
         if !has_address {
             Fault::None
@@ -265,7 +273,8 @@ pub(crate) fn event_of(record: &Record, app_crate: Option<&str>, symbolicate: bo
     } else {
         Vec::new()
     };
-    let mut frames = Vec::new();
+    // Innermost first; each with the crashed address and the address here (if any).
+    let mut frames: Vec<(Frame, u64)> = Vec::new();
     // A zero address ends the walk (the process entry's caller).
     for (i, &addr) in record.frames.iter().enumerate().filter(|(_, a)| **a != 0) {
         let module = record.modules.iter().find(|m| m.contains(addr));
@@ -282,15 +291,23 @@ pub(crate) fn event_of(record: &Record, app_crate: Option<&str>, symbolicate: bo
             resolved.push(Frame::default());
         }
         for mut frame in resolved {
-            frame.instruction_addr = Some(addr.into());
+            // For now the address here, for full names (looked up one byte before: the
+            // program counter itself is not a return address).
+            frame.instruction_addr = local.map(|a| (if i == 0 { a + 1 } else { a }).into());
             frame.package = package.clone();
             if frame.function.is_none() {
                 frame.function = Some("<unknown>".to_owned());
             }
-            frames.push(frame);
+            frames.push((frame, addr));
         }
     }
-    let stacktrace = report::native_stacktrace(frames, app_crate);
+    frames.reverse();
+    let mut resolved: Vec<Frame> = frames.iter().map(|(f, _)| f.clone()).collect();
+    report::full_names(&mut resolved);
+    for (frame, (_, addr)) in resolved.iter_mut().zip(&frames) {
+        frame.instruction_addr = Some((*addr).into());
+    }
+    let stacktrace = report::native_stacktrace(resolved, app_crate);
     let (name, meaning) = signal_names(record.signal);
     let value = match record.fault {
         Fault::Null => format!("{meaning}: null pointer (an address in the first 64 KiB)"),
@@ -387,7 +404,7 @@ fn file_name(path: &str) -> String {
 /// The modules loaded in this process now.
 fn current_modules() -> Vec<Module> {
     let mut out = Vec::new();
-    imp::each_module(&mut |m: imp::ModuleView<'_>| {
+    crate::modules::each_module(&mut |m: crate::modules::ModuleView<'_>| {
         if out.len() < 4096 {
             out.push(Module {
                 base: m.base,
@@ -518,7 +535,6 @@ mod imp {
     //! The handler itself and the formatting it needs, without allocation or locks of ours.
 
     use std::cell::UnsafeCell;
-    use std::ffi::{CStr, c_int, c_void};
     use std::path::Path;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
@@ -863,7 +879,7 @@ mod imp {
             buf.put(b"\n");
         }
         let mut modules = 0;
-        each_module(&mut |m: ModuleView<'_>| {
+        crate::modules::each_module(&mut |m: crate::modules::ModuleView<'_>| {
             let hit = frames
                 .iter()
                 .any(|&ip| ip >= m.base && ip - m.base < m.size);
@@ -892,98 +908,6 @@ mod imp {
             buf.put(b"\n");
         });
         buf.put(b"end\n");
-    }
-
-    /// A module as the loader describes it, borrowed for the duration of a callback.
-    pub(crate) struct ModuleView<'a> {
-        pub(crate) base: u64,
-        pub(crate) size: u64,
-        pub(crate) vmaddr: u64,
-        pub(crate) build_id: &'a [u8],
-        pub(crate) name: &'a [u8],
-    }
-
-    /// Calls `f` for every loaded module, through `dl_iterate_phdr` (which the unwinder
-    /// itself uses; it allocates nothing).
-    pub(crate) fn each_module(f: &mut dyn FnMut(ModuleView<'_>)) {
-        unsafe extern "C" fn callback(
-            info: *mut libc::dl_phdr_info,
-            _size: libc::size_t,
-            data: *mut c_void,
-        ) -> c_int {
-            // SAFETY: the loader passes a valid `info`; `data` is the `&mut dyn FnMut` below.
-            unsafe {
-                let info = &*info;
-                let f = &mut *data.cast::<&mut dyn FnMut(ModuleView<'_>)>();
-                let phdrs = if info.dlpi_phdr.is_null() {
-                    &[][..]
-                } else {
-                    std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum))
-                };
-                let mut low = u64::MAX;
-                let mut high = 0u64;
-                let mut build_id: &[u8] = &[];
-                for ph in phdrs {
-                    if ph.p_type == libc::PT_LOAD {
-                        low = low.min(ph.p_vaddr);
-                        high = high.max((ph.p_vaddr).saturating_add(ph.p_memsz));
-                    } else if ph.p_type == libc::PT_NOTE && build_id.is_empty() {
-                        let at = info.dlpi_addr.wrapping_add(ph.p_vaddr);
-                        let notes = std::slice::from_raw_parts(
-                            at as usize as *const u8,
-                            ph.p_memsz as usize,
-                        );
-                        build_id = gnu_build_id(notes);
-                    }
-                }
-                if low >= high {
-                    return 0;
-                }
-                let name = if info.dlpi_name.is_null() {
-                    &[][..]
-                } else {
-                    CStr::from_ptr(info.dlpi_name).to_bytes()
-                };
-                f(ModuleView {
-                    base: info.dlpi_addr.wrapping_add(low),
-                    size: high - low,
-                    vmaddr: low,
-                    build_id,
-                    name,
-                });
-                0
-            }
-        }
-        let mut f = f;
-        // SAFETY: the callback reads only what the loader hands it.
-        unsafe {
-            libc::dl_iterate_phdr(Some(callback), (&raw mut f).cast());
-        }
-    }
-
-    /// The descriptor of the `NT_GNU_BUILD_ID` note in a `PT_NOTE` segment.
-    fn gnu_build_id(mut notes: &[u8]) -> &[u8] {
-        let word = |b: &[u8], i: usize| -> Option<usize> {
-            Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
-        };
-        let align = |n: usize| (n + 3) & !3;
-        while notes.len() >= 12 {
-            let (Some(namesz), Some(descsz), Some(kind)) =
-                (word(notes, 0), word(notes, 4), word(notes, 8))
-            else {
-                return &[];
-            };
-            let name_end = 12 + align(namesz);
-            let desc_end = name_end + align(descsz);
-            if desc_end > notes.len() {
-                return &[];
-            }
-            if kind == 3 && notes.get(12..12 + namesz) == Some(b"GNU\0") {
-                return &notes[name_end..name_end + descsz.min(64)];
-            }
-            notes = &notes[desc_end..];
-        }
-        &[]
     }
 
     /// Whether a process with this id exists (signal 0 checks without sending).
@@ -1046,16 +970,6 @@ mod imp {
         _exe: &[u8],
     ) {
     }
-
-    pub(crate) struct ModuleView<'a> {
-        pub(crate) base: u64,
-        pub(crate) size: u64,
-        pub(crate) vmaddr: u64,
-        pub(crate) build_id: &'a [u8],
-        pub(crate) name: &'a [u8],
-    }
-
-    pub(crate) fn each_module(_f: &mut dyn FnMut(ModuleView<'_>)) {}
 
     pub(super) fn alive(_pid: u32) -> bool {
         false

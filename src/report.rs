@@ -334,13 +334,24 @@ pub(crate) fn stacktrace_from(
     test_delay();
     bt.resolve();
     let mut st = sentry::integrations::backtrace::backtrace_to_stacktrace(bt)?;
+    full_names(&mut st.frames);
     // Frames are outermost first; the capture machinery sits at the end. Everything from
     // the outermost consentry frame inward is ours (capture_error, its closures, the panic
     // hook); what the compiler inlined away leaves only the backtrace crate's frames.
     if let Some(ours) = st.frames.iter().position(is_ours) {
         st.frames.truncate(ours);
     }
-    while st.frames.last().is_some_and(is_machinery) {
+    // In a build without symbols (`strip = true`) every Rust frame is `<unknown>`: they are
+    // kept, as bare addresses a server with the debug files symbolicates.
+    let stripped = !st
+        .frames
+        .iter()
+        .any(|f| f.function.as_deref().is_some_and(|n| n.contains("::")));
+    while st
+        .frames
+        .last()
+        .is_some_and(|f| is_machinery(f) && !(stripped && is_unknown(f)))
+    {
         st.frames.pop();
     }
     // The process entry point's caller: an unknown frame at address 0.
@@ -365,6 +376,39 @@ pub(crate) fn stacktrace_from(
     mark_in_app(&mut st, app_crate);
     bound_frames(&mut st);
     (!st.frames.is_empty()).then_some(st)
+}
+
+/// Frames whose debug information kept only a short name (`debug = "line-tables-only"`:
+/// `main`, `load`) take the full one from the executable's symbol table (`mytool::main`),
+/// so the crate of each frame is known whatever the profile. Only the outermost frame of an
+/// address is a symbol of its own (the others were inlined into it). `frames` outermost
+/// first, with return addresses (looked up one byte before).
+pub(crate) fn full_names(frames: &mut [Frame]) {
+    let addr = |f: &Frame| f.instruction_addr.map(|a| a.0);
+    let outer: Vec<usize> = (0..frames.len())
+        .filter(|&i| i == 0 || addr(&frames[i - 1]) != addr(&frames[i]))
+        .filter(|&i| {
+            frames[i]
+                .function
+                .as_deref()
+                .is_some_and(|f| !f.contains("::") && f != "<unknown>")
+        })
+        .collect();
+    let lookups: Vec<u64> = outer
+        .iter()
+        .map(|&i| addr(&frames[i]).unwrap_or(0).saturating_sub(1))
+        .collect();
+    if lookups.is_empty() {
+        return;
+    }
+    for (&i, full) in outer.iter().zip(crate::modules::executable_names(&lookups)) {
+        let frame = &mut frames[i];
+        if let (Some(short), Some(full)) = (frame.function.as_deref(), full)
+            && let Some(name) = crate::modules::fuller_name(short, &full)
+        {
+            frame.function = Some(name);
+        }
+    }
 }
 
 /// The source directories of consentry's own crates, as this build of them sees them.
@@ -514,17 +558,15 @@ fn mark_in_app(st: &mut Stacktrace, app_crate: Option<&str>) {
         } else {
             !NOT_IN_APP.iter().any(|m| func.starts_with(m))
         };
-        frame.in_app = Some(in_app);
+        // Without a name or a file nobody here can tell; the server decides after it
+        // symbolicated the address.
+        frame.in_app = (!(is_unknown(frame) && path.is_empty())).then_some(in_app);
     }
 }
 
-/// A native crash's frames (innermost first, symbolicated where possible) as a Sentry stack
-/// trace: outermost first, the app's frames marked, bounded like every other.
-pub(crate) fn native_stacktrace(
-    mut frames: Vec<Frame>,
-    app_crate: Option<&str>,
-) -> Option<Stacktrace> {
-    frames.reverse();
+/// A native crash's frames (outermost first, symbolicated where possible) as a Sentry stack
+/// trace: the app's frames marked, bounded like every other.
+pub(crate) fn native_stacktrace(frames: Vec<Frame>, app_crate: Option<&str>) -> Option<Stacktrace> {
     let mut st = Stacktrace {
         frames,
         ..Default::default()
@@ -561,6 +603,10 @@ const PANIC_ENTRY: &[&str] = &[
     "std::panicking::begin_panic",
     "std::panic::panic_any",
 ];
+
+fn is_unknown(frame: &Frame) -> bool {
+    frame.function.as_deref().is_none_or(|f| f == "<unknown>")
+}
 
 fn is_machinery(frame: &Frame) -> bool {
     let func = frame.function.as_deref().unwrap_or("<unknown>");

@@ -542,6 +542,25 @@ fn preview_shows_both_payloads_and_sends_nothing() {
         "custom"
     );
     assert!(json["crash"]["exception"]["values"].is_array());
+    // A crash that is not a panic, from this thread's stack: the signal, frames, build ids
+    // with file names only, no memory and no registers.
+    if cfg!(target_os = "linux") {
+        let native = &json["native_crash"];
+        let exception = &native["exception"]["values"][0];
+        assert_eq!(exception["type"], "SIGSEGV", "{native}");
+        assert!(
+            exception["stacktrace"]["frames"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+        );
+        let images = native["debug_meta"]["images"].as_array().unwrap();
+        assert!(
+            images
+                .iter()
+                .all(|i| !i["name"].as_str().unwrap().contains('/'))
+        );
+        assert!(out.contains("A crash that is not a panic"), "{out}");
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! there; `scripts/test` runs it with `--include-ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -184,4 +185,204 @@ fn the_same_error_with_different_paths_is_one_issue() {
     let issues = issues_of(&ids);
     assert_eq!(issues.len(), 2, "both were stored: {issues:?}");
     assert_eq!(issues[0], issues[1], "one issue for one bug");
+}
+
+/// The fixture as people ship it: a release build with `debug = "line-tables-only"`; that
+/// binary without its debug info (what `debug = false` leaves), with its debug sections
+/// compressed (`-Wl,--compress-debug-sections=zlib`) and without any symbols (what
+/// `strip = true` leaves); and `line-tables-only` with `panic = "abort"`. Built once per
+/// target directory (`target/profiles*`), a few minutes on a clean machine.
+fn profile_fixtures() -> Vec<(&'static str, PathBuf)> {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let build = |dir: &str, abort: bool| {
+        let target = workspace.join("target").join(dir);
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "--release",
+            "-p",
+            "consentry-e2e",
+            "--bin",
+            "fixture",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(&workspace)
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "line-tables-only");
+        if abort {
+            cmd.env("CARGO_PROFILE_RELEASE_PANIC", "abort");
+        }
+        assert!(
+            cmd.status().unwrap().success(),
+            "building the {dir} fixture failed"
+        );
+        target.join("release/fixture")
+    };
+    let line_tables = build("profiles", false);
+    let derived = |flag: &str, name: &str| {
+        let out = line_tables.with_file_name(name);
+        let dir = out.with_extension("d");
+        std::fs::create_dir_all(&dir).unwrap();
+        // The file name stays `fixture` (the report names the executable by it).
+        let bin = dir.join("fixture");
+        let status = Command::new("objcopy")
+            .arg(flag)
+            .arg(&line_tables)
+            .arg(&bin)
+            .status()
+            .unwrap();
+        assert!(status.success(), "objcopy {flag}");
+        bin
+    };
+    vec![
+        ("line-tables-only", line_tables.clone()),
+        ("no debug info", derived("--strip-debug", "nodebug")),
+        (
+            "line-tables-only, compressed",
+            derived("--compress-debug-sections=zlib", "compressed"),
+        ),
+        ("strip = true", derived("--strip-all", "stripped")),
+        (
+            "line-tables-only, panic = abort",
+            build("profiles-abort", true),
+        ),
+    ]
+}
+
+/// The GNU build id of a binary, as `readelf -n` shows it.
+fn build_id(bin: &std::path::Path) -> String {
+    let out = Command::new("readelf").arg("-n").arg(bin).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_owned))
+        .expect("a build id")
+}
+
+/// The frames of an event's outermost exception (where a report's stack trace is).
+fn frames_of(event: &Value) -> Vec<Value> {
+    event["exception"]["values"]
+        .as_array()
+        .and_then(|v| v.last())
+        .and_then(|e| e["stacktrace"]["frames"].as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The innermost in-app frame is the app's function; consentry's own frames are gone or
+/// not in-app, and so are the standard library's.
+fn check_in_app(profile: &str, what: &str, event: &Value, function: &str) {
+    let frames = frames_of(event);
+    let top = frames
+        .iter()
+        .rev()
+        .find(|f| f["in_app"] == true)
+        .unwrap_or_else(|| panic!("{profile}, {what}: no in-app frame: {frames:#?}"));
+    assert_eq!(top["function"], function, "{profile}, {what}: {frames:#?}");
+    for f in &frames {
+        let name = f["function"].as_str().unwrap_or("");
+        let path = f["abs_path"].as_str().unwrap_or("");
+        let foreign = ["consentry", "std::", "core::", "alloc::", "backtrace::"]
+            .iter()
+            .any(|p| name.starts_with(p) || name.starts_with(&format!("<{p}")))
+            || path.contains("/rustc/")
+            || path.contains("/src/runtime.rs")
+            || path.contains("/src/lib.rs") && !path.contains("/e2e/");
+        assert!(
+            !(foreign && f["in_app"] == true),
+            "{profile}, {what}: {name} ({path}) is not the app's: {frames:#?}"
+        );
+    }
+}
+
+/// The executable's debug image: its build id, its file name only.
+fn check_images(profile: &str, event: &Value, id: &str) {
+    let images = event["debug_meta"]["images"].as_array().unwrap_or_else(|| {
+        panic!("{profile}: no debug_meta: {event}");
+    });
+    let exe = images
+        .iter()
+        .find(|i| i["code_id"] == id)
+        .unwrap_or_else(|| panic!("{profile}: no image with build id {id}: {images:#?}"));
+    assert_eq!(exe["name"], "fixture", "{profile}");
+    for image in images {
+        let name = image["name"].as_str().unwrap_or("");
+        assert!(!name.contains('/'), "{profile}: {name}");
+    }
+}
+
+#[test]
+#[ignore = "needs Bugsink: run scripts/test"]
+fn every_profile_reports_the_apps_frames_in_app() {
+    let dsn = env("CONSENTRY_BUGSINK_DSN");
+    let mut profiles = vec![("debug", fixture_bin!())];
+    profiles.extend(profile_fixtures());
+    for (profile, bin) in profiles {
+        let id = build_id(&bin);
+        let symbols = profile != "strip = true";
+        let dirs = Dirs::new();
+        for scenario in ["errors", "panic"] {
+            let mut cmd = fixture(&bin, &dirs, scenario);
+            cmd.env("FIXTURE_TELEMETRY", "1")
+                .env("FIXTURE_DSN", &dsn)
+                .env("FIXTURE_FLUSH_MS", "10000");
+            let (out, _) = run(cmd, Duration::from_secs(60));
+            assert!(
+                out.status.success() || scenario == "panic",
+                "{profile}: {}",
+                stderr(&out)
+            );
+        }
+        let ids = sent_ids(&dirs);
+        assert_eq!(ids.len(), 3, "{profile}: {}", dirs.audit_log());
+        let events = stored_events(&ids);
+        assert_eq!(events.len(), 3, "{profile}: Bugsink stored all three");
+        let error = events
+            .iter()
+            .find(|e| {
+                e["exception"]["values"]
+                    .as_array()
+                    .is_some_and(|v| v.len() == 3)
+            })
+            .unwrap_or_else(|| panic!("{profile}: the three-link error"));
+        let panic = events
+            .iter()
+            .find(|e| e["exception"]["values"][0]["type"] == "panic")
+            .unwrap_or_else(|| panic!("{profile}: the panic"));
+        for (what, event) in [("error", error), ("panic", panic)] {
+            assert_no_pii(&event.to_string());
+            check_images(profile, event, &id);
+            assert!(!frames_of(event).is_empty(), "{profile}, {what}: frames");
+            if symbols {
+                check_in_app(profile, what, event, "fixture::main");
+            } else {
+                // No symbols on the machine: bare addresses (kept, not trimmed as unknown),
+                // which a server holding the debug files symbolicates by the build id.
+                let frames = frames_of(event);
+                assert!(frames.len() >= 5, "{profile}, {what}: {frames:#?}");
+                assert!(frames.iter().all(|f| f["instruction_addr"].is_string()));
+            }
+        }
+
+        // A native crash in the same build, reported at the next start.
+        let server = CaptureServer::start(Plan::Status(200));
+        let dirs = Dirs::new();
+        let crash = |scenario: &str| {
+            let mut cmd = fixture(&bin, &dirs, scenario);
+            cmd.env("FIXTURE_TELEMETRY", "1")
+                .env("FIXTURE_DSN", server.dsn());
+            run(cmd, Duration::from_secs(60)).0
+        };
+        let out = crash("native-null");
+        assert!(!out.status.success(), "{profile}: crashed");
+        assert!(crash("idle").status.success());
+        let requests = server.wait_for(1, Duration::from_secs(10));
+        assert_eq!(requests.len(), 1, "{profile}: the native crash");
+        let event = requests[0].envelope_event();
+        assert_no_pii(&event.to_string());
+        assert_eq!(event["exception"]["values"][0]["type"], "SIGSEGV");
+        check_images(profile, &event, &id);
+        if symbols {
+            check_in_app(profile, "native crash", &event, "fixture::crash_null");
+        }
+    }
 }

@@ -1,0 +1,255 @@
+//! The modules (executable, shared libraries) loaded in this process: where each is mapped,
+//! its GNU build id, its path; and the full names of functions from an executable's symbol
+//! table, for builds whose debug information keeps only short names
+//! (`debug = "line-tables-only"`).
+//!
+//! [`each_module`] allocates nothing and takes no lock of ours, so the native crash handler
+//! uses it inside a signal handler; everything else here runs on consentry's worker.
+#![allow(unsafe_code)]
+
+#[cfg(target_os = "linux")]
+use std::ffi::{CStr, c_int, c_void};
+
+/// A module as the loader describes it, borrowed for the duration of a callback.
+#[derive(Debug)]
+pub(crate) struct ModuleView<'a> {
+    pub(crate) base: u64,
+    pub(crate) size: u64,
+    pub(crate) vmaddr: u64,
+    pub(crate) build_id: &'a [u8],
+    pub(crate) name: &'a [u8],
+}
+
+/// Calls `f` for every loaded module, through `dl_iterate_phdr` (which the unwinder
+/// itself uses; it allocates nothing).
+#[cfg(target_os = "linux")]
+pub(crate) fn each_module(f: &mut dyn FnMut(ModuleView<'_>)) {
+    unsafe extern "C" fn callback(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: the loader passes a valid `info`; `data` is the `&mut dyn FnMut` below.
+        unsafe {
+            let info = &*info;
+            let f = &mut *data.cast::<&mut dyn FnMut(ModuleView<'_>)>();
+            let phdrs = if info.dlpi_phdr.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum))
+            };
+            let mut low = u64::MAX;
+            let mut high = 0u64;
+            let mut build_id: &[u8] = &[];
+            for ph in phdrs {
+                if ph.p_type == libc::PT_LOAD {
+                    low = low.min(ph.p_vaddr);
+                    high = high.max((ph.p_vaddr).saturating_add(ph.p_memsz));
+                } else if ph.p_type == libc::PT_NOTE && build_id.is_empty() {
+                    let at = info.dlpi_addr.wrapping_add(ph.p_vaddr);
+                    let notes =
+                        std::slice::from_raw_parts(at as usize as *const u8, ph.p_memsz as usize);
+                    build_id = gnu_build_id(notes);
+                }
+            }
+            if low >= high {
+                return 0;
+            }
+            let name = if info.dlpi_name.is_null() {
+                &[][..]
+            } else {
+                CStr::from_ptr(info.dlpi_name).to_bytes()
+            };
+            f(ModuleView {
+                base: info.dlpi_addr.wrapping_add(low),
+                size: high - low,
+                vmaddr: low,
+                build_id,
+                name,
+            });
+            0
+        }
+    }
+    let mut f = f;
+    // SAFETY: the callback reads only what the loader hands it.
+    unsafe {
+        libc::dl_iterate_phdr(Some(callback), (&raw mut f).cast());
+    }
+}
+
+/// The descriptor of the `NT_GNU_BUILD_ID` note in a `PT_NOTE` segment.
+#[cfg(target_os = "linux")]
+fn gnu_build_id(mut notes: &[u8]) -> &[u8] {
+    let word = |b: &[u8], i: usize| -> Option<usize> {
+        Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
+    };
+    let align = |n: usize| (n + 3) & !3;
+    while notes.len() >= 12 {
+        let (Some(namesz), Some(descsz), Some(kind)) =
+            (word(notes, 0), word(notes, 4), word(notes, 8))
+        else {
+            return &[];
+        };
+        let name_end = 12 + align(namesz);
+        let desc_end = name_end + align(descsz);
+        if desc_end > notes.len() {
+            return &[];
+        }
+        if kind == 3 && notes.get(12..12 + namesz) == Some(b"GNU\0") {
+            return &notes[name_end..name_end + descsz.min(64)];
+        }
+        notes = &notes[desc_end..];
+    }
+    &[]
+}
+
+/// Where native modules are not listed (not Linux): nothing.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn each_module(_f: &mut dyn FnMut(ModuleView<'_>)) {}
+
+/// The most symbols read from a symbol table.
+#[cfg(target_os = "linux")]
+const SYMBOLS_MAX: usize = 2_000_000;
+
+/// Where symbol tables are not read (not Linux): no names.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn executable_names(addrs: &[u64]) -> Vec<Option<String>> {
+    vec![None; addrs.len()]
+}
+
+/// For each address of this process (any order), the full demangled name (without its hash)
+/// of the executable's function that contains it, from the executable's symbol table; `None`
+/// for an address outside the executable or without a symbol. Reads only the symbol and
+/// string tables (the file is not loaded whole); one pass over the symbols for all addresses.
+#[cfg(target_os = "linux")]
+pub(crate) fn executable_names(addrs: &[u64]) -> Vec<Option<String>> {
+    let mut out = vec![None; addrs.len()];
+    let Some((base, size, vmaddr)) = executable_mapping() else {
+        return out;
+    };
+    let Ok(file) = std::fs::File::open("/proc/self/exe")
+        .or_else(|_| std::env::current_exe().and_then(std::fs::File::open))
+    else {
+        return out;
+    };
+    let cache = object::read::ReadCache::new(file);
+    let Ok(obj) = object::File::parse(&cache) else {
+        return out;
+    };
+    use object::{Object, ObjectSymbol, SymbolKind};
+    // Addresses as the file states them.
+    let wanted: Vec<Option<u64>> = addrs
+        .iter()
+        .map(|&a| {
+            a.checked_sub(base)
+                .filter(|off| *off < size)
+                .map(|off| off + vmaddr)
+        })
+        .collect();
+    let mut best: Vec<Option<(u64, object::SymbolIndex)>> = vec![None; addrs.len()];
+    for sym in obj.symbols().take(SYMBOLS_MAX) {
+        if sym.kind() != SymbolKind::Text || sym.size() == 0 {
+            continue;
+        }
+        let (start, size) = (sym.address(), sym.size());
+        for (i, w) in wanted.iter().enumerate() {
+            if let Some(w) = *w
+                && w >= start
+                && w - start < size
+                && best[i].is_none_or(|(s, _)| start > s)
+            {
+                best[i] = Some((start, sym.index()));
+            }
+        }
+    }
+    for (slot, found) in out.iter_mut().zip(best) {
+        let name = found
+            .and_then(|(_, index)| obj.symbol_by_index(index).ok())
+            .and_then(|sym| sym.name_bytes().ok().map(<[u8]>::to_vec));
+        if let Some(name) = name {
+            let mangled = String::from_utf8_lossy(&name);
+            let demangled = format!("{:#}", rustc_demangle::demangle(&mangled));
+            *slot = Some(crate::bound::cut_owned(demangled, 1024));
+        }
+    }
+    out
+}
+
+/// Where the executable is mapped in this process: its lowest segment's address, the span of
+/// its segments, and the address its lowest segment asks for.
+#[cfg(target_os = "linux")]
+fn executable_mapping() -> Option<(u64, u64, u64)> {
+    let mut found = None;
+    each_module(&mut |m: ModuleView<'_>| {
+        if m.name.is_empty() && found.is_none() {
+            found = Some((m.base, m.size, m.vmaddr));
+        }
+    });
+    found
+}
+
+/// The symbol table's name for a frame whose debug information named it `short` (no module
+/// path: `main`, `call_once<fn(), ()>`), when it is the same function: the last segment of
+/// the full name is the short name without its generic arguments.
+pub(crate) fn fuller_name(short: &str, full: &str) -> Option<String> {
+    if short.contains("::") || !full.contains("::") {
+        return None;
+    }
+    let base = short.split('<').next().unwrap_or(short);
+    let last = full.rsplit("::").next().unwrap_or(full);
+    (!base.is_empty() && base == last).then(|| full.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_function_of_this_test() -> u64 {
+        std::hint::black_box(a_function_of_this_test as *const () as usize as u64)
+    }
+
+    #[test]
+    fn a_short_name_takes_the_full_one_only_for_the_same_function() {
+        assert_eq!(
+            fuller_name("main", "fixture::main").as_deref(),
+            Some("fixture::main")
+        );
+        assert_eq!(
+            fuller_name(
+                "call_once<fn(), ()>",
+                "core::ops::function::FnOnce::call_once"
+            )
+            .as_deref(),
+            Some("core::ops::function::FnOnce::call_once")
+        );
+        // An inlined function's name against its caller's symbol: kept.
+        assert_eq!(fuller_name("load", "fixture::main"), None);
+        assert_eq!(fuller_name("fixture::main", "fixture::main"), None);
+        assert_eq!(fuller_name("main", "main"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_executable_is_listed_with_its_build_id() {
+        let mut main = None;
+        each_module(&mut |m: ModuleView<'_>| {
+            if m.name.is_empty() && main.is_none() {
+                main = Some(m.build_id.to_vec());
+            }
+        });
+        assert!(!main.expect("the executable").is_empty());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn full_names_come_from_the_symbol_table() {
+        let addr = a_function_of_this_test();
+        let names = executable_names(&[addr + 1, 0]);
+        assert_eq!(
+            names[0].as_deref(),
+            Some("consentry::modules::tests::a_function_of_this_test")
+        );
+        assert_eq!(names[1], None);
+    }
+}
