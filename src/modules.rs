@@ -146,25 +146,37 @@ pub(crate) fn executable_names(addrs: &[u64]) -> Vec<Option<String>> {
                 .map(|off| off + vmaddr)
         })
         .collect();
-    let mut best: Vec<Option<(u64, object::SymbolIndex)>> = vec![None; addrs.len()];
+    // The innermost symbol containing each address; `false` once two symbols start there
+    // (the linker folded identical functions into one: its name could be another crate's).
+    let mut best: Vec<Option<(u64, object::SymbolIndex, bool)>> = vec![None; addrs.len()];
     for sym in obj.symbols().take(SYMBOLS_MAX) {
         if sym.kind() != SymbolKind::Text || sym.size() == 0 {
             continue;
         }
         let (start, size) = (sym.address(), sym.size());
         for (i, w) in wanted.iter().enumerate() {
-            if let Some(w) = *w
-                && w >= start
-                && w - start < size
-                && best[i].is_none_or(|(s, _)| start > s)
-            {
-                best[i] = Some((start, sym.index()));
+            let Some(w) = *w else { continue };
+            if w < start || w - start >= size {
+                continue;
+            }
+            match best[i] {
+                Some((s, _, _)) if start < s => {}
+                Some((s, index, _)) if start == s => {
+                    let same_name = obj
+                        .symbol_by_index(index)
+                        .is_ok_and(|other| other.name_bytes().ok() == sym.name_bytes().ok());
+                    if !same_name {
+                        best[i] = Some((s, index, false));
+                    }
+                }
+                _ => best[i] = Some((start, sym.index(), true)),
             }
         }
     }
     for (slot, found) in out.iter_mut().zip(best) {
         let name = found
-            .and_then(|(_, index)| obj.symbol_by_index(index).ok())
+            .filter(|(_, _, unique)| *unique)
+            .and_then(|(_, index, _)| obj.symbol_by_index(index).ok())
             .and_then(|sym| sym.name_bytes().ok().map(<[u8]>::to_vec));
         if let Some(name) = name {
             let mangled = String::from_utf8_lossy(&name);

@@ -16,16 +16,16 @@
 //!   process dies with the signal it would have died of without consentry. No memory, no
 //!   registers but the program counter, no environment, no command line is written; the
 //!   fault address only as a kind (null page, next to the stack pointer, elsewhere).
-//! - **At the next start** (or in the same run, when a handler before ours recovered), the
-//!   runtime's worker turns each record of a process that is gone into an ordinary report
+//! - **At the next start**, the runtime's worker turns each record of a process that is gone
+//!   (its `<id>.alive` file is no longer locked) into an ordinary report
 //!   ([`event_of`]) and hands it to the one pipeline (scrub, outbox or `kept/`, consent gate).
 //!   When this process has a module with the same build id (the same binary), the addresses
 //!   are symbolicated here; the report always carries `debug_meta` (build ids, file names
 //!   only), so a server with the debug files symbolicates a stripped build.
 //!
 //! Off when crash reports are off: the handler is installed only while they may be recorded
-//! (on, or kept on this machine), removed when consent is withdrawn, and checks the switch
-//! again when a signal arrives. A `SIGABRT` from a panic (`panic = "abort"`) is left to the
+//! (on, or kept on this machine) and checks the switch again when a signal arrives, so after
+//! a "no" it records nothing (it stays installed: see [`install`]). A `SIGABRT` from a panic (`panic = "abort"`) is left to the
 //! panic hook, which reported it already. A record a handler before ours recovered from is
 //! deleted when the process ends normally (the guard's drop).
 #![allow(unsafe_code)]
@@ -139,6 +139,8 @@ pub(crate) struct Record {
     /// Instruction addresses, innermost first; the first is the program counter.
     pub(crate) frames: Vec<u64>,
     pub(crate) modules: Vec<Module>,
+    /// The release of the app that crashed (`app@version`).
+    pub(crate) release: Option<String>,
 }
 
 /// Reads a record. Every count and length is bounded; an unknown line is skipped (a newer
@@ -157,6 +159,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Record, String> {
         pid: 0,
         frames: Vec::new(),
         modules: Vec::new(),
+        release: None,
     };
     let mut ended = false;
     for (i, line) in lines.enumerate() {
@@ -174,6 +177,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Record, String> {
             "fault" => record.fault = Fault::parse(rest).ok_or_else(bad)?,
             "time" => record.time = rest.parse().map_err(|_| bad())?,
             "pid" => record.pid = rest.parse().map_err(|_| bad())?,
+            "release" => record.release = Some(crate::bound::cut(rest, 256).into_owned()),
             "frame" if record.frames.len() < MAX_FRAMES => {
                 record
                     .frames
@@ -284,7 +288,7 @@ pub(crate) fn event_of(record: &Record, app_crate: Option<&str>, symbolicate: bo
             let same = here
                 .iter()
                 .find(|h| !m.build_id.is_empty() && h.build_id == m.build_id)?;
-            Some(addr - m.base + same.base)
+            Some(addr.wrapping_sub(m.base).wrapping_add(same.base))
         });
         let mut resolved = local.map(|a| symbols(a, i == 0)).unwrap_or_default();
         if resolved.is_empty() {
@@ -293,7 +297,8 @@ pub(crate) fn event_of(record: &Record, app_crate: Option<&str>, symbolicate: bo
         for mut frame in resolved {
             // For now the address here, for full names (looked up one byte before: the
             // program counter itself is not a return address).
-            frame.instruction_addr = local.map(|a| (if i == 0 { a + 1 } else { a }).into());
+            frame.instruction_addr =
+                local.map(|a| (if i == 0 { a.wrapping_add(1) } else { a }).into());
             frame.package = package.clone();
             if frame.function.is_none() {
                 frame.function = Some("<unknown>".to_owned());
@@ -330,9 +335,16 @@ pub(crate) fn event_of(record: &Record, app_crate: Option<&str>, symbolicate: bo
             }))
         })
         .collect();
+    // When it crashed, as the record says, but never in the future (a corrupt record).
+    let now = SystemTime::now();
+    let timestamp = UNIX_EPOCH
+        .checked_add(Duration::from_secs(record.time))
+        .filter(|t| *t <= now)
+        .unwrap_or(now);
     let mut event = Event {
         level: Level::Fatal,
-        timestamp: UNIX_EPOCH + Duration::from_secs(record.time),
+        timestamp,
+        release: record.release.clone().map(Into::into),
         ..Default::default()
     };
     event.exception.values.push(Exception {
@@ -418,39 +430,134 @@ fn current_modules() -> Vec<Module> {
     out
 }
 
-/// The records in `dir` that can be reported now, oldest first: those of processes that
-/// are gone (or that still run but wrote them more than a day ago). Half-written
-/// temporaries of processes that are gone are removed.
+/// This process's name in record file names: random, so a process id used again (in a
+/// container the app is often pid 1 on every run) never mixes two processes up.
+pub(crate) fn own_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let mut id = Uuid::new_v4().simple().to_string();
+        id.truncate(16);
+        id
+    })
+}
+
+/// The `<id>.alive` files this process holds locked: the kernel releases the lock however
+/// the process ends, so a record's writer is known to be gone, whatever its pid became.
+static ALIVE: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+fn alive_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.alive"))
+}
+
+/// Marks this process as running for the readers of `dir`.
+fn hold_alive(dir: &Path) -> Result<(), String> {
+    let path = alive_path(dir, own_id());
+    let file = crate::fsx::open_lock_file(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.try_lock()
+        .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+    if let Ok(mut held) = ALIVE.lock() {
+        held.push(file);
+    }
+    Ok(())
+}
+
+/// Whether the process named `id` still runs: its `.alive` file is locked. Where locks do not
+/// work, a record younger than a day counts as a running process's.
+fn running(dir: &Path, id: &str, young: bool) -> bool {
+    if id == own_id() {
+        return true;
+    }
+    let path = alive_path(dir, id);
+    if crate::fsx::regular_len(&path).is_none() {
+        return false;
+    }
+    match crate::fsx::open_lock_file(&path).map(|f| f.try_lock()) {
+        Ok(Ok(())) => false,
+        Ok(Err(std::fs::TryLockError::WouldBlock)) => true,
+        _ => young,
+    }
+}
+
+/// A record file's name, taken apart: `<writer>-<time>-<thread>.crash`, `.tmp` while it is
+/// written, `.claimed-<reader>` while a start reports it.
+struct RecordName<'a> {
+    writer: &'a str,
+    time: u64,
+    stem: &'a str,
+    state: NameState<'a>,
+}
+
+enum NameState<'a> {
+    Done,
+    Writing,
+    Claimed(&'a str),
+}
+
+fn record_name(name: &str) -> Option<RecordName<'_>> {
+    let (stem, state) = if let Some(stem) = name.strip_suffix(".crash") {
+        (stem, NameState::Done)
+    } else if let Some(stem) = name.strip_suffix(".tmp") {
+        (stem, NameState::Writing)
+    } else {
+        let (stem, reader) = name.split_once(".claimed-")?;
+        (stem, NameState::Claimed(reader))
+    };
+    let mut parts = stem.splitn(3, '-');
+    let writer = parts.next()?;
+    let time = parts.next()?.parse().ok()?;
+    let id_like =
+        |s: &str| !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !id_like(writer) || matches!(state, NameState::Claimed(r) if !id_like(r)) {
+        return None;
+    }
+    Some(RecordName {
+        writer,
+        time,
+        stem,
+        state,
+    })
+}
+
+/// The records in `dir` that can be reported now, oldest first: those whose writer is gone,
+/// and those a start claimed and did not finish (its process is gone too). Half-written
+/// records of processes that are gone, records dated more than a day ahead (a corrupt name)
+/// and the `.alive` files of processes that are gone are removed.
 pub(crate) fn pending(dir: &Path) -> Vec<PathBuf> {
     let now = SystemTime::now();
-    let own = std::process::id();
     let mut out: Vec<(u64, PathBuf)> = Vec::new();
+    let mut alive_files = Vec::new();
     for (path, _) in crate::fsx::regular_files(dir) {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        let (stem, done) = match (name.strip_suffix(".crash"), name.strip_suffix(".tmp")) {
-            (Some(stem), _) => (stem, true),
-            (None, Some(stem)) => (stem, false),
-            _ => continue,
-        };
-        let mut parts = stem.split('-');
-        let (Some(Ok(pid)), Some(Ok(time))) = (
-            parts.next().map(str::parse::<u32>),
-            parts.next().map(str::parse::<u64>),
-        ) else {
-            continue;
-        };
-        let written = UNIX_EPOCH + Duration::from_secs(time);
-        let old = now
-            .duration_since(written)
-            .is_ok_and(|age| age > LIVE_GRACE);
-        if pid == own || (imp::alive(pid) && !old) {
+        if let Some(id) = name.strip_suffix(".alive") {
+            alive_files.push((id.to_owned(), path.clone()));
             continue;
         }
-        if done {
-            out.push((time, path));
-        } else {
+        let Some(record) = record_name(name) else {
+            continue;
+        };
+        let written = UNIX_EPOCH.checked_add(Duration::from_secs(record.time));
+        if written.is_none_or(|w| w > now + LIVE_GRACE) {
+            let _ = crate::fsx::remove(&path);
+            continue;
+        }
+        let young = written.is_some_and(|w| now.duration_since(w).is_ok_and(|a| a < LIVE_GRACE));
+        match record.state {
+            NameState::Done if !running(dir, record.writer, young) => out.push((record.time, path)),
+            NameState::Writing if !running(dir, record.writer, young) => {
+                let _ = crate::fsx::remove(&path);
+            }
+            NameState::Claimed(reader) if !running(dir, reader, young) => {
+                out.push((record.time, path));
+            }
+            _ => {}
+        }
+    }
+    // A gone process's `.alive` file: its records are known to be its without it.
+    for (id, path) in alive_files {
+        if !running(dir, &id, true) {
             let _ = crate::fsx::remove(&path);
         }
     }
@@ -458,16 +565,28 @@ pub(crate) fn pending(dir: &Path) -> Vec<PathBuf> {
     out.into_iter().map(|(_, p)| p).collect()
 }
 
-/// The process ends normally: a record it wrote (a handler before ours recovered from the
-/// signal) was not a crash.
+/// Takes a pending record for this process (an atomic rename to `.claimed-<own id>`), so
+/// that two starts at the same time do not both report it. `None`: another took it.
+pub(crate) fn claim(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let record = record_name(name)?;
+    let claimed = path.with_file_name(format!("{}.claimed-{}", record.stem, own_id()));
+    std::fs::rename(path, &claimed).ok()?;
+    Some(claimed)
+}
+
+/// The process ends normally: what it wrote (a handler before ours recovered from the
+/// signal) was not a crash, and it no longer runs.
 pub(crate) fn forget_own(dir: &Path) {
-    let prefix = format!("{}-", std::process::id());
+    let own = own_id();
     for (path, _) in crate::fsx::regular_files(dir) {
-        if path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(&prefix))
-        {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let ours = record_name(name)
+            .is_some_and(|r| r.writer == own && !matches!(r.state, NameState::Claimed(_)))
+            || name == format!("{own}.alive");
+        if ours {
             let _ = crate::fsx::remove(&path);
         }
     }
@@ -508,6 +627,7 @@ pub(crate) fn sample() -> Option<Record> {
         std::process::id(),
         &frames,
         exe.as_bytes(),
+        b"",
     );
     parse(buf.bytes()).ok()
 }
@@ -516,14 +636,19 @@ pub(crate) fn sample() -> Option<Record> {
 /// `native` feature).
 pub(crate) const SUPPORTED: bool = imp::SUPPORTED;
 
-/// Installs the handler, writing records to `dir` (created, private). `Err` says why not.
-pub(crate) fn install(dir: &Path) -> Result<(), String> {
-    imp::install(dir)
-}
-
-/// Removes the handler (restoring the handlers that were there before).
-pub(crate) fn uninstall() {
-    imp::uninstall();
+/// Installs the handler, writing records to `dir` (created, private) with `release`
+/// (`app@version`, the release the crash belongs to). `Err` says why not. Once installed it
+/// stays for the life of the process: removing `crash-handler`'s handler from another thread
+/// than the one that installed it would unmap that thread's alternate signal stack. When
+/// crash reports are turned off it records nothing and passes every signal on.
+pub(crate) fn install(dir: &Path, release: &str) -> Result<(), String> {
+    if !SUPPORTED {
+        return imp::install(dir, release);
+    }
+    crate::fsx::create_private_dir(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    hold_alive(dir)?;
+    imp::install(dir, release)
 }
 
 #[cfg(all(
@@ -548,12 +673,17 @@ mod imp {
     struct State {
         dir: Vec<u8>,
         exe: Vec<u8>,
+        /// This process's id in record names.
+        id: Vec<u8>,
+        /// `app@version`, one line.
+        release: Vec<u8>,
     }
 
     static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
     static HANDLER: Mutex<Option<crash_handler::CrashHandler>> = Mutex::new(None);
-    /// Set while a signal is being recorded: a second one (a crash in the handler, another
-    /// thread) is left to the handlers before ours.
+    /// Set while a signal is being recorded. (A fault inside the handler is fatal at once:
+    /// the six signals are blocked while it runs; a crash on another thread waits for
+    /// `crash-handler`'s lock and is then recorded.)
     static BUSY: AtomicBool = AtomicBool::new(false);
 
     /// Memory for the handler, in the process image rather than on the (alternate, small)
@@ -573,16 +703,8 @@ mod imp {
         tmp: UnsafeCell::new([0; 4096]),
     };
 
-    pub(super) fn install(dir: &Path) -> Result<(), String> {
+    pub(super) fn install(dir: &Path, release: &str) -> Result<(), String> {
         use std::os::unix::ffi::OsStrExt;
-        let mut slot = HANDLER
-            .lock()
-            .map_err(|_| "the handler's lock is poisoned".to_owned())?;
-        if slot.is_some() {
-            return Ok(());
-        }
-        crate::fsx::create_private_dir(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let dir = dir.as_os_str().as_bytes().to_vec();
         if dir.len() > 3000 || dir.contains(&0) {
             return Err("the data directory's path is too long for the crash handler".to_owned());
@@ -591,9 +713,27 @@ mod imp {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.as_bytes().to_vec()))
             .unwrap_or_else(|| b"<main>".to_vec());
-        let state = Box::into_raw(Box::new(State { dir, exe }));
-        // The previous state stays leaked: a handler on another thread may still read it.
+        let release = release
+            .bytes()
+            .filter(|b| !b.is_ascii_control())
+            .take(256)
+            .collect();
+        let id = super::own_id().as_bytes().to_vec();
+        let state = Box::into_raw(Box::new(State {
+            dir,
+            exe,
+            id,
+            release,
+        }));
+        // Records go to the latest runtime's directory. The previous state stays leaked: a
+        // handler on another thread may still read it.
         STATE.store(state, Ordering::Release);
+        let mut slot = HANDLER
+            .lock()
+            .map_err(|_| "the handler's lock is poisoned".to_owned())?;
+        if slot.is_some() {
+            return Ok(());
+        }
         // SAFETY: `on_crash` does only async-signal-safe work: atomics, the unwinder's walk
         // (as sentry-native's in-process backend), `dl_iterate_phdr`, and
         // open/write/rename/close on memory prepared here.
@@ -613,13 +753,6 @@ mod imp {
         let handler = attached.map_err(|e| e.to_string())?;
         *slot = Some(handler);
         Ok(())
-    }
-
-    pub(super) fn uninstall() {
-        if let Ok(mut slot) = HANDLER.lock() {
-            // Dropping it restores the previous handlers.
-            slot.take();
-        }
     }
 
     /// Program counter and stack pointer of the crashed context.
@@ -663,6 +796,16 @@ mod imp {
             record(cc, signal);
             // SAFETY: as above.
             unsafe { libc::alarm(previous_alarm) };
+        }
+        // A breakpoint trap (`int3`, si_code > 0) resumes after the instruction when the
+        // handler returns, where without a handler the process dumps core: raise it again,
+        // for the handler before ours or the default action once ours has returned (it is
+        // blocked until then).
+        if signal == libc::SIGTRAP && cc.siginfo.ssi_code > 0 {
+            // SAFETY: tgkill is async-signal-safe.
+            unsafe {
+                libc::syscall(libc::SYS_tgkill, cc.pid, cc.tid, libc::SIGTRAP);
+            }
         }
         BUSY.store(false, Ordering::Release);
     }
@@ -714,16 +857,17 @@ mod imp {
         let mut buf = Buf::new(text);
         let time = now_secs();
         let pid = cc.pid as u32;
+        let release = &state.release;
         format_record(
-            &mut buf, signal, code, fault, time, pid, crashed, &state.exe,
+            &mut buf, signal, code, fault, time, pid, crashed, &state.exe, release,
         );
-        // <dir>/<pid>-<time>-<tid>.tmp, then renamed to .crash
+        // <dir>/<id>-<time>-<tid>.tmp, then renamed to .crash
         let path = unsafe { &mut *SCRATCH.path.get() };
         let tmp = unsafe { &mut *SCRATCH.tmp.get() };
         let mut p = Buf::new(path);
         p.put(&state.dir);
         p.put(b"/");
-        p.dec(u64::from(pid));
+        p.put(&state.id);
         p.put(b"-");
         p.dec(time);
         p.put(b"-");
@@ -860,6 +1004,7 @@ mod imp {
         pid: u32,
         frames: &[u64],
         exe: &[u8],
+        release: &[u8],
     ) {
         buf.put(MAGIC.as_bytes());
         buf.put(b"\nsignal ");
@@ -904,20 +1049,20 @@ mod imp {
                 ]);
             }
             buf.put(b" ");
-            buf.name(if m.name.is_empty() { exe } else { m.name });
+            // The file name only: the directory (a home directory) is not needed.
+            let path = if m.name.is_empty() { exe } else { m.name };
+            let file = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+            buf.name(file);
             buf.put(b"\n");
         });
+        // The release the crash belongs to (an update may come before the next start).
+        if !release.is_empty() {
+            buf.put(b"release ");
+            buf.name(release);
+            buf.put(b"\n");
+        }
+        // At most ~45 KiB (256 frames, 64 modules of 512-byte names): `end` always fits.
         buf.put(b"end\n");
-    }
-
-    /// Whether a process with this id exists (signal 0 checks without sending).
-    pub(super) fn alive(pid: u32) -> bool {
-        let Ok(pid) = i32::try_from(pid) else {
-            return false;
-        };
-        // SAFETY: kill with signal 0 only checks.
-        let rc = unsafe { libc::kill(pid, 0) };
-        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     }
 }
 
@@ -936,14 +1081,12 @@ mod imp {
 
     pub(super) const SUPPORTED: bool = false;
 
-    pub(super) fn install(_dir: &Path) -> Result<(), String> {
+    pub(super) fn install(_dir: &Path, _release: &str) -> Result<(), String> {
         Err(
             "native crashes are caught only on Linux (x86-64, ARM64) with the `native` feature"
                 .to_owned(),
         )
     }
-
-    pub(super) fn uninstall() {}
 
     pub(crate) struct Buf<'a> {
         buf: &'a mut [u8],
@@ -968,11 +1111,8 @@ mod imp {
         _pid: u32,
         _frames: &[u64],
         _exe: &[u8],
+        _release: &[u8],
     ) {
-    }
-
-    pub(super) fn alive(_pid: u32) -> bool {
-        false
     }
 }
 
@@ -1022,6 +1162,50 @@ mod tests {
         }
         many.push_str("end\n");
         assert_eq!(parse(many.as_bytes()).unwrap().frames.len(), MAX_FRAMES);
+    }
+
+    #[test]
+    fn records_of_running_processes_wait_and_others_are_claimed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let file = |name: String| {
+            let path = d.join(name);
+            std::fs::write(&path, "x").unwrap();
+            path
+        };
+        // A writer that is gone (no `.alive` file), one that runs (its `.alive` file locked
+        // here, through another open file), this process, a name dated in three days, and
+        // the `.alive` file of a process that ended.
+        let gone = file(format!("aaaa000000000001-{now}-1.crash"));
+        let running_id = "bbbb000000000002";
+        let lock = std::fs::File::create(d.join(format!("{running_id}.alive"))).unwrap();
+        lock.try_lock().unwrap();
+        let live = file(format!("{running_id}-{now}-2.crash"));
+        let ours = file(format!("{}-{now}-3.crash", own_id()));
+        let future = file(format!("cccc000000000003-{}-4.crash", now + 3 * 86_400));
+        let ended = file("dddd000000000004.alive".to_owned());
+        let half = file(format!("aaaa000000000001-{now}-5.tmp"));
+        assert_eq!(pending(d), vec![gone.clone()]);
+        assert!(!future.exists() && !ended.exists() && !half.exists());
+        assert!(live.exists() && ours.exists());
+        // Two starts at once: one takes it.
+        let claimed = claim(&gone).unwrap();
+        assert!(claim(&gone).is_none());
+        assert!(pending(d).is_empty(), "claimed by a running process");
+        // A claim whose reader ended is pending again.
+        let orphan = file(format!("aaaa000000000006-{now}-6.claimed-eeee000000000005"));
+        assert_eq!(pending(d), vec![orphan]);
+        // The running writer ends: its record is a crash now.
+        drop(lock);
+        assert!(pending(d).contains(&live));
+        // This process ends normally: its own record and `.alive` file go.
+        forget_own(d);
+        assert!(!ours.exists());
+        assert!(claimed.exists(), "a claim is the reader's business");
     }
 
     #[test]

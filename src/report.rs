@@ -653,10 +653,14 @@ impl Enrichment {
     pub(crate) fn apply(&self, event: &mut Event<'static>) {
         let f = &self.facts;
         event.platform = "native".into();
-        event.release = Some(Cow::Owned(format!(
-            "{}@{}",
-            self.app_name, self.app_version
-        )));
+        // A native crash's report keeps the release that crashed (an update may come
+        // between the crash and the start that reports it).
+        if event.release.is_none() {
+            event.release = Some(Cow::Owned(format!(
+                "{}@{}",
+                self.app_name, self.app_version
+            )));
+        }
         event.environment = Some(Cow::Owned(self.environment.clone()));
         event.server_name = None;
         // The loaded images' build ids and load addresses, so a server that holds the debug

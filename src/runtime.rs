@@ -493,7 +493,8 @@ impl Runtime {
             self.adopt_early();
             self.native_on();
         } else {
-            crate::native::uninstall();
+            // (A handler installed earlier stays, inert: it records nothing while crash
+            // reports are off.)
             switch::set_crash(false);
             drop(consentry_api::backend::drain_early());
             // Nothing can be sent; a panic is still saved here for the user to share by hand
@@ -751,6 +752,11 @@ impl Runtime {
     /// pipeline like any other, then the record is removed. A record that cannot be read or
     /// parsed is removed with one warning (it would fail the same way every start).
     fn adopt_native(&self, path: &Path, symbolicate: bool) {
+        // Another start of the app may be reporting it at the same moment: one takes it.
+        let Some(claimed) = crate::native::claim(path) else {
+            return;
+        };
+        let path = claimed.as_path();
         let record = crate::fsx::read_capped(path, crate::native::MAX_RECORD_BYTES)
             .map_err(|e| e.to_string())
             .and_then(|bytes| crate::native::parse(&bytes));
@@ -785,9 +791,10 @@ impl Runtime {
         let Some(dir) = self.paths.native_dir() else {
             return;
         };
+        let release = format!("{}@{}", self.config.app_name, self.config.app_version);
         if self.config.native_crashes
             && crate::native::SUPPORTED
-            && let Err(e) = crate::native::install(&dir)
+            && let Err(e) = crate::native::install(&dir, &release)
         {
             diag::warn_once("native-install", || {
                 format!("crashes that are not panics will not be reported: {e}")
@@ -1074,7 +1081,6 @@ impl Runtime {
         switch::set_crash(false);
         switch::set_usage(false);
         switch::PANIC_SAVE_LOCAL.store(false, Ordering::Release);
-        crate::native::uninstall();
         if let Some(dir) = self.paths.native_dir() {
             crate::native::forget_own(&dir);
         }
@@ -1093,7 +1099,6 @@ impl Runtime {
             self.review.store(true, Ordering::Release);
         }
         if withdrawn.crash {
-            crate::native::uninstall();
             switch::set_crash(false);
             if let Some(dir) = self.paths.native_dir() {
                 crate::native::clear(&dir);

@@ -715,9 +715,15 @@ mod native {
             .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_owned))
     }
 
+    /// The native crash records waiting (not the `.alive` files of running processes).
     fn records(dirs: &Dirs) -> Vec<std::path::PathBuf> {
         std::fs::read_dir(dirs.data().join("native"))
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| !p.to_string_lossy().ends_with(".alive"))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -754,6 +760,14 @@ mod native {
                 "SIGBUS",
                 "fixture::crash_bus",
                 "other",
+            ),
+            // The program counter is past the breakpoint: returning would go on.
+            (
+                "native-trap",
+                libc::SIGTRAP,
+                "SIGTRAP",
+                "fixture::crash_trap",
+                "none",
             ),
         ] {
             // The reference: the same crash with consent off, where no handler is installed.
@@ -802,6 +816,10 @@ mod native {
             assert_eq!(exception["mechanism"]["handled"], false);
             assert_eq!(exception["mechanism"]["meta"]["signal"]["name"], ty);
             assert_eq!(event["level"], "fatal");
+            assert_eq!(
+                event["release"], "fixture@1.2.3",
+                "the release that crashed"
+            );
             assert_eq!(event["tags"]["fault"], fault, "{scenario}");
             // The innermost in-app frame is the app's function; what is inside it (libc's
             // abort, an inlined core function) is not in-app.

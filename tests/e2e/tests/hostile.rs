@@ -734,3 +734,91 @@ fn a_408_keeps_reports_and_usage_for_later() {
         "the usage batch is kept"
     );
 }
+
+/// A native crash record as the handler writes one (a SIGSEGV at address `0x1000`).
+fn native_record(pid: u32, time: u64) -> String {
+    format!(
+        "consentry-native 1\nsignal 11\ncode 1\nfault null\ntime {time}\npid {pid}\nframe 1000\nmodule 0 2000 0 0011223344556677 /home/plantuser/bin/fixture\nend\n"
+    )
+}
+
+#[test]
+fn hostile_native_crash_records_are_refused_without_blocking() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let native = dirs.data().join("native");
+    std::fs::create_dir_all(&native).unwrap();
+    // Process ids above the kernel's maximum (2^22): never alive.
+    let dead = 999_999_000u32;
+    let t = now_secs();
+    let name = |pid: u32| native.join(format!("{pid}-{t}-{pid}.crash"));
+    // A FIFO (reading it would block), a link to a valid record elsewhere (following it would
+    // report it), a 100 MB file, a malformed record, a record of a process that still runs.
+    let fifo = name(dead);
+    mkfifo(&fifo);
+    let outside = dirs.data().join("outside.txt");
+    std::fs::write(&outside, native_record(dead, t)).unwrap();
+    let link = name(dead + 1);
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let big = name(dead + 2);
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(100 * 1024 * 1024)
+        .unwrap();
+    let malformed = name(dead + 3);
+    std::fs::write(
+        &malformed,
+        "consentry-native 1\nsignal eleven\nframe x\nend\n",
+    )
+    .unwrap();
+    // A process that still runs holds its `.alive` file locked (here: this test).
+    let live = native.join(format!("bbbb00000000000f-{t}-1.crash"));
+    std::fs::write(&live, native_record(std::process::id(), t)).unwrap();
+    let lock = std::fs::File::create(native.join("bbbb00000000000f.alive")).unwrap();
+    lock.try_lock().unwrap();
+
+    let (out, elapsed) = run(reporting(&dirs, &server, "idle"), LIMIT);
+    assert_clean_exit(&out);
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "{elapsed:?}{}",
+        left(&dirs, &out)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(server.requests().is_empty(), "nothing was reported");
+    assert!(is_fifo(&fifo), "the FIFO is left alone");
+    assert!(is_symlink(&link), "the link is left alone");
+    assert!(outside.exists(), "its target too");
+    assert!(!big.exists(), "an oversized record is removed");
+    assert!(!malformed.exists(), "a malformed record is removed");
+    assert!(live.exists(), "a running process's record waits");
+    assert!(stderr(&out).contains("unusable"), "{}", stderr(&out));
+    drop(lock);
+}
+
+#[test]
+fn a_native_crash_record_from_a_gone_process_is_reported_scrubbed() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let native = dirs.data().join("native");
+    std::fs::create_dir_all(&native).unwrap();
+    let (dead, t) = (999_999_100u32, now_secs());
+    std::fs::write(
+        native.join(format!("{dead}-{t}-1.crash")),
+        native_record(dead, t),
+    )
+    .unwrap();
+    let (out, _) = run(reporting(&dirs, &server, "idle"), LIMIT);
+    assert_clean_exit(&out);
+    let requests = server.wait_for(1, Duration::from_secs(5));
+    assert_eq!(requests.len(), 1, "{}", left(&dirs, &out));
+    let text = requests[0].text();
+    assert_no_pii(&text);
+    assert!(!text.contains("plantuser"), "{text}");
+    let event = requests[0].envelope_event();
+    assert_eq!(event["exception"]["values"][0]["type"], "SIGSEGV");
+    // Not this binary (another build id): bare addresses, and the image by file name.
+    let image = &event["debug_meta"]["images"][0];
+    assert_eq!(image["name"], "fixture");
+    assert_eq!(image["code_id"], "0011223344556677");
+}

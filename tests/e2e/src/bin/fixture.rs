@@ -117,6 +117,22 @@ fn overflow(depth: u64) -> u64 {
     overflow(depth + 1) + pad[(depth % 64) as usize]
 }
 
+/// A breakpoint instruction: SIGTRAP, after which the program counter is past it.
+#[inline(never)]
+#[allow(unsafe_code)]
+fn crash_trap() {
+    // SAFETY: a trap, on purpose.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!("int3")
+    };
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!("brk #0")
+    };
+    println!("went on after the trap");
+}
+
 #[inline(never)]
 fn crash_abort() {
     std::process::abort();
@@ -748,6 +764,7 @@ fn main() {
         "native-abort" => crash_abort(),
         "native-bus" => crash_bus(),
         "native-raise-bus" => raise_bus(),
+        "native-trap" => crash_trap(),
         // Do nothing (init and drop).
         _ => {}
     }
