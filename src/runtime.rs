@@ -795,7 +795,10 @@ impl Runtime {
         if self.config.native_crashes
             && crate::native::SUPPORTED
             && let Err(e) = crate::native::install(&dir, &release)
+            && self.debug
         {
+            // Said in debug mode only: an unusable data directory is warned about already,
+            // and an app with its own crash handler is told in the README.
             diag::warn_once("native-install", || {
                 format!("crashes that are not panics will not be reported: {e}")
             });

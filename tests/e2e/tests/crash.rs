@@ -761,6 +761,13 @@ mod native {
                 "fixture::crash_bus",
                 "other",
             ),
+            (
+                "native-thread-overflow",
+                libc::SIGABRT,
+                "SIGSEGV",
+                "fixture::overflow",
+                "stack",
+            ),
             // The program counter is past the breakpoint: returning would go on.
             (
                 "native-trap",

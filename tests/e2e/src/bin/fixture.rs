@@ -765,6 +765,15 @@ fn main() {
         "native-bus" => crash_bus(),
         "native-raise-bus" => raise_bus(),
         "native-trap" => crash_trap(),
+        // A stack overflow on a thread the app spawned (its own alternate signal stack).
+        "native-thread-overflow" => {
+            let worker = std::thread::Builder::new()
+                .name("worker-9".into())
+                .stack_size(256 * 1024)
+                .spawn(|| overflow(1))
+                .unwrap();
+            println!("{:?}", worker.join());
+        }
         // Do nothing (init and drop).
         _ => {}
     }
