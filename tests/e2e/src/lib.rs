@@ -457,3 +457,11 @@ pub fn stderr(out: &Output) -> String {
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The GNU build id of a binary, as `readelf -n` shows it (`None` without readelf or id).
+pub fn gnu_build_id(bin: &Path) -> Option<String> {
+    let out = Command::new("readelf").arg("-n").arg(bin).output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_owned))
+}

@@ -249,15 +249,6 @@ fn profile_fixtures() -> Vec<(&'static str, PathBuf)> {
     ]
 }
 
-/// The GNU build id of a binary, as `readelf -n` shows it.
-fn build_id(bin: &std::path::Path) -> String {
-    let out = Command::new("readelf").arg("-n").arg(bin).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_owned))
-        .expect("a build id")
-}
-
 /// The frames of an event's outermost exception (where a report's stack trace is).
 fn frames_of(event: &Value) -> Vec<Value> {
     event["exception"]["values"]
@@ -317,7 +308,7 @@ fn every_profile_reports_the_apps_frames_in_app() {
     let mut profiles = vec![("debug", fixture_bin!())];
     profiles.extend(profile_fixtures());
     for (profile, bin) in profiles {
-        let id = build_id(&bin);
+        let id = gnu_build_id(&bin).expect("a build id (readelf -n)");
         let symbols = profile != "strip = true";
         let dirs = Dirs::new();
         for scenario in ["errors", "panic"] {

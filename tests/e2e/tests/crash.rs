@@ -703,18 +703,6 @@ mod native {
 
     use super::*;
 
-    /// The GNU build id of a binary, as `readelf -n` shows it.
-    fn build_id(bin: &std::path::Path) -> Option<String> {
-        let out = std::process::Command::new("readelf")
-            .arg("-n")
-            .arg(bin)
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_owned))
-    }
-
     /// The native crash records waiting (not the `.alive` files of running processes).
     fn records(dirs: &Dirs) -> Vec<std::path::PathBuf> {
         std::fs::read_dir(dirs.data().join("native"))
@@ -730,7 +718,7 @@ mod native {
     #[test]
     fn native_crashes_die_as_without_consentry_and_are_reported_at_the_next_start() {
         let bin = fixture_bin!();
-        let id = build_id(&bin);
+        let id = gnu_build_id(&bin);
         for (scenario, signal, ty, function, fault) in [
             (
                 "native-null",
