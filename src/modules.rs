@@ -117,12 +117,56 @@ pub(crate) fn executable_names(addrs: &[u64]) -> Vec<Option<String>> {
     vec![None; addrs.len()]
 }
 
+/// The most addresses whose names are remembered (a report's frames repeat from report to
+/// report: `main`, the thread start, the app's call sites).
+#[cfg(target_os = "linux")]
+const NAMES_CACHED: usize = 4096;
+
 /// For each address of this process (any order), the full demangled name (without its hash)
 /// of the executable's function that contains it, from the executable's symbol table; `None`
-/// for an address outside the executable or without a symbol. Reads only the symbol and
-/// string tables (the file is not loaded whole); one pass over the symbols for all addresses.
+/// for an address outside the executable or without a symbol. Answers remembered from
+/// earlier calls are used; for the others the symbol and string tables are read (the file is
+/// not loaded whole), in one pass over the symbols.
 #[cfg(target_os = "linux")]
 pub(crate) fn executable_names(addrs: &[u64]) -> Vec<Option<String>> {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+    static CACHE: LazyLock<Mutex<HashMap<u64, Option<String>>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+    let mut out = vec![None; addrs.len()];
+    let mut missing = Vec::new();
+    if let Ok(cache) = CACHE.lock() {
+        for (i, a) in addrs.iter().enumerate() {
+            match cache.get(a) {
+                Some(name) => out[i] = name.clone(),
+                None => missing.push(i),
+            }
+        }
+    } else {
+        missing.extend(0..addrs.len());
+    }
+    if missing.is_empty() {
+        return out;
+    }
+    let wanted: Vec<u64> = missing.iter().map(|&i| addrs[i]).collect();
+    let found = read_names(&wanted);
+    if let Ok(mut cache) = CACHE.lock() {
+        if cache.len() + found.len() > NAMES_CACHED {
+            cache.clear();
+        }
+        for (&a, name) in wanted.iter().zip(&found) {
+            cache.insert(a, name.clone());
+        }
+    }
+    for (i, name) in missing.into_iter().zip(found) {
+        out[i] = name;
+    }
+    out
+}
+
+/// [`executable_names`] without the cache.
+#[cfg(target_os = "linux")]
+fn read_names(addrs: &[u64]) -> Vec<Option<String>> {
     let mut out = vec![None; addrs.len()];
     let Some((base, size, vmaddr)) = executable_mapping() else {
         return out;

@@ -648,7 +648,39 @@ pub(crate) fn install(dir: &Path, release: &str) -> Result<(), String> {
     crate::fsx::create_private_dir(dir)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     hold_alive(dir)?;
-    imp::install(dir, release)
+    imp::install(dir, release)?;
+    forget_at_exit(dir);
+    Ok(())
+}
+
+/// The directory whose records this process forgets when it exits normally.
+static EXIT_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// An `exit` (a return from `main`, or `std::process::exit`, which skips the guard's drop)
+/// is a normal end: what this process recorded was a signal it survived. (A crash never
+/// gets here: it ends by a signal, and `abort` skips `atexit` handlers.)
+fn forget_at_exit(dir: &Path) {
+    extern "C" fn at_exit() {
+        let dir = EXIT_DIR.try_lock().ok().and_then(|d| d.clone());
+        if let Some(dir) = dir {
+            let _ = std::panic::catch_unwind(|| forget_own(&dir));
+        }
+    }
+    if let Ok(mut d) = EXIT_DIR.lock() {
+        *d = Some(dir.to_owned());
+    }
+    #[cfg(unix)]
+    {
+        static REGISTER: std::sync::Once = std::sync::Once::new();
+        REGISTER.call_once(|| {
+            // SAFETY: registers a plain function with no captures.
+            unsafe {
+                libc::atexit(at_exit);
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = at_exit;
 }
 
 #[cfg(all(

@@ -870,16 +870,19 @@ mod native {
     fn a_signal_the_process_survives_is_not_reported() {
         // The standard library's handler ignores a raised SIGBUS: the process goes on, with
         // consentry as without it, and ends normally; the record is not a crash.
-        let server = CaptureServer::start(Plan::Status(200));
-        let dirs = Dirs::new();
-        let (out, _) = run(errors_run(&dirs, &server.dsn(), "native-raise-bus"), LIMIT);
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(stdout(&out).trim(), "still running");
-        assert!(records(&dirs).is_empty());
-        let (next, _) = run(errors_run(&dirs, &server.dsn(), "idle"), LIMIT);
-        assert!(next.status.success());
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(server.requests().is_empty());
+        // Also when it ends by `std::process::exit`, which skips the guard's drop.
+        for scenario in ["native-raise-bus", "native-raise-bus-exit"] {
+            let server = CaptureServer::start(Plan::Status(200));
+            let dirs = Dirs::new();
+            let (out, _) = run(errors_run(&dirs, &server.dsn(), scenario), LIMIT);
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert_eq!(stdout(&out).trim(), "still running");
+            assert!(records(&dirs).is_empty(), "{scenario}");
+            let (next, _) = run(errors_run(&dirs, &server.dsn(), "idle"), LIMIT);
+            assert!(next.status.success());
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(server.requests().is_empty(), "{scenario}");
+        }
     }
 
     #[test]

@@ -764,6 +764,11 @@ fn main() {
         "native-abort" => crash_abort(),
         "native-bus" => crash_bus(),
         "native-raise-bus" => raise_bus(),
+        // The same, then `std::process::exit`, which skips the guard's drop.
+        "native-raise-bus-exit" => {
+            raise_bus();
+            std::process::exit(0);
+        }
         "native-trap" => crash_trap(),
         // A stack overflow on a thread the app spawned (its own alternate signal stack).
         "native-thread-overflow" => {
