@@ -100,7 +100,7 @@ fn debug_type(value: &dyn fmt::Debug) -> String {
             Ok(())
         }
     }
-    let mut w = FirstWord(String::new());
+    let mut w = FirstWord(String::with_capacity(32));
     let _ = fmt::write(&mut w, format_args!("{value:?}"));
     if w.0.is_empty() {
         "Error".to_owned()
@@ -132,7 +132,8 @@ pub(crate) fn bounded_display(value: &dyn fmt::Display) -> String {
             Err(fmt::Error)
         }
     }
-    let mut w = Capped(String::new());
+    // Most messages fit: one allocation instead of a doubling series.
+    let mut w = Capped(String::with_capacity(128));
     let _ = fmt::write(&mut w, format_args!("{value}"));
     bound::cut_owned(w.0, bound::TEXT_MAX)
 }
@@ -175,7 +176,9 @@ fn event_with_top_type<E: Error + ?Sized>(err: &E, top_type: String) -> Event<'s
     }
     let total = links.len() + 1;
     let keep = bound::keep_ends(total, bound::CHAIN_MAX);
-    let mut exceptions = vec![exception(top_type, bounded_display(&err))];
+    // One allocation for the kept links (each exception is half a kilobyte).
+    let mut exceptions = Vec::with_capacity(total.min(bound::CHAIN_MAX));
+    exceptions.push(exception(top_type, bounded_display(&err)));
     for (i, link) in links.iter().enumerate() {
         if keep(i + 1) {
             exceptions.push(exception(link_type(*link), bounded_display(link)));
