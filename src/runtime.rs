@@ -159,18 +159,12 @@ fn job_bytes(job: &Job) -> usize {
     }
 }
 
+#[derive(Default)]
 struct Jobs {
+    /// Its slots are allocated at the first push, all at once (none while nothing is
+    /// captured: consent not given costs no memory).
     queue: VecDeque<(Job, usize)>,
     bytes: usize,
-}
-
-impl Default for Jobs {
-    fn default() -> Jobs {
-        Jobs {
-            queue: VecDeque::with_capacity(MAX_PENDING),
-            bytes: 0,
-        }
-    }
 }
 
 /// Everything `init` set up.
@@ -566,6 +560,9 @@ impl Runtime {
         // drains the queue itself and wakes it every 50 ms): a push onto a non-empty queue
         // needs no wake-up, which spares the caller a futex call per capture in a burst.
         let was_empty = jobs.queue.is_empty();
+        if jobs.queue.capacity() == 0 {
+            jobs.queue.reserve_exact(MAX_PENDING);
+        }
         jobs.bytes += size;
         jobs.queue.push_back((job, size));
         if was_empty {
