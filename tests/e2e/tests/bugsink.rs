@@ -190,7 +190,7 @@ fn the_same_error_with_different_paths_is_one_issue() {
 /// The fixture as people ship it: a release build with `debug = "line-tables-only"`; that
 /// binary without its debug info (what `debug = false` leaves), with its debug sections
 /// compressed (`-Wl,--compress-debug-sections=zlib`) and without any symbols (what
-/// `strip = true` leaves); and `line-tables-only` with `panic = "abort"`. Built once per
+/// `strip = true` leaves); and `line-tables-only` with `panic = "abort"` and `lto = "fat"`. Built once per
 /// target directory (`target/profiles*`), a few minutes on a clean machine.
 fn profile_fixtures() -> Vec<(&'static str, PathBuf)> {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -210,7 +210,9 @@ fn profile_fixtures() -> Vec<(&'static str, PathBuf)> {
         .current_dir(&workspace)
         .env("CARGO_PROFILE_RELEASE_DEBUG", "line-tables-only");
         if abort {
-            cmd.env("CARGO_PROFILE_RELEASE_PANIC", "abort");
+            // Two more choices in the same build (each build takes minutes on 2 cores).
+            cmd.env("CARGO_PROFILE_RELEASE_PANIC", "abort")
+                .env("CARGO_PROFILE_RELEASE_LTO", "fat");
         }
         assert!(
             cmd.status().unwrap().success(),
@@ -243,7 +245,7 @@ fn profile_fixtures() -> Vec<(&'static str, PathBuf)> {
         ),
         ("strip = true", derived("--strip-all", "stripped")),
         (
-            "line-tables-only, panic = abort",
+            "line-tables-only, panic = abort, lto = fat",
             build("profiles-abort", true),
         ),
     ]

@@ -886,6 +886,25 @@ mod native {
     }
 
     #[test]
+    fn a_child_forked_after_init_dies_by_its_signal_and_is_not_reported() {
+        // A forked child never touches the runtime (its locks may be held): its crash is
+        // the default action's, recorded nowhere.
+        let server = CaptureServer::start(Plan::Status(200));
+        let dirs = Dirs::new();
+        let (out, _) = run(errors_run(&dirs, &server.dsn(), "native-fork-null"), LIMIT);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out).trim(),
+            format!("child signal {}", libc::SIGSEGV)
+        );
+        assert!(records(&dirs).is_empty());
+        let (next, _) = run(errors_run(&dirs, &server.dsn(), "idle"), LIMIT);
+        assert!(next.status.success());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(server.requests().is_empty());
+    }
+
+    #[test]
     fn a_no_given_after_the_crash_deletes_the_record_unsent() {
         let server = CaptureServer::start(Plan::Status(200));
         let dirs = Dirs::new();

@@ -159,6 +159,22 @@ fn crash_bus() {
     }
 }
 
+/// Forks a child that writes through a null pointer; prints the signal that ended it.
+#[allow(unsafe_code)]
+fn fork_and_crash() {
+    // SAFETY: the child only crashes (or exits at once).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        crash_null();
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    println!("child signal {}", libc::WTERMSIG(status));
+}
+
 /// Raises SIGBUS at itself: the standard library's handler (there for stack overflows)
 /// ignores a SIGBUS that is not a fault, so the process goes on, with or without consentry.
 #[inline(never)]
@@ -770,6 +786,8 @@ fn main() {
             std::process::exit(0);
         }
         "native-trap" => crash_trap(),
+        // A child forked after init crashes; the parent says how it ended and goes on.
+        "native-fork-null" => fork_and_crash(),
         // A stack overflow on a thread the app spawned (its own alternate signal stack).
         "native-thread-overflow" => {
             let worker = std::thread::Builder::new()
