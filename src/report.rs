@@ -507,13 +507,24 @@ fn bound_frames(st: &mut Stacktrace) {
 /// `~/.cargo/registry/src/...` and `~/.cargo/git/checkouts/...`: the builder's home and user
 /// name never leave, whatever the scrubber knows of this machine.
 fn normalise_paths(st: &mut Stacktrace) {
+    // Cargo's own layout: the segment after the marker is `<source>-<16 hex digits>`
+    // (`index.crates.io-1949cf8c6b5b557f`, `mylib-1a2b3c4d5e6f7a8b`), so an app's own
+    // `registry/src/` directory is not taken for it.
+    let cargo_segment = |rest: &str| {
+        let segment = rest.split(['/', '\\']).next().unwrap_or("");
+        segment.rsplit_once('-').is_some_and(|(name, hash)| {
+            !name.is_empty() && hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    };
     for frame in &mut st.frames {
         let Some(path) = frame.abs_path.as_deref() else {
             continue;
         };
         let cut = ["/registry/src/", "/git/checkouts/", "\\registry\\src\\"]
             .iter()
-            .filter_map(|m| path.find(m))
+            .filter_map(|m| path.find(m).map(|i| (i, m.len())))
+            .filter(|&(i, len)| cargo_segment(&path[i + len..]))
+            .map(|(i, _)| i)
             .min();
         if let Some(i) = cut
             && !path.starts_with("~/.cargo/")
@@ -1090,9 +1101,13 @@ mod tests {
         };
         let mut st = Stacktrace {
             frames: vec![
-                frame("/root/.cargo/registry/src/index.crates.io-1/crash-handler-0.8.1/src/a.rs"),
-                frame("/opt/cargo-home/git/checkouts/dep-1a2b/0c0d/src/b.rs"),
+                frame(
+                    "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crash-handler-0.8.1/src/a.rs",
+                ),
+                frame("/opt/cargo-home/git/checkouts/dep-1a2b3c4d5e6f7a8b/0c0d/src/b.rs"),
                 frame("/home/dev/project/src/main.rs"),
+                // An app whose own directory is called `registry`.
+                frame("/home/dev/registry/src/main.rs"),
             ],
             ..Default::default()
         };
@@ -1105,9 +1120,10 @@ mod tests {
         assert_eq!(
             paths,
             [
-                "~/.cargo/registry/src/index.crates.io-1/crash-handler-0.8.1/src/a.rs",
-                "~/.cargo/git/checkouts/dep-1a2b/0c0d/src/b.rs",
+                "~/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crash-handler-0.8.1/src/a.rs",
+                "~/.cargo/git/checkouts/dep-1a2b3c4d5e6f7a8b/0c0d/src/b.rs",
                 "/home/dev/project/src/main.rs",
+                "/home/dev/registry/src/main.rs",
             ]
         );
         assert_eq!(st.frames[0].in_app, Some(false));
