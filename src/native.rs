@@ -592,10 +592,16 @@ pub(crate) fn forget_own(dir: &Path) {
     }
 }
 
-/// Deletes every record (consent withdrawn); returns how many.
+/// Deletes every record (consent withdrawn); returns how many. The `.alive` files of the
+/// processes that run stay (they say who runs, nothing about a crash).
 pub(crate) fn clear(dir: &Path) -> usize {
     crate::fsx::regular_files(dir)
         .into_iter()
+        .filter(|(path, _)| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| record_name(n).is_some())
+        })
         .filter(|(path, _)| crate::fsx::remove(path).is_ok())
         .count()
 }
@@ -1234,10 +1240,18 @@ mod tests {
         // The running writer ends: its record is a crash now.
         drop(lock);
         assert!(pending(d).contains(&live));
-        // This process ends normally: its own record and `.alive` file go.
+        // This process ends normally: its own record goes, not another's.
         forget_own(d);
-        assert!(!ours.exists());
-        assert!(claimed.exists(), "a claim is the reader's business");
+        assert!(!ours.exists() && live.exists() && claimed.exists());
+        // A "no": every record goes (claimed ones too); `.alive` files say who runs, they stay.
+        let runs = file("ffff000000000008.alive".to_owned());
+        assert_eq!(
+            clear(d),
+            3,
+            "the ended writer's, the claimed one, the orphan claim"
+        );
+        assert!(!live.exists() && !claimed.exists());
+        assert!(runs.exists());
     }
 
     #[test]
