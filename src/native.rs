@@ -449,13 +449,17 @@ fn alive_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.alive"))
 }
 
-/// Marks this process as running for the readers of `dir`.
+/// Marks this process as running for the readers of `dir`. The file is locked under a
+/// temporary name and then renamed: a reader never sees it unlocked (it would take it for a
+/// process that is gone, and delete it).
 fn hold_alive(dir: &Path) -> Result<(), String> {
     let path = alive_path(dir, own_id());
-    let file = crate::fsx::open_lock_file(&path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let tmp = dir.join(format!("{}.alive.new", own_id()));
+    let file = crate::fsx::open_lock_file(&tmp)
+        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     file.try_lock()
-        .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot lock {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     if let Ok(mut held) = ALIVE.lock() {
         held.push(file);
     }
@@ -592,18 +596,23 @@ pub(crate) fn forget_own(dir: &Path) {
     }
 }
 
-/// Deletes every record (consent withdrawn); returns how many. The `.alive` files of the
-/// processes that run stay (they say who runs, nothing about a crash).
+/// Deletes every record (consent withdrawn), and whatever else is in the directory but the
+/// `.alive` files (they say who runs, nothing about a crash); returns how many records.
 pub(crate) fn clear(dir: &Path) -> usize {
-    crate::fsx::regular_files(dir)
-        .into_iter()
-        .filter(|(path, _)| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| record_name(n).is_some())
-        })
-        .filter(|(path, _)| crate::fsx::remove(path).is_ok())
-        .count()
+    let mut records = 0;
+    for (path, _) in crate::fsx::regular_files(dir) {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            let _ = crate::fsx::remove(&path);
+            continue;
+        };
+        if name.ends_with(".alive") {
+            continue;
+        }
+        if crate::fsx::remove(&path).is_ok() && record_name(name).is_some() {
+            records += 1;
+        }
+    }
+    records
 }
 
 /// A record of this thread's stack as it is now, as a crash here would leave it (for
@@ -651,8 +660,8 @@ pub(crate) fn install(dir: &Path, release: &str) -> Result<(), String> {
     if !SUPPORTED {
         return imp::install(dir, release);
     }
-    crate::fsx::create_private_dir(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Refused if it is a link: the handler writes nowhere but in our own directory.
+    crate::fsx::own_subdir(dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
     hold_alive(dir)?;
     imp::install(dir, release)?;
     forget_at_exit(dir);
@@ -1245,12 +1254,13 @@ mod tests {
         assert!(!ours.exists() && live.exists() && claimed.exists());
         // A "no": every record goes (claimed ones too); `.alive` files say who runs, they stay.
         let runs = file("ffff000000000008.alive".to_owned());
+        let junk = file("zz-not-a-record.claimed-zz".to_owned());
         assert_eq!(
             clear(d),
             3,
             "the ended writer's, the claimed one, the orphan claim"
         );
-        assert!(!live.exists() && !claimed.exists());
+        assert!(!live.exists() && !claimed.exists() && !junk.exists());
         assert!(runs.exists());
     }
 

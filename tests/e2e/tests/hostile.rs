@@ -822,3 +822,26 @@ fn a_native_crash_record_from_a_gone_process_is_reported_scrubbed() {
     assert_eq!(image["name"], "fixture");
     assert_eq!(image["code_id"], "0011223344556677");
 }
+
+#[test]
+fn a_linked_native_crash_directory_is_never_written_through() {
+    use std::os::unix::process::ExitStatusExt;
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dirs.data()).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dirs.data().join("native")).unwrap();
+    let (out, _) = run(reporting(&dirs, &server, "native-null"), LIMIT);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGSEGV),
+        "{}",
+        left(&dirs, &out)
+    );
+    let written: Vec<_> = std::fs::read_dir(outside.path()).unwrap().collect();
+    assert!(
+        written.is_empty(),
+        "nothing written through the link: {written:?}"
+    );
+    assert!(is_symlink(&dirs.data().join("native")));
+}
