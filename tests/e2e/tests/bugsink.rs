@@ -68,23 +68,30 @@ fn sent_ids(dirs: &Dirs) -> Vec<String> {
         .collect()
 }
 
-#[test]
-#[ignore = "needs Bugsink: run scripts/test"]
-fn an_error_chain_and_a_panic_arrive_intact_and_scrubbed() {
-    let dsn = env("CONSENTRY_BUGSINK_DSN");
+/// Runs `bin`'s `errors` (a three-link error and a message) and `panic` scenarios against
+/// Bugsink, in fresh directories; returns those directories.
+fn errors_and_a_panic(bin: &std::path::Path, dsn: &str, label: &str) -> Dirs {
     let dirs = Dirs::new();
     for scenario in ["errors", "panic"] {
-        let mut cmd = fixture(&fixture_bin!(), &dirs, scenario);
+        let mut cmd = fixture(bin, &dirs, scenario);
         cmd.env("FIXTURE_TELEMETRY", "1")
-            .env("FIXTURE_DSN", &dsn)
+            .env("FIXTURE_DSN", dsn)
             .env("FIXTURE_FLUSH_MS", "10000");
         let (out, _) = run(cmd, Duration::from_secs(60));
         assert!(
             out.status.success() || scenario == "panic",
-            "{}",
+            "{label}: {}",
             stderr(&out)
         );
     }
+    dirs
+}
+
+#[test]
+#[ignore = "needs Bugsink: run scripts/test"]
+fn an_error_chain_and_a_panic_arrive_intact_and_scrubbed() {
+    let dsn = env("CONSENTRY_BUGSINK_DSN");
+    let dirs = errors_and_a_panic(&fixture_bin!(), &dsn, "debug");
     let ids = sent_ids(&dirs);
     assert_eq!(
         ids.len(),
@@ -312,19 +319,7 @@ fn every_profile_reports_the_apps_frames_in_app() {
     for (profile, bin) in profiles {
         let id = gnu_build_id(&bin).expect("a build id (readelf -n)");
         let symbols = profile != "strip = true";
-        let dirs = Dirs::new();
-        for scenario in ["errors", "panic"] {
-            let mut cmd = fixture(&bin, &dirs, scenario);
-            cmd.env("FIXTURE_TELEMETRY", "1")
-                .env("FIXTURE_DSN", &dsn)
-                .env("FIXTURE_FLUSH_MS", "10000");
-            let (out, _) = run(cmd, Duration::from_secs(60));
-            assert!(
-                out.status.success() || scenario == "panic",
-                "{profile}: {}",
-                stderr(&out)
-            );
-        }
+        let dirs = errors_and_a_panic(&bin, &dsn, profile);
         let ids = sent_ids(&dirs);
         assert_eq!(ids.len(), 3, "{profile}: {}", dirs.audit_log());
         let events = stored_events(&ids);
