@@ -11,8 +11,8 @@
 //!   thread's stack (instruction addresses only, through the signal frame, as sentry-native's
 //!   in-process backend does), lists the modules those addresses fall in (load address, size
 //!   and GNU build id), formats all of it into a static buffer and writes it to
-//!   `<data>/native/<pid>-<time>-<tid>.crash` (a temporary name, then `rename`, so a reader
-//!   never sees half a record). Then the previous handler runs, or the default action: the
+//!   `<data>/native/<id>-<time>-<tid>.crash` (`<id>`: this process's random id; a temporary
+//!   name, then `rename`, so a reader never sees half a record). Then the previous handler runs, or the default action: the
 //!   process dies with the signal it would have died of without consentry. No memory, no
 //!   registers but the program counter, no environment, no command line is written; the
 //!   fault address only as a kind (null page, next to the stack pointer, elsewhere).
@@ -25,9 +25,10 @@
 //!
 //! Off when crash reports are off: the handler is installed only while they may be recorded
 //! (on, or kept on this machine) and checks the switch again when a signal arrives, so after
-//! a "no" it records nothing (it stays installed: see [`install`]). A `SIGABRT` from a panic (`panic = "abort"`) is left to the
-//! panic hook, which reported it already. A record a handler before ours recovered from is
-//! deleted when the process ends normally (the guard's drop).
+//! a "no" it records nothing (it stays installed: see [`install`]). A `SIGABRT` from a panic
+//! (`panic = "abort"`) is left to the panic hook, which reported it already. A record of a
+//! signal the process survived (a handler before ours recovered) is deleted when the process
+//! ends normally (the guard's drop, or `exit`).
 #![allow(unsafe_code)]
 
 use std::path::{Path, PathBuf};
