@@ -23,6 +23,7 @@ pub(crate) struct ModuleView<'a> {
 /// Calls `f` for every loaded module, through `dl_iterate_phdr` (which the unwinder
 /// itself uses; it allocates nothing).
 #[cfg(target_os = "linux")]
+#[allow(clippy::useless_conversion)] // `u64::from` of a 64-bit field, kept for 32-bit Linux
 pub(crate) fn each_module(f: &mut dyn FnMut(ModuleView<'_>)) {
     unsafe extern "C" fn callback(
         info: *mut libc::dl_phdr_info,
@@ -42,11 +43,13 @@ pub(crate) fn each_module(f: &mut dyn FnMut(ModuleView<'_>)) {
             let mut high = 0u64;
             let mut build_id: &[u8] = &[];
             for ph in phdrs {
+                // `u64::from`: these are 32-bit on 32-bit Linux.
+                let (vaddr, memsz) = (u64::from(ph.p_vaddr), u64::from(ph.p_memsz));
                 if ph.p_type == libc::PT_LOAD {
-                    low = low.min(ph.p_vaddr);
-                    high = high.max((ph.p_vaddr).saturating_add(ph.p_memsz));
+                    low = low.min(vaddr);
+                    high = high.max(vaddr.saturating_add(memsz));
                 } else if ph.p_type == libc::PT_NOTE && build_id.is_empty() {
-                    let at = info.dlpi_addr.wrapping_add(ph.p_vaddr);
+                    let at = u64::from(info.dlpi_addr).wrapping_add(vaddr);
                     let notes =
                         std::slice::from_raw_parts(at as usize as *const u8, ph.p_memsz as usize);
                     build_id = gnu_build_id(notes);
@@ -61,7 +64,7 @@ pub(crate) fn each_module(f: &mut dyn FnMut(ModuleView<'_>)) {
                 CStr::from_ptr(info.dlpi_name).to_bytes()
             };
             f(ModuleView {
-                base: info.dlpi_addr.wrapping_add(low),
+                base: u64::from(info.dlpi_addr).wrapping_add(low),
                 size: high - low,
                 vmaddr: low,
                 build_id,
