@@ -16,8 +16,9 @@ fn env(name: &str) -> String {
         .unwrap_or_else(|_| panic!("{name} is not set: run this test through scripts/test"))
 }
 
-/// The stored events with these ids, read back through Bugsink's Django models.
-fn stored_events(ids: &[String]) -> Vec<Value> {
+/// Runs `select` (a Python expression over `events`, the stored events with these ids) in
+/// Bugsink's Django shell and returns what it printed after `tag`.
+fn bugsink_query(ids: &[String], tag: &str, select: &str) -> String {
     let list = ids
         .iter()
         .map(|id| format!("{id:?}"))
@@ -25,7 +26,8 @@ fn stored_events(ids: &[String]) -> Vec<Value> {
         .join(",");
     let script = format!(
         "import json\nfrom events.models import Event\n\
-         print('EVENTS' + json.dumps([e.get_parsed_data() for e in Event.objects.filter(event_id__in=[{list}])]))"
+         events = Event.objects.filter(event_id__in=[{list}])\n\
+         print('{tag}' + {select})"
     );
     let dir = env("CONSENTRY_BUGSINK_DIR");
     let out = Command::new(env("CONSENTRY_BUGSINK_MANAGE"))
@@ -36,16 +38,25 @@ fn stored_events(ids: &[String]) -> Vec<Value> {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("EVENTS"))
+    text.lines()
+        .find_map(|l| l.strip_prefix(tag))
+        .map(str::to_owned)
         .unwrap_or_else(|| {
             panic!(
                 "no answer from Bugsink: {text}\n{}",
                 String::from_utf8_lossy(&out.stderr)
             )
-        });
-    serde_json::from_str(line).unwrap()
+        })
+}
+
+/// The stored events with these ids, read back through Bugsink's Django models.
+fn stored_events(ids: &[String]) -> Vec<Value> {
+    let line = bugsink_query(
+        ids,
+        "EVENTS",
+        "json.dumps([e.get_parsed_data() for e in events])",
+    );
+    serde_json::from_str(&line).unwrap()
 }
 
 /// The event ids the audit log says were sent.
@@ -144,27 +155,7 @@ fn an_error_chain_and_a_panic_arrive_intact_and_scrubbed() {
 
 /// The Bugsink issue each of these events was grouped into.
 fn issues_of(ids: &[String]) -> Vec<String> {
-    let list = ids
-        .iter()
-        .map(|id| format!("{id:?}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let script = format!(
-        "from events.models import Event\n\
-         print('ISSUES' + ','.join(str(e.issue_id) for e in Event.objects.filter(event_id__in=[{list}])))"
-    );
-    let dir = env("CONSENTRY_BUGSINK_DIR");
-    let out = Command::new(env("CONSENTRY_BUGSINK_MANAGE"))
-        .args(["shell", "-c", &script])
-        .env("DJANGO_SETTINGS_MODULE", "bugsink_conf")
-        .env("PYTHONPATH", &dir)
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("ISSUES"))
-        .unwrap_or_else(|| panic!("no answer from Bugsink: {text}"))
+    bugsink_query(ids, "ISSUES", "','.join(str(e.issue_id) for e in events)")
         .split(',')
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
