@@ -469,7 +469,7 @@ pub fn preview(config: &Config) -> Result<Preview, PreviewError> {
     // The same pipeline a real report goes through, the app's hook included.
     let captured = Captured {
         event: report::event_from_error(&sample),
-        backtrace: Some(backtrace::Backtrace::new_unresolved()),
+        backtrace: Some(report::RawStack::capture()),
         breadcrumb_seq: 0,
         kind: Kind::Error,
     };

@@ -78,6 +78,7 @@ mod settings;
 mod sink;
 mod switch;
 mod transport;
+mod unwind;
 mod upload;
 mod usage;
 

@@ -129,7 +129,7 @@ fn report(info: &PanicHookInfo<'_>) {
         .location()
         .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
     let thread = std::thread::current().name().map(str::to_owned);
-    let backtrace = report::raw_backtrace();
+    let backtrace = report::RawStack::capture();
     let event = report::event_from_panic(message, location, thread, None);
     let id = event.event_id;
     let captured = Captured {

@@ -229,9 +229,9 @@ impl Pipeline {
         let dedup_key = (kind != Kind::Panic && repeats.is_some())
             .then(|| report::dedup_key(&event, backtrace.as_ref()));
         // 3.
-        if let Some(mut bt) = backtrace {
+        if let Some(bt) = backtrace {
             let st = match stack {
-                Stack::Symbolicate => report::stacktrace_from(&mut bt, Some(&self.config.app_name)),
+                Stack::Symbolicate => report::stacktrace_from(&bt, Some(&self.config.app_name)),
                 Stack::Addresses => report::stacktrace_unresolved(&bt),
                 Stack::Given(st) => st,
             };

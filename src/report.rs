@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::bound;
 use crate::facts::Facts;
+use crate::unwind;
 
 /// A test hook: symbolication of a large debug binary can take seconds; tests make it slow
 /// on purpose to check that nothing waits for it. Compiled into debug builds only.
@@ -36,7 +37,7 @@ fn test_delay() {
 #[derive(Debug)]
 pub(crate) struct Captured {
     pub(crate) event: Event<'static>,
-    pub(crate) backtrace: Option<backtrace::Backtrace>,
+    pub(crate) backtrace: Option<RawStack>,
     /// Breadcrumbs up to this sequence number belong to the event.
     pub(crate) breadcrumb_seq: u64,
     pub(crate) kind: Kind,
@@ -330,13 +331,9 @@ const NOT_IN_APP: &[&str] = &[
 
 /// Resolves a backtrace into a Sentry stack trace: symbols, trimming of the capture
 /// machinery, and `in_app` marks (standard library and registry crates are not in-app).
-pub(crate) fn stacktrace_from(
-    bt: &mut backtrace::Backtrace,
-    app_crate: Option<&str>,
-) -> Option<Stacktrace> {
+pub(crate) fn stacktrace_from(stack: &RawStack, app_crate: Option<&str>) -> Option<Stacktrace> {
     test_delay();
-    bt.resolve();
-    let mut st = sentry::integrations::backtrace::backtrace_to_stacktrace(bt)?;
+    let mut st = symbolicate(stack)?;
     full_names(&mut st.frames);
     // Frames are outermost first; the capture machinery sits at the end. Everything from
     // the outermost consentry frame inward is ours (capture_error, its closures, the panic
@@ -442,31 +439,22 @@ fn is_ours(f: &Frame) -> bool {
 /// recursion is cut here, then [`bound::FRAMES_MAX`] of these are kept).
 const WALK_MAX: usize = 512;
 
-/// A raw backtrace of the calling thread: return addresses only, no symbols.
-///
-/// `backtrace::Backtrace::new_unresolved` takes the crate's global lock, which a
-/// symbolication running on consentry's own threads holds for as long as it takes to load
-/// debug information (seconds for a large debug binary): the app's thread would wait for it.
-/// On Unix the unwinder is thread-safe, so the walk is done without that lock.
-#[allow(unsafe_code)]
-pub(crate) fn raw_backtrace() -> backtrace::Backtrace {
-    #[cfg(unix)]
-    {
-        let mut frames: Vec<backtrace::BacktraceFrame> = Vec::with_capacity(64);
-        // SAFETY: `trace_unsynchronized` is unsafe only because the unwinder of some
-        // platforms (dbghelp on Windows) is not thread-safe; on Unix it is
-        // `_Unwind_Backtrace`, which is. The callback only copies the frame.
-        unsafe {
-            backtrace::trace_unsynchronized(|frame| {
-                frames.push(frame.clone().into());
-                frames.len() < WALK_MAX
-            });
-        }
-        backtrace::Backtrace::from(frames)
+/// A stack as captured: return addresses, innermost first, not yet resolved to symbols
+/// (that is done on the worker).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawStack(Vec<usize>);
+
+impl RawStack {
+    /// The calling thread's stack (see [`unwind`]: no lock that symbolication holds is
+    /// taken, so the app's thread never waits for it).
+    #[inline(never)]
+    pub(crate) fn capture() -> Self {
+        RawStack(unwind::walk(WALK_MAX))
     }
-    #[cfg(not(unix))]
-    {
-        backtrace::Backtrace::new_unresolved()
+
+    /// Instruction addresses, innermost first.
+    pub(crate) fn addresses(&self) -> &[usize] {
+        &self.0
     }
 }
 
@@ -590,15 +578,50 @@ pub(crate) fn native_stacktrace(frames: Vec<Frame>, app_crate: Option<&str>) -> 
     (!st.frames.is_empty()).then_some(st)
 }
 
+/// Frames with the symbols of each address (one frame per inlined function, innermost
+/// first within an address), or a bare address a server with debug files can resolve.
+fn symbolicate(stack: &RawStack) -> Option<Stacktrace> {
+    let mut frames = Vec::with_capacity(stack.0.len());
+    for &ip in &stack.0 {
+        let first = frames.len();
+        backtrace::resolve(ip as *mut std::ffi::c_void, |sym| {
+            let abs_path = sym.filename().map(|p| p.to_string_lossy().into_owned());
+            let filename = abs_path
+                .as_deref()
+                .map(|p| p.rsplit(['/', '\\']).next().unwrap_or(p).to_owned());
+            frames.push(Frame {
+                // `{:#}`: demangled without the hash (`mytool::main`, not `...::h0123...`).
+                function: Some(
+                    sym.name()
+                        .map_or_else(|| "<unknown>".to_owned(), |name| format!("{name:#}")),
+                ),
+                instruction_addr: Some(ip.into()),
+                abs_path,
+                filename,
+                lineno: sym.lineno().map(u64::from),
+                ..Default::default()
+            });
+        });
+        if frames.len() == first {
+            frames.push(Frame {
+                instruction_addr: Some(ip.into()),
+                function: Some("<unknown>".into()),
+                ..Default::default()
+            });
+        }
+    }
+    Stacktrace::from_frames_reversed(frames)
+}
+
 /// A stack trace of bare instruction addresses, without symbolication: fast, for the copy
 /// of a panic report stored before symbolication. Sentry can symbolicate it server-side
 /// when debug files are uploaded.
-pub(crate) fn stacktrace_unresolved(bt: &backtrace::Backtrace) -> Option<Stacktrace> {
-    let frames: Vec<Frame> = bt
-        .frames()
+pub(crate) fn stacktrace_unresolved(stack: &RawStack) -> Option<Stacktrace> {
+    let frames: Vec<Frame> = stack
+        .0
         .iter()
-        .map(|f| Frame {
-            instruction_addr: Some(f.ip().into()),
+        .map(|&ip| Frame {
+            instruction_addr: Some(ip.into()),
             function: Some("<unresolved>".into()),
             ..Default::default()
         })
@@ -631,13 +654,11 @@ fn is_machinery(frame: &Frame) -> bool {
 /// where it was captured (the raw return addresses of the capturing thread's stack, which
 /// do not depend on whether symbolication had time to run), or, without a backtrace, the
 /// types and the message.
-pub(crate) fn dedup_key(event: &Event<'static>, stack: Option<&backtrace::Backtrace>) -> String {
+pub(crate) fn dedup_key(event: &Event<'static>, stack: Option<&RawStack>) -> String {
     use std::hash::{Hash, Hasher};
-    let location = stack.map(|bt| {
+    let location = stack.map(|stack| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        for frame in bt.frames() {
-            (frame.ip() as usize).hash(&mut h);
-        }
+        stack.0.hash(&mut h);
         format!("{:016x}", h.finish())
     });
     if let Some(top) = event.exception.last() {

@@ -151,7 +151,7 @@ fn job_bytes(job: &Job) -> usize {
                 .iter()
                 .map(|x| x.ty.len() + x.value.as_deref().map_or(0, str::len))
                 .sum();
-            let frames = c.backtrace.as_ref().map_or(0, |b| b.frames().len());
+            let frames = c.backtrace.as_ref().map_or(0, |b| b.addresses().len());
             256 + text + e.message.as_deref().map_or(0, str::len) + frames * 64
         }
         Job::Deletion(_) => 64,
@@ -592,7 +592,7 @@ impl Runtime {
         backtrace: bool,
     ) -> Option<Uuid> {
         let backtrace =
-            (backtrace && self.config.attach_backtrace).then(crate::report::raw_backtrace);
+            (backtrace && self.config.attach_backtrace).then(crate::report::RawStack::capture);
         let id = event.event_id;
         self.push(Job::Capture(Captured {
             event,
@@ -729,7 +729,7 @@ impl Runtime {
         if out_of_time() {
             return Stack::Addresses;
         }
-        let mut copy = bt.clone();
+        let copy = bt.clone();
         let app = self.config.app_name.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
@@ -737,7 +737,7 @@ impl Runtime {
             .spawn(move || {
                 crate::panic::mark_internal_thread();
                 let st = catch_unwind(AssertUnwindSafe(|| {
-                    crate::report::stacktrace_from(&mut copy, Some(&app))
+                    crate::report::stacktrace_from(&copy, Some(&app))
                 }));
                 let _ = tx.send(st.ok().flatten());
             });
