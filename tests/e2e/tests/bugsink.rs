@@ -208,15 +208,25 @@ fn profile_fixtures() -> Vec<(&'static str, PathBuf)> {
         .current_dir(&workspace)
         .env("CARGO_PROFILE_RELEASE_DEBUG", "line-tables-only");
         if abort {
-            // Two more choices in the same build (each build takes minutes on 2 cores).
+            // Three more choices in the same build (each build takes minutes on 2 cores).
+            // With split debug information the DWARF is packed into `fixture.dwp` beside
+            // the executable, which is where the symbolizer looks for it.
             cmd.env("CARGO_PROFILE_RELEASE_PANIC", "abort")
-                .env("CARGO_PROFILE_RELEASE_LTO", "fat");
+                .env("CARGO_PROFILE_RELEASE_LTO", "fat")
+                .env("CARGO_PROFILE_RELEASE_SPLIT_DEBUGINFO", "packed");
         }
         assert!(
             cmd.status().unwrap().success(),
             "building the {dir} fixture failed"
         );
-        target.join("release/fixture")
+        let bin = target.join("release/fixture");
+        if abort {
+            assert!(
+                bin.with_extension("dwp").is_file(),
+                "split debuginfo: no .dwp"
+            );
+        }
+        bin
     };
     let line_tables = build("profiles", false);
     let derived = |flag: &str, name: &str| {
@@ -243,7 +253,7 @@ fn profile_fixtures() -> Vec<(&'static str, PathBuf)> {
         ),
         ("strip = true", derived("--strip-all", "stripped")),
         (
-            "line-tables-only, panic = abort, lto = fat",
+            "line-tables-only, panic = abort, lto = fat, split-debuginfo = packed",
             build("profiles-abort", true),
         ),
     ]
@@ -269,6 +279,17 @@ fn check_in_app(profile: &str, what: &str, event: &Value, function: &str) {
         .find(|f| f["in_app"] == true)
         .unwrap_or_else(|| panic!("{profile}, {what}: no in-app frame: {frames:#?}"));
     assert_eq!(top["function"], function, "{profile}, {what}: {frames:#?}");
+    // Every other profile here keeps line tables (in the executable or in its `.dwp`).
+    if profile != "no debug info" {
+        assert!(
+            top["lineno"].is_u64(),
+            "{profile}, {what}: no line: {frames:#?}"
+        );
+        assert_eq!(
+            top["filename"], "fixture.rs",
+            "{profile}, {what}: {frames:#?}"
+        );
+    }
     for f in &frames {
         let name = f["function"].as_str().unwrap_or("");
         let path = f["abs_path"].as_str().unwrap_or("");
