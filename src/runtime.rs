@@ -536,6 +536,8 @@ impl Runtime {
             .name("consentry-worker".into())
             .spawn(move || {
                 crate::panic::mark_internal_thread();
+                // The fast stack walk's tables, built on this thread's large stack.
+                crate::unwind::prepare();
                 rt.worker_loop();
             });
         if let Err(e) = spawned {

@@ -5,21 +5,30 @@
 //! DWARF call-frame information of every frame anew, about 150 ns a frame. On x86-64 Linux
 //! (glibc) the walk is done by `framehop` instead, which reads the same `.eh_frame`
 //! information in place and caches the rule of each address it has seen: about 15 ns a
-//! frame once warm (BENCHMARKS.md). Anything it cannot vouch for falls back to libgcc, so
-//! the result is never worse than before:
+//! frame once warm (BENCHMARKS.md). The result is never other than libgcc's:
 //!
-//! - the shared state is busy (another thread is walking, or a fork left it locked);
-//! - a frame lies outside every module whose unwind information was read;
-//! - a read would leave the thread's stack, or the walk ends without reaching the root.
-//!
-//! The walk runs inside a `dl_iterate_phdr` callback, which holds the loader's lock: no
-//! library can be unloaded while its unwind information is read, and a load or an unload
-//! since the last walk (glibc counts both) makes the module list be read again.
+//! - **Verified against libgcc.** framehop follows frame pointers, silently, where an
+//!   address has no unwind entry or a rule it cannot evaluate; libgcc stops there or
+//!   evaluates it. So the first time a walk meets an address, libgcc walks too and the
+//!   walks are compared: addresses of a walk that agreed are remembered (4,096 at most),
+//!   and a walk that did not is replaced by libgcc's. A walk through remembered addresses
+//!   only is framehop's alone.
+//! - **libgcc whenever framehop cannot be used safely:** before the worker prepared it (its
+//!   rule cache is built on the worker's large stack), while another thread walks, on a
+//!   stack other than the thread's own (a signal handler's alternate stack, a coroutine's)
+//!   or with less than 256 KiB of it left, through a signal frame, and on other platforms.
+//! - **No library is unloaded under it, and nothing is allocated under the loader's lock.**
+//!   The walk runs inside a `dl_iterate_phdr` callback, which holds the loader's lock, into
+//!   room reserved before; framehop runs with its no-allocation policy (an allocator that
+//!   itself walks stacks under its own lock would otherwise deadlock against it). A load or
+//!   an unload since the last walk (glibc counts both) makes the module list be copied again
+//!   under the lock and rebuilt after it. A `fork` waits for a walk in progress (an
+//!   `atfork` handler), so a child never inherits the loader's lock held.
 
 /// The return addresses of the calling thread's stack, innermost first (the first is in
 /// this function's caller chain), at most `max` of them.
 pub(crate) fn walk(max: usize) -> Vec<usize> {
-    let mut out = Vec::with_capacity(max.min(64));
+    let mut out = Vec::new();
     #[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
     if fast::walk(max, &mut out) {
         return out;
@@ -29,10 +38,18 @@ pub(crate) fn walk(max: usize) -> Vec<usize> {
     out
 }
 
+/// Prepares the fast walk (the rule cache and the module list), on a thread with a large
+/// stack: consentry's worker, once reporting is on. Until then walks are libgcc's.
+pub(crate) fn prepare() {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
+    fast::prepare();
+}
+
 /// The walk through libgcc (or the platform's unwinder).
 #[allow(unsafe_code)]
 #[inline(never)]
 fn slow(max: usize, out: &mut Vec<usize>) {
+    out.reserve(max.min(64));
     let mut push = |frame: &backtrace::Frame| {
         out.push(frame.ip() as usize);
         out.len() < max
@@ -48,14 +65,43 @@ fn slow(max: usize, out: &mut Vec<usize>) {
     backtrace::trace(&mut push);
 }
 
+/// Whether a fast walk is the slow walk's: `slow` (taken inside the fast walk's function,
+/// so it has a few frames of its own first) holds `fast` from its second address on (the
+/// first is where the fast walk read its registers), and nothing after it that is not the
+/// root's caller (0). Walks cut at `max` compare as far as both go.
+#[cfg_attr(
+    not(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu")),
+    allow(dead_code)
+)]
+fn agrees(fast: &[usize], slow: &[usize], max: usize) -> bool {
+    let Some(&anchor) = fast.get(1) else {
+        return false;
+    };
+    let Some(at) = slow.iter().take(32).position(|&a| a == anchor) else {
+        return false;
+    };
+    let mut rest = &slow[at..];
+    while let [init @ .., 0] = rest {
+        rest = init;
+    }
+    let fast = &fast[1..];
+    if fast.len() + 1 >= max || slow.len() >= max {
+        let n = fast.len().min(rest.len());
+        n > 0 && fast[..n] == rest[..n]
+    } else {
+        fast == rest
+    }
+}
+
 #[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
 #[allow(unsafe_code)]
 mod fast {
     use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
-    use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
+    use framehop::{ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, Unwinder};
     use std::cell::Cell;
     use std::ffi::{c_int, c_void};
-    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, Once};
 
     /// Bytes of a loaded module, borrowed from the mapping for as long as the loader keeps
     /// it mapped (checked by the loader's counters before every walk).
@@ -69,77 +115,235 @@ mod fast {
         }
     }
 
-    /// The modules as of the loader's counters `adds`/`subs`, and the rule cache.
+    type Cache = CacheX86_64<MustNotAllocateDuringUnwind>;
+
+    /// Addresses remembered as walked the same by framehop and libgcc: a direct-mapped
+    /// table (a colliding address takes the slot; the evicted one is verified again).
+    const VERIFIED_SLOTS: usize = 4096;
+
+    /// The least stack left below the stack pointer for a fast walk (framehop's rule
+    /// evaluation keeps fixed-size tables on the stack: tens of kB in a debug build).
+    const STACK_ROOM: u64 = 256 * 1024;
+
+    /// What the fast walk needs: the modules as of the loader's counters `adds`/`subs`,
+    /// the rule cache, the verified addresses.
     struct State {
         adds: u64,
         subs: u64,
-        unwinder: UnwinderX86_64<Mapped>,
-        cache: Box<CacheX86_64>,
+        unwinder: UnwinderX86_64<Mapped, MustNotAllocateDuringUnwind>,
+        cache: Box<Cache>,
         /// The executable ranges of the modules whose unwind information was read, sorted.
         code: Vec<(u64, u64)>,
+        verified: Box<[usize]>,
+        /// Module descriptors copied under the loader's lock (reserved before it).
+        copied: Vec<Descriptor>,
     }
 
+    /// Taken (compare-and-swap) by a walk and by a `fork`; the holder alone touches `STATE`.
+    static BUSY: AtomicBool = AtomicBool::new(false);
     static STATE: Mutex<Option<State>> = Mutex::new(None);
+    static ATFORK: Once = Once::new();
 
     thread_local! {
         /// This thread's stack: its lowest address and one past its highest (`(0, 0)`: not
         /// known yet).
         static STACK: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+        /// This thread holds `BUSY` (a walk, or a `fork` in progress).
+        static HOLDS_BUSY: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Holds `BUSY` until dropped.
+    struct Busy;
+
+    impl Busy {
+        fn try_take() -> Option<Busy> {
+            BUSY.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .ok()?;
+            let _ = HOLDS_BUSY.try_with(|h| h.set(true));
+            Some(Busy)
+        }
+    }
+
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            let _ = HOLDS_BUSY.try_with(|h| h.set(false));
+            BUSY.store(false, Ordering::Release);
+        }
+    }
+
+    pub(super) fn prepare() {
+        ATFORK.call_once(|| {
+            // SAFETY: registers plain functions that touch only atomics and thread-locals.
+            unsafe {
+                libc::pthread_atfork(Some(fork_prepare), Some(fork_done), Some(fork_done));
+            }
+        });
+        // Waits for nothing: a walk in progress means it is prepared already.
+        let Some(_busy) = Busy::try_take() else {
+            return;
+        };
+        let mut guard = STATE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.is_none() {
+            let mut state = State {
+                adds: u64::MAX,
+                subs: u64::MAX,
+                unwinder: UnwinderX86_64::new(),
+                // Built here, on the worker's stack: the cache is large.
+                cache: Box::new(Cache::new_in()),
+                code: Vec::new(),
+                verified: vec![0; VERIFIED_SLOTS].into_boxed_slice(),
+                copied: Vec::new(),
+            };
+            if reread(&mut state) {
+                *guard = Some(state);
+            }
+        }
+    }
+
+    thread_local! {
+        /// `fork_prepare` took `BUSY` on this thread, for `fork_done` to release.
+        static FORK_TOOK: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Before a `fork`: wait for a walk in progress (it holds the loader's lock, which the
+    /// child would inherit held) and keep walks out until the `fork` returns; unless this
+    /// thread is the walker (a `fork` from a signal handler that interrupted it).
+    extern "C" fn fork_prepare() {
+        if HOLDS_BUSY.try_with(Cell::get).unwrap_or(true) {
+            return;
+        }
+        // A walk takes microseconds; a bound all the same (never hang a `fork`).
+        for i in 0..1_000_000u32 {
+            if let Some(busy) = Busy::try_take() {
+                std::mem::forget(busy);
+                let _ = FORK_TOOK.try_with(|t| t.set(true));
+                return;
+            }
+            if i % 64 == 63 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// After a `fork`, in the parent and in the child: release what `fork_prepare` took.
+    extern "C" fn fork_done() {
+        if FORK_TOOK.try_with(|t| t.replace(false)).unwrap_or(false) {
+            drop(Busy);
+        }
     }
 
     /// What the loader's first callback is asked to do.
     struct Walk<'a> {
-        state: &'a mut Option<State>,
+        state: &'a mut State,
         max: usize,
         out: &'a mut Vec<usize>,
         regs: (u64, u64, u64),
-        stack: (u64, u64),
-        /// The counters did not match the state: read the modules again.
+        stack_end: u64,
+        /// The counters did not match the state: copy the modules again.
         stale: bool,
         done: bool,
     }
 
-    /// Walks with framehop; `false` when libgcc must do it.
+    /// Walks with framehop, verified against libgcc where an address is new; `false` when
+    /// libgcc alone must do it.
+    #[inline(never)]
     pub(super) fn walk(max: usize, out: &mut Vec<usize>) -> bool {
-        let Some(stack) = stack() else {
+        let regs = registers();
+        let Some((stack_start, stack_end)) = stack() else {
             return false;
         };
-        let mut guard = match STATE.try_lock() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return false,
+        // On another stack, or too close to this one's end: what lies above the stack
+        // pointer is not known to be mapped, or framehop's tables may not fit.
+        let sp = regs.1;
+        if sp < stack_start || sp >= stack_end || sp - stack_start < STACK_ROOM {
+            return false;
+        }
+        let Some(_busy) = Busy::try_take() else {
+            return false;
         };
+        walk_held(max, out, regs, stack_end)
+    }
+
+    fn walk_held(max: usize, out: &mut Vec<usize>, regs: (u64, u64, u64), stack_end: u64) -> bool {
+        let mut guard = STATE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(state) = guard.as_mut() else {
+            return false;
+        };
+        // Room for every address: nothing is allocated under the loader's lock.
+        out.reserve(max);
+        let mut done = false;
         for _ in 0..2 {
-            let regs = registers();
             let mut walk = Walk {
-                state: &mut guard,
+                state: &mut *state,
                 max,
                 out: &mut *out,
                 regs,
-                stack,
+                stack_end,
                 stale: false,
                 done: false,
             };
-            // SAFETY: the callback reads what the loader hands it and `walk`, which outlives
-            // the call.
+            // SAFETY: the callback reads what the loader hands it and `walk`, which
+            // outlives the call.
             unsafe {
                 libc::dl_iterate_phdr(Some(first), (&raw mut walk).cast());
             }
             if !walk.stale {
-                return walk.done;
+                done = walk.done;
+                break;
             }
-            *guard = read_modules();
+            out.clear();
+            if !reread(state) {
+                return false;
+            }
         }
-        false
+        if !done {
+            return false;
+        }
+        // Addresses met for the first time: libgcc walks too, and decides.
+        let slot = |a: usize| (a.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) % VERIFIED_SLOTS;
+        if out.iter().all(|&a| state.verified[slot(a)] == a) {
+            #[cfg(test)]
+            OUTCOME.with(|o| o.set(Outcome::Verified));
+            return true;
+        }
+        let mut slow_ips = Vec::new();
+        super::slow(max, &mut slow_ips);
+        if super::agrees(out, &slow_ips, max) {
+            for &a in out.iter() {
+                state.verified[slot(a)] = a;
+            }
+            #[cfg(test)]
+            OUTCOME.with(|o| o.set(Outcome::Agreed));
+        } else {
+            *out = slow_ips;
+            #[cfg(test)]
+            OUTCOME.with(|o| o.set(Outcome::Replaced));
+        }
+        true
     }
 
-    /// The loader's add counter the module list was read at.
+    /// How this thread's last fast walk ended.
     #[cfg(test)]
-    pub(super) fn modules_read_at() -> Option<u64> {
-        let guard = STATE
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.as_ref().map(|s| s.adds)
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Outcome {
+        None,
+        /// Every address was verified before: framehop's walk alone.
+        Verified,
+        /// New addresses; libgcc's walk agreed, and they are verified now.
+        Agreed,
+        /// libgcc's walk did not agree and replaced it.
+        Replaced,
+    }
+
+    #[cfg(test)]
+    thread_local! {
+        pub(super) static OUTCOME: Cell<Outcome> = const { Cell::new(Outcome::None) };
     }
 
     /// The thread's stack, from its attributes (once per thread).
@@ -194,30 +398,24 @@ mod fast {
         _size: libc::size_t,
         data: *mut c_void,
     ) -> c_int {
-        // SAFETY: the loader passes a valid `info`; `data` is the `Walk` of `walk`.
+        // SAFETY: the loader passes a valid `info`; `data` is the `Walk` of `walk_held`.
         let (info, walk) = unsafe { (&*info, &mut *data.cast::<Walk<'_>>()) };
-        let (adds, subs) = (info.dlpi_adds, info.dlpi_subs);
-        match walk.state.as_mut() {
-            Some(state) if state.adds == adds && state.subs == subs => {
-                walk.done = unwind(state, walk.regs, walk.stack, walk.max, walk.out);
-            }
-            _ => walk.stale = true,
+        if walk.state.adds == info.dlpi_adds && walk.state.subs == info.dlpi_subs {
+            walk.done = unwind(walk.state, walk.regs, walk.stack_end, walk.max, walk.out);
+        } else {
+            walk.stale = true;
         }
         1
     }
 
+    /// The walk proper: no allocation (`out` has room for `max`).
     fn unwind(
         state: &mut State,
         (ip, sp, bp): (u64, u64, u64),
-        (stack_start, stack_end): (u64, u64),
+        stack_end: u64,
         max: usize,
         out: &mut Vec<usize>,
     ) -> bool {
-        // On another stack (a signal handler's alternate stack, a coroutine's): what lies
-        // above the stack pointer is not known to be mapped.
-        if sp < stack_start || sp >= stack_end {
-            return false;
-        }
         let mut read_stack = |addr: u64| {
             if addr >= sp && addr.checked_add(8).is_some_and(|end| end <= stack_end) {
                 // SAFETY: within this thread's own stack, above its stack pointer: mapped.
@@ -261,10 +459,10 @@ mod fast {
                             return false;
                         }
                     }
-                    out.push(addr as usize);
                     if out.len() >= max {
                         return true;
                     }
+                    out.push(addr as usize);
                 }
                 Ok(None) => return true,
                 Err(_) => return false,
@@ -276,57 +474,96 @@ mod fast {
     /// (`rt_sigreturn`).
     const SIGRETURN: [u8; 9] = [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05];
 
-    /// Every loaded module with an `.eh_frame_hdr`, as framehop modules, and the loader's
-    /// counters they correspond to.
-    fn read_modules() -> Option<State> {
-        struct Read {
-            adds: u64,
-            subs: u64,
-            unwinder: UnwinderX86_64<Mapped>,
-            code: Vec<(u64, u64)>,
-        }
+    /// What is copied of a loaded module under the loader's lock (no allocation there).
+    #[derive(Debug, Clone, Copy)]
+    struct Descriptor {
+        bias: u64,
+        /// The lowest and highest addresses of its loaded segments (unrelocated).
+        span: (u64, u64),
+        text: (u64, u64),
+        eh_frame_hdr: (u64, u64),
+        eh_frame: (u64, u64),
+    }
+
+    /// The loader's counters and modules, copied into `state.copied` (room reserved before
+    /// the loader's lock; more modules than room: reserved again and copied again).
+    struct Copy<'a> {
+        adds: u64,
+        subs: u64,
+        into: &'a mut Vec<Descriptor>,
+        overflow: bool,
+    }
+
+    /// Copies the module list again and rebuilds the unwinder from it (its rule cache is
+    /// kept: framehop tells modules lists apart by a generation number). `false` if the
+    /// list kept changing.
+    fn reread(state: &mut State) -> bool {
         unsafe extern "C" fn each(
             info: *mut libc::dl_phdr_info,
             _size: libc::size_t,
             data: *mut c_void,
         ) -> c_int {
-            // SAFETY: the loader passes a valid `info`; `data` is the `Read` below.
-            let (info, read) = unsafe { (&*info, &mut *data.cast::<Read>()) };
-            read.adds = info.dlpi_adds;
-            read.subs = info.dlpi_subs;
-            // SAFETY: the program headers and the segments they describe are mapped while
-            // the loader's lock is held, and stay so until the counters change.
-            if let Some((module, code)) = unsafe { module_of(info) } {
-                read.unwinder.add_module(module);
-                read.code.push(code);
+            // SAFETY: the loader passes a valid `info`; `data` is the `Copy` below.
+            let (info, copy) = unsafe { (&*info, &mut *data.cast::<Copy<'_>>()) };
+            copy.adds = info.dlpi_adds;
+            copy.subs = info.dlpi_subs;
+            // SAFETY: the program headers are the loader's, mapped while its lock is held.
+            if let Some(d) = unsafe { descriptor(info) } {
+                if copy.into.len() == copy.into.capacity() {
+                    copy.overflow = true;
+                    return 1;
+                }
+                copy.into.push(d);
             }
             0
         }
-        let mut read = Read {
-            adds: 0,
-            subs: 0,
-            unwinder: UnwinderX86_64::new(),
-            code: Vec::new(),
-        };
-        // SAFETY: the callback reads what the loader hands it.
-        unsafe {
-            libc::dl_iterate_phdr(Some(each), (&raw mut read).cast());
+        let mut room = state.copied.capacity().max(64);
+        for _ in 0..4 {
+            state.copied.clear();
+            state.copied.reserve(room);
+            let mut copy = Copy {
+                adds: 0,
+                subs: 0,
+                into: &mut state.copied,
+                overflow: false,
+            };
+            // SAFETY: the callback reads what the loader hands it.
+            unsafe {
+                libc::dl_iterate_phdr(Some(each), (&raw mut copy).cast());
+            }
+            if copy.overflow {
+                room *= 2;
+                continue;
+            }
+            let (adds, subs) = (copy.adds, copy.subs);
+            let mut unwinder = UnwinderX86_64::new();
+            let mut code = Vec::with_capacity(state.copied.len());
+            for d in &state.copied {
+                // SAFETY: the ranges were the loader's at `adds`/`subs`; every walk checks
+                // the counters, under the loader's lock, before framehop reads them.
+                if let Some(module) = unsafe { module_of(d) } {
+                    unwinder.add_module(module);
+                    code.push((d.bias + d.text.0, d.bias + d.text.1));
+                }
+            }
+            code.sort_unstable();
+            state.unwinder = unwinder;
+            state.code = code;
+            state.adds = adds;
+            state.subs = subs;
+            // Addresses may now be other code.
+            state.verified.fill(0);
+            return true;
         }
-        read.code.sort_unstable();
-        Some(State {
-            adds: read.adds,
-            subs: read.subs,
-            unwinder: read.unwinder,
-            cache: Box::new(CacheX86_64::new()),
-            code: read.code,
-        })
+        false
     }
 
-    /// A framehop module for this loader entry, and its executable range.
+    /// What a loader entry says of its segments, if it has an `.eh_frame_hdr` of the usual
+    /// encoding.
     ///
     /// # Safety
     /// `info` must come from the loader, in its callback.
-    unsafe fn module_of(info: &libc::dl_phdr_info) -> Option<(Module<Mapped>, (u64, u64))> {
+    unsafe fn descriptor(info: &libc::dl_phdr_info) -> Option<Descriptor> {
         if info.dlpi_phdr.is_null() {
             return None;
         }
@@ -337,10 +574,10 @@ mod fast {
         let mut text = None;
         let mut hdr = None;
         for ph in phdrs {
-            let range = ph.p_vaddr..ph.p_vaddr.checked_add(ph.p_memsz)?;
+            let range = (ph.p_vaddr, ph.p_vaddr.checked_add(ph.p_memsz)?);
             if ph.p_type == libc::PT_LOAD {
-                low = low.min(range.start);
-                high = high.max(range.end);
+                low = low.min(range.0);
+                high = high.max(range.1);
                 if ph.p_flags & libc::PF_X != 0 {
                     text = Some(range);
                 }
@@ -349,18 +586,18 @@ mod fast {
             }
         }
         let (text, hdr) = (text?, hdr?);
-        // SAFETY: the segment is mapped (the loader's `PT_GNU_EH_FRAME`).
-        let hdr_bytes = unsafe { mapped(bias, &hdr)? };
-        // `.eh_frame_hdr`: version 1, then the encoding of the pointer to `.eh_frame`;
-        // only the usual one (4-byte signed, relative to itself) is read.
-        if hdr_bytes.len() < 8 || hdr_bytes[0] != 1 || hdr_bytes[1] != 0x1b {
+        if hdr.1 - hdr.0 < 8 {
             return None;
         }
-        let rel = i32::from_le_bytes(hdr_bytes[4..8].try_into().ok()?);
-        let eh_frame = hdr
-            .start
-            .checked_add(4)?
-            .checked_add_signed(i64::from(rel))?;
+        // `.eh_frame_hdr`: version 1, then the encoding of the pointer to `.eh_frame`;
+        // only the usual one (4-byte signed, relative to itself) is read.
+        // SAFETY: the segment is mapped (the loader's `PT_GNU_EH_FRAME`), 8 bytes or more.
+        let head = unsafe { *(bias.checked_add(hdr.0)? as usize as *const [u8; 8]) };
+        if head[0] != 1 || head[1] != 0x1b {
+            return None;
+        }
+        let rel = i32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let eh_frame = hdr.0.checked_add(4)?.checked_add_signed(i64::from(rel))?;
         // `.eh_frame` runs to the end of the segment that holds it at most; its entries are
         // found through the header's table, so the slice need not end where it does.
         let segment = phdrs.iter().find(|ph| {
@@ -368,42 +605,63 @@ mod fast {
                 && ph.p_vaddr <= eh_frame
                 && eh_frame - ph.p_vaddr < ph.p_memsz
         })?;
-        let eh_frame = eh_frame..segment.p_vaddr.checked_add(segment.p_memsz)?;
-        // SAFETY: within a loaded segment.
-        let eh_frame_bytes = unsafe { mapped(bias, &eh_frame)? };
-        let code = (bias.checked_add(text.start)?, bias.checked_add(text.end)?);
-        let module = Module::new(
-            String::new(),
-            bias.checked_add(low)?..bias.checked_add(high)?,
+        Some(Descriptor {
             bias,
+            span: (low, high),
+            text,
+            eh_frame_hdr: hdr,
+            eh_frame: (eh_frame, segment.p_vaddr.checked_add(segment.p_memsz)?),
+        })
+    }
+
+    /// A framehop module for a copied descriptor.
+    ///
+    /// # Safety
+    /// The descriptor's ranges must stay mapped while the module is used.
+    unsafe fn module_of(d: &Descriptor) -> Option<Module<Mapped>> {
+        // SAFETY: the caller's promise.
+        let (hdr, eh_frame) =
+            unsafe { (mapped(d.bias, d.eh_frame_hdr)?, mapped(d.bias, d.eh_frame)?) };
+        Some(Module::new(
+            String::new(),
+            d.bias.checked_add(d.span.0)?..d.bias.checked_add(d.span.1)?,
+            d.bias,
             ExplicitModuleSectionInfo {
                 base_svma: 0,
-                text_svma: Some(text),
-                eh_frame_svma: Some(eh_frame),
-                eh_frame: Some(eh_frame_bytes),
-                eh_frame_hdr_svma: Some(hdr),
-                eh_frame_hdr: Some(hdr_bytes),
+                text_svma: Some(d.text.0..d.text.1),
+                eh_frame_svma: Some(d.eh_frame.0..d.eh_frame.1),
+                eh_frame: Some(eh_frame),
+                eh_frame_hdr_svma: Some(d.eh_frame_hdr.0..d.eh_frame_hdr.1),
+                eh_frame_hdr: Some(hdr),
                 ..Default::default()
             },
-        );
-        Some((module, code))
+        ))
     }
 
     /// The bytes of a module's range, relocated by `bias`.
     ///
     /// # Safety
     /// The range must be mapped for as long as the result is used.
-    unsafe fn mapped(bias: u64, range: &std::ops::Range<u64>) -> Option<Mapped> {
-        let start = bias.checked_add(range.start)?;
-        let len = usize::try_from(range.end.checked_sub(range.start)?).ok()?;
+    unsafe fn mapped(bias: u64, (start, end): (u64, u64)) -> Option<Mapped> {
+        let at = bias.checked_add(start)?;
+        let len = usize::try_from(end.checked_sub(start)?).ok()?;
         // SAFETY: the caller's promise.
         Some(Mapped(unsafe {
-            std::slice::from_raw_parts(start as usize as *const u8, len)
+            std::slice::from_raw_parts(at as usize as *const u8, len)
         }))
+    }
+
+    /// The loader's add counter the module list was read at.
+    #[cfg(test)]
+    pub(super) fn modules_read_at() -> Option<u64> {
+        let guard = STATE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.as_ref().map(|s| s.adds)
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
 mod tests {
     use super::*;
 
@@ -417,62 +675,71 @@ mod tests {
         }
     }
 
-    /// The fast walk, retried while another test holds the shared state; `None` when it
-    /// gave up (a frame it could not vouch for).
-    fn fast_walk() -> Option<Vec<usize>> {
-        #[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
-        for _ in 0..10_000 {
+    use super::fast::{OUTCOME, Outcome};
+
+    /// The fast walk, retried while another test holds the shared state, and how it
+    /// ended.
+    #[allow(clippy::panic)]
+    fn fast_walk() -> (Vec<usize>, Outcome) {
+        prepare();
+        for _ in 0..100_000 {
             let mut out = Vec::new();
+            OUTCOME.with(|o| o.set(Outcome::None));
             if fast::walk(512, &mut out) {
-                return Some(out);
+                return (out, OUTCOME.with(|o| o.get()));
             }
             std::thread::yield_now();
         }
-        #[cfg(not(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu")))]
-        return Some(walk(512));
-        #[allow(unreachable_code)]
-        None
+        panic!("the fast walk was never taken");
     }
 
-    /// The two walks agree: the same return addresses, from the first frame both see.
+    /// Walked twice from the same place: the first walk meets new addresses and is checked
+    /// against libgcc's; the second is framehop's alone, and gives the same addresses.
     fn agree_here() {
-        let mut fast = None;
+        let mut walks = Vec::new();
         let mut slow_ips = Vec::new();
-        nested(12, &mut || {
-            fast = fast_walk();
-            slow(512, &mut slow_ips);
-        });
-        let fast = fast.expect("the fast walk was taken");
-        // Each starts in its own function; from the closure outward they are the same
-        // frames (libgcc also reports the root's caller, as 0).
+        for _ in 0..4 {
+            nested(12, &mut || {
+                walks.push(fast_walk());
+                slow_ips.clear();
+                slow(512, &mut slow_ips);
+            });
+        }
+        let (first, how) = &walks[0];
+        assert!(
+            matches!(how, Outcome::Agreed | Outcome::Verified),
+            "{how:?}"
+        );
+        // (Another test's library load may clear the verified addresses once.)
+        assert!(walks[1..].iter().any(|(_, how)| *how == Outcome::Verified));
+        assert!(walks.iter().all(|(w, _)| w == first));
+        let second = first;
+        // From the closure outward they are libgcc's frames (which also has the root's
+        // caller, 0).
         let slow_ips: Vec<usize> = slow_ips.into_iter().filter(|&ip| ip != 0).collect();
-        let common = fast
+        let common = second
             .iter()
             .rev()
             .zip(slow_ips.iter().rev())
             .take_while(|(a, b)| a == b)
             .count();
-        assert!(common >= 14, "{fast:x?}\n{slow_ips:x?}");
-        assert!(fast.len() - common <= 3, "{fast:x?}\n{slow_ips:x?}");
+        assert!(common >= 14, "{second:x?}\n{slow_ips:x?}");
+        assert!(second.len() - common <= 3, "{second:x?}\n{slow_ips:x?}");
     }
 
     /// On the test's thread and on a spawned one (whose stack ends in `clone3`), and after
-    /// a library was loaded (the module list is read again).
+    /// a library was loaded (the module list is copied again).
     #[test]
     fn the_fast_walk_finds_the_frames_libgcc_finds() {
         agree_here();
         std::thread::spawn(agree_here).join().unwrap();
-        #[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
-        {
-            let before = fast::modules_read_at().expect("read");
-            assert!(load_a_library());
-            agree_here();
-            assert!(fast::modules_read_at().expect("read") > before);
-        }
+        let before = fast::modules_read_at().expect("read");
+        assert!(load_a_library());
+        agree_here();
+        assert!(fast::modules_read_at().expect("read") > before);
     }
 
     /// Loads a shared library that was not loaded before (the loader's add counter moves).
-    #[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
     #[allow(unsafe_code)]
     fn load_a_library() -> bool {
         [
@@ -486,11 +753,108 @@ mod tests {
         .any(|name| !unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW) }.is_null())
     }
 
+    /// A thread with a small stack walks with libgcc (framehop's tables might not fit),
+    /// without overflowing it.
+    #[test]
+    fn a_small_stack_walks_with_libgcc() {
+        prepare();
+        let frames = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(|| {
+                let mut out = Vec::new();
+                assert!(!fast::walk(512, &mut out));
+                walk(512)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(frames.len() >= 3, "{frames:x?}");
+    }
+
+    /// A walk libgcc disagrees with is replaced by libgcc's; one that agrees is kept.
+    #[test]
+    fn agreement_is_every_address_from_the_second_on() {
+        let fast = [1, 10, 11, 12];
+        // libgcc's own frames first, then the same, then the root's caller.
+        assert!(agrees(&fast, &[7, 8, 10, 11, 12, 0], 512));
+        assert!(agrees(&fast, &[10, 11, 12], 512));
+        // A frame skipped (frame pointers followed through code without unwind entries).
+        assert!(!agrees(&fast, &[7, 10, 11, 13, 12], 512));
+        // libgcc stopped earlier (no unwind entry): framehop's extra frames are a guess.
+        assert!(!agrees(&fast, &[7, 10, 11], 512));
+        assert!(!agrees(&fast, &[7, 10, 11, 12, 13], 512));
+        assert!(!agrees(&fast, &[7, 8, 9], 512));
+        assert!(!agrees(&[1], &[1], 512));
+        // Both cut at `max`: compared as far as both go.
+        assert!(agrees(&[1, 10, 11, 12], &[7, 10, 11, 12], 4));
+        assert!(agrees(&[1, 10, 11, 12], &[7, 8, 10, 11], 4));
+        assert!(!agrees(&[1, 10, 11, 12], &[7, 8, 10, 12], 4));
+    }
+
+    /// A `fork` while other threads walk: the child never inherits the loader's lock held
+    /// (it would hang in its first `dl_iterate_phdr` or `dlopen`).
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_fork_during_walks_leaves_the_child_a_free_loader() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        prepare();
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let walkers: Vec<_> = (0..3)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    while !STOP.load(Ordering::Relaxed) {
+                        std::hint::black_box(walk(64));
+                    }
+                })
+            })
+            .collect();
+        unsafe extern "C" fn nothing(
+            _: *mut libc::dl_phdr_info,
+            _: libc::size_t,
+            _: *mut std::ffi::c_void,
+        ) -> std::ffi::c_int {
+            1
+        }
+        let mut hung = 0;
+        for _ in 0..200 {
+            if hung > 0 {
+                break;
+            }
+            // SAFETY: the child calls only `dl_iterate_phdr` and `_exit`.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                unsafe {
+                    libc::dl_iterate_phdr(Some(nothing), std::ptr::null_mut());
+                    libc::_exit(0);
+                }
+            }
+            assert!(pid > 0);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let mut status = 0;
+            // SAFETY: waits for (or kills) the child just forked.
+            while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0 {
+                if std::time::Instant::now() > deadline {
+                    hung += 1;
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                        libc::waitpid(pid, &mut status, 0);
+                    }
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        STOP.store(true, Ordering::Relaxed);
+        for w in walkers {
+            w.join().unwrap();
+        }
+        assert_eq!(hung, 0, "children forked during a walk hung in the loader");
+    }
+
     /// A walk from a signal handler, on the thread's stack and on an alternate stack (where a
     /// panic inside a handler would capture): what the fast walk gives is what libgcc gives
     /// through the signal frame, and leaving the thread's stack falls back rather than read
     /// unmapped memory.
-    #[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
     #[test]
     #[allow(unsafe_code)]
     fn walks_from_signal_handlers_match_libgcc() {
