@@ -9,10 +9,11 @@
 //!
 //! - **Verified against libgcc.** framehop follows frame pointers, silently, where an
 //!   address has no unwind entry or a rule it cannot evaluate; libgcc stops there or
-//!   evaluates it. So the first time a walk meets an address, libgcc walks too and the
-//!   walks are compared: addresses of a walk that agreed are remembered (4,096 at most),
-//!   and a walk that did not is replaced by libgcc's. A walk through remembered addresses
-//!   only is framehop's alone.
+//!   evaluates it. So a walk with a step (an address and the next, or the last one's end at
+//!   the root) not seen before is checked against libgcc's walk: the steps of a walk that
+//!   agreed are remembered (4,096 at most), and a walk that did not is replaced by libgcc's.
+//!   A walk of remembered steps only is framehop's alone. Both walks return the stack from
+//!   the return into [`walk`]'s caller, so which one walked never shows in the result.
 //! - **libgcc whenever framehop cannot be used safely:** before the worker prepared it (its
 //!   rule cache is built on the worker's large stack), while another thread walks, on a
 //!   stack other than the thread's own (a signal handler's alternate stack, a coroutine's)
@@ -25,14 +26,19 @@
 //!   under the lock and rebuilt after it. A `fork` waits for a walk in progress (an
 //!   `atfork` handler), so a child never inherits the loader's lock held.
 
-/// The return addresses of the calling thread's stack, innermost first (the first is in
-/// this function's caller chain), at most `max` of them.
+/// The return addresses of the calling thread's stack, innermost first, from the return
+/// address into this function's caller, at most `max` of them. Both walks give the same
+/// addresses for the same stack (neither keeps its own frames), so a capture's location
+/// does not depend on which walked.
+#[inline(never)]
 pub(crate) fn walk(max: usize) -> Vec<usize> {
     let mut out = Vec::new();
     #[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
     let done = fast::walk(max, &mut out);
     #[cfg(not(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu")))]
     let done = false;
+    #[cfg(test)]
+    let done = done && !tests::FORCE_SLOW.with(std::cell::Cell::get);
     if !done {
         out.clear();
         slow(max, &mut out);
@@ -47,12 +53,33 @@ pub(crate) fn prepare() {
     fast::prepare();
 }
 
-/// The walk through libgcc (or the platform's unwinder).
+/// The walk through libgcc (or the platform's unwinder), from the return address into
+/// [`walk`]'s caller (its own frames, the unwinder's and this function's are dropped:
+/// found by the start of the function each is in), without the root's caller (0).
 #[allow(unsafe_code)]
 #[inline(never)]
 fn slow(max: usize, out: &mut Vec<usize>) {
     out.reserve(max.min(64));
+    let walk_start = walk as fn(usize) -> Vec<usize> as usize;
+    // Frames of our own come first, a few of them; at most this many are looked at.
+    const OWN_MAX: usize = 32;
+    let mut own = true;
+    let mut seen = 0;
     let mut push = |frame: &backtrace::Frame| {
+        seen += 1;
+        if own && seen <= OWN_MAX {
+            out.push(frame.ip() as usize);
+            if frame.symbol_address() as usize == walk_start {
+                // Everything so far was the walk's own: the caller's frames start next.
+                out.clear();
+                own = false;
+            }
+            return true;
+        }
+        if own {
+            // `walk` was not found (inlined away, or not the caller): keep what there is.
+            own = false;
+        }
         out.push(frame.ip() as usize);
         out.len() < max
     };
@@ -65,33 +92,24 @@ fn slow(max: usize, out: &mut Vec<usize>) {
     }
     #[cfg(not(unix))]
     backtrace::trace(&mut push);
+    while out.last() == Some(&0) {
+        out.pop();
+    }
+    out.truncate(max);
 }
 
-/// Whether a fast walk is the slow walk's: `slow` (taken inside the fast walk's function,
-/// so it has a few frames of its own first) holds `fast` from its second address on (the
-/// first is where the fast walk read its registers), and nothing after it that is not the
-/// root's caller (0). Walks cut at `max` compare as far as both go.
+/// Whether a fast walk is the slow walk's: the same addresses, or, where either was cut at
+/// `max`, the same as far as both go.
 #[cfg_attr(
     not(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu")),
     allow(dead_code)
 )]
 fn agrees(fast: &[usize], slow: &[usize], max: usize) -> bool {
-    let Some(&anchor) = fast.get(1) else {
-        return false;
-    };
-    let Some(at) = slow.iter().take(32).position(|&a| a == anchor) else {
-        return false;
-    };
-    let mut rest = &slow[at..];
-    while let [init @ .., 0] = rest {
-        rest = init;
-    }
-    let fast = &fast[1..];
-    if fast.len() + 1 >= max || slow.len() >= max {
-        let n = fast.len().min(rest.len());
-        n > 0 && fast[..n] == rest[..n]
+    if fast.len() >= max || slow.len() >= max {
+        let n = fast.len().min(slow.len());
+        n > 0 && fast[..n] == slow[..n]
     } else {
-        fast == rest
+        !fast.is_empty() && fast == slow
     }
 }
 
@@ -120,9 +138,12 @@ mod fast {
     type Cache = CacheX86_64<MustNotAllocateDuringUnwind>;
 
     /// Steps (an address and the next one, or the root's end) remembered as walked the same
-    /// by framehop and libgcc: a direct-mapped table of fingerprints (a colliding step takes
-    /// the slot; the evicted one is verified again).
+    /// by framehop and libgcc: fingerprints in sets of [`WAYS`] (a set's oldest leaves for
+    /// a new one, and is verified again when met). Sets, not single slots: two steps of one
+    /// walk that fell in the same slot would evict each other at every walk, and that walk
+    /// would never be framehop's alone.
     const VERIFIED_SLOTS: usize = 4096;
+    const WAYS: usize = 4;
 
     /// The most addresses of a fast walk (a deeper one is cut here, as libgcc's would be).
     const BUF: usize = 512;
@@ -285,7 +306,9 @@ mod fast {
             return false;
         };
         let mut buf = [0usize; BUF];
-        let buf = &mut buf[..max.min(BUF)];
+        // The first two addresses are this walk's own (`fast::walk`, then the return into
+        // `unwind::walk`): room for them beyond `max`.
+        let buf = &mut buf[..max.saturating_add(2).min(BUF)];
         let mut ended = None;
         let mut len = 0;
         for _ in 0..2 {
@@ -324,19 +347,23 @@ mod fast {
             .windows(2)
             .map(|w| step(w[0], w[1]))
             .chain(rooted.then(|| step(walked[len - 1], 0)));
-        if len > 1 && steps.clone().all(|(slot, fp)| state.verified[slot] == fp) {
+        let Some(callers) = walked.get(2..).filter(|c| !c.is_empty()) else {
+            return false;
+        };
+        let callers = &callers[..callers.len().min(max)];
+        if steps.clone().all(|step| remembered(&state.verified, step)) {
             #[cfg(test)]
             OUTCOME.with(|o| o.set(Outcome::Verified));
-            out.extend_from_slice(walked);
+            out.extend_from_slice(callers);
             return true;
         }
         let mut slow_ips = Vec::new();
-        super::slow(buf.len(), &mut slow_ips);
-        if super::agrees(walked, &slow_ips, buf.len()) {
-            for (slot, fp) in steps {
-                state.verified[slot] = fp;
+        super::slow(max, &mut slow_ips);
+        if super::agrees(callers, &slow_ips, max) {
+            for step in steps {
+                remember(&mut state.verified, step);
             }
-            out.extend_from_slice(walked);
+            out.extend_from_slice(callers);
             #[cfg(test)]
             OUTCOME.with(|o| o.set(Outcome::Agreed));
         } else {
@@ -347,14 +374,28 @@ mod fast {
         true
     }
 
-    /// A step's slot in the verified table and its fingerprint (never 0, an empty slot's).
+    pub(super) fn remembered(table: &[u64], (at, fp): (usize, u64)) -> bool {
+        table[at..at + WAYS].contains(&fp)
+    }
+
+    pub(super) fn remember(table: &mut [u64], (at, fp): (usize, u64)) {
+        let ways = &mut table[at..at + WAYS];
+        if !ways.contains(&fp) {
+            // Into the first way, the others moved down (the oldest leaves).
+            ways.rotate_right(1);
+            ways[0] = fp;
+        }
+    }
+
+    /// Where a step's set of ways starts in the verified table, and its fingerprint (never
+    /// 0, an empty way's).
     fn step(from: usize, to: usize) -> (usize, u64) {
         let fp = (from as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ (to as u64)
                 .wrapping_add(0x632B_E59B_D9B4_E019)
                 .wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
             | 1;
-        ((fp >> 52) as usize % VERIFIED_SLOTS, fp)
+        (((fp >> 54) as usize % (VERIFIED_SLOTS / WAYS)) * WAYS, fp)
     }
 
     /// How this thread's last fast walk ended.
@@ -719,16 +760,23 @@ mod tests {
 
     use super::fast::{OUTCOME, Outcome};
 
-    /// The fast walk, retried while another test holds the shared state, and how it
-    /// ended.
+    thread_local! {
+        /// Makes [`walk`] take libgcc's walk on this thread.
+        pub(super) static FORCE_SLOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// A walk through [`walk`] that took the fast path (retried while another test holds the
+    /// shared state), and how it ended.
     #[allow(clippy::panic)]
+    #[inline(never)]
     fn fast_walk() -> (Vec<usize>, Outcome) {
         prepare();
         for _ in 0..100_000 {
-            let mut out = Vec::new();
             OUTCOME.with(|o| o.set(Outcome::None));
-            if fast::walk(512, &mut out) {
-                return (out, OUTCOME.with(|o| o.get()));
+            let out = walk(512);
+            let how = OUTCOME.with(|o| o.get());
+            if how != Outcome::None {
+                return (out, how);
             }
             std::thread::yield_now();
         }
@@ -757,7 +805,11 @@ mod tests {
             matches!(how, Outcome::Agreed | Outcome::Verified),
             "{how:?}"
         );
-        assert!(walks[1..].iter().any(|(_, how)| *how == Outcome::Verified));
+        assert!(
+            walks[1..].iter().any(|(_, how)| *how == Outcome::Verified),
+            "{:?}",
+            walks.iter().map(|w| w.1).collect::<Vec<_>>()
+        );
         assert!(walks.iter().all(|(w, _)| w == first));
         let second = first;
         // From the closure outward they are libgcc's frames (which also has the root's
@@ -819,22 +871,80 @@ mod tests {
 
     /// A walk libgcc disagrees with is replaced by libgcc's; one that agrees is kept.
     #[test]
-    fn agreement_is_every_address_from_the_second_on() {
-        let fast = [1, 10, 11, 12];
-        // libgcc's own frames first, then the same, then the root's caller.
-        assert!(agrees(&fast, &[7, 8, 10, 11, 12, 0], 512));
+    fn agreement_is_the_same_addresses() {
+        let fast = [10, 11, 12];
         assert!(agrees(&fast, &[10, 11, 12], 512));
         // A frame skipped (frame pointers followed through code without unwind entries).
-        assert!(!agrees(&fast, &[7, 10, 11, 13, 12], 512));
+        assert!(!agrees(&fast, &[10, 11, 13, 12], 512));
         // libgcc stopped earlier (no unwind entry): framehop's extra frames are a guess.
-        assert!(!agrees(&fast, &[7, 10, 11], 512));
-        assert!(!agrees(&fast, &[7, 10, 11, 12, 13], 512));
-        assert!(!agrees(&fast, &[7, 8, 9], 512));
-        assert!(!agrees(&[1], &[1], 512));
-        // Both cut at `max`: compared as far as both go.
-        assert!(agrees(&[1, 10, 11, 12], &[7, 10, 11, 12], 4));
-        assert!(agrees(&[1, 10, 11, 12], &[7, 8, 10, 11], 4));
-        assert!(!agrees(&[1, 10, 11, 12], &[7, 8, 10, 12], 4));
+        assert!(!agrees(&fast, &[10, 11], 512));
+        assert!(!agrees(&fast, &[10, 11, 12, 13], 512));
+        assert!(!agrees(&[], &[], 512));
+        // Cut at `max`: compared as far as both go.
+        assert!(agrees(&[10, 11, 12], &[10, 11, 12], 3));
+        assert!(agrees(&[10, 11, 12], &[10, 11], 3));
+        assert!(!agrees(&[10, 11, 12], &[10, 12, 13], 3));
+    }
+
+    /// The same stack walked by either gives the same addresses, from the return into the
+    /// caller of `walk` (the location repeats are counted by does not depend on which).
+    #[test]
+    fn both_walks_give_the_same_addresses() {
+        prepare();
+        let (mut fast, mut slow_ips) = (None, Vec::new());
+        nested(5, &mut || {
+            for force in [false, true] {
+                for _ in 0..100_000 {
+                    // One call site for both.
+                    let (out, by_libgcc) = walk_here(force);
+                    if force {
+                        slow_ips = out;
+                        break;
+                    }
+                    if !by_libgcc {
+                        fast = Some(out);
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let fast = fast.expect("the fast walk was taken");
+        assert_eq!(fast, slow_ips);
+        assert!(fast.len() > 8, "{fast:x?}");
+    }
+
+    /// One call site of `walk` for either walk; whether libgcc walked.
+    #[inline(never)]
+    fn walk_here(force_slow: bool) -> (Vec<usize>, bool) {
+        FORCE_SLOW.with(|f| f.set(force_slow));
+        OUTCOME.with(|o| o.set(Outcome::None));
+        let out = walk(512);
+        FORCE_SLOW.with(|f| f.set(false));
+        (
+            out,
+            force_slow || OUTCOME.with(|o| o.get()) == Outcome::None,
+        )
+    }
+
+    /// Steps that fall in the same set are all remembered, up to its ways (a walk whose
+    /// steps collided would otherwise never be framehop's alone).
+    #[test]
+    fn colliding_steps_are_all_remembered() {
+        let mut table = vec![0u64; 4096];
+        let same_set: Vec<(usize, u64)> = (1..=4).map(|i| (8, i * 2 + 1)).collect();
+        for &step in &same_set {
+            fast::remember(&mut table, step);
+        }
+        for &step in &same_set {
+            fast::remember(&mut table, step);
+            assert!(fast::remembered(&table, step));
+        }
+        assert!(same_set.iter().all(|&s| fast::remembered(&table, s)));
+        // A fifth evicts the oldest.
+        fast::remember(&mut table, (8, 99));
+        assert!(fast::remembered(&table, (8, 99)));
+        assert!(!fast::remembered(&table, same_set[0]));
     }
 
     /// A `fork` while other threads walk: the child never inherits the loader's lock held
