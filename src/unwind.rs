@@ -815,14 +815,18 @@ mod tests {
         // From the closure outward they are libgcc's frames (which also has the root's
         // caller, 0).
         let slow_ips: Vec<usize> = slow_ips.into_iter().filter(|&ip| ip != 0).collect();
-        let common = second
-            .iter()
-            .rev()
-            .zip(slow_ips.iter().rev())
-            .take_while(|(a, b)| a == b)
-            .count();
+        let common = common_suffix(second, &slow_ips);
         assert!(common >= 14, "{second:x?}\n{slow_ips:x?}");
         assert!(second.len() - common <= 3, "{second:x?}\n{slow_ips:x?}");
+    }
+
+    /// How many addresses two walks share at their outer end.
+    fn common_suffix(a: &[usize], b: &[usize]) -> usize {
+        a.iter()
+            .rev()
+            .zip(b.iter().rev())
+            .take_while(|(x, y)| x == y)
+            .count()
     }
 
     /// On the test's thread and on a spawned one (whose stack ends in `clone3`), and after
@@ -1061,12 +1065,7 @@ mod tests {
         for (fast, slow_ips) in seen.iter() {
             let slow_ips: Vec<usize> = slow_ips.iter().copied().filter(|&ip| ip != 0).collect();
             let fast: Vec<usize> = fast.iter().copied().filter(|&ip| ip != 0).collect();
-            let common = fast
-                .iter()
-                .rev()
-                .zip(slow_ips.iter().rev())
-                .take_while(|(a, b)| a == b)
-                .count();
+            let common = common_suffix(&fast, &slow_ips);
             // Everything from the signal frame out: the handler's two calls differ, and each
             // walk's own frames.
             assert!(common >= 6, "{fast:x?}\n{slow_ips:x?}");
