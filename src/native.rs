@@ -291,7 +291,9 @@ pub(crate) fn event_of(record: &Record, app_crate: Option<&str>, symbolicate: bo
                 .find(|h| !m.build_id.is_empty() && h.build_id == m.build_id)?;
             Some(addr.wrapping_sub(m.base).wrapping_add(same.base))
         });
-        let mut resolved = local.map(|a| symbols(a, i == 0)).unwrap_or_default();
+        let mut resolved = local
+            .map(|a| report::symbol_frames(a, i == 0, 16))
+            .unwrap_or_default();
         if resolved.is_empty() {
             resolved.push(Frame::default());
         }
@@ -384,30 +386,6 @@ pub(crate) fn event_of(record: &Record, app_crate: Option<&str>, symbolicate: bo
         breadcrumb_seq: 0,
         kind: Kind::Native,
     }
-}
-
-/// Function, file and line of an address in this process (inlined calls each as a frame,
-/// outermost last as the crashed thread saw them). A return address is looked up one byte
-/// before (the call), the program counter itself as it is.
-fn symbols(addr: u64, is_pc: bool) -> Vec<Frame> {
-    let lookup = if is_pc { addr } else { addr.saturating_sub(1) };
-    let mut out = Vec::new();
-    backtrace::resolve(lookup as usize as *mut std::ffi::c_void, |sym| {
-        if out.len() >= 16 {
-            return;
-        }
-        let function = sym.name().map(|n| format!("{n:#}"));
-        let abs_path = sym.filename().map(|p| p.to_string_lossy().into_owned());
-        out.push(Frame {
-            function,
-            filename: abs_path.as_deref().map(file_name),
-            abs_path,
-            lineno: sym.lineno().map(u64::from),
-            colno: sym.colno().map(u64::from),
-            ..Default::default()
-        });
-    });
-    out
 }
 
 fn file_name(path: &str) -> String {

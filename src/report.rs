@@ -583,34 +583,46 @@ pub(crate) fn native_stacktrace(frames: Vec<Frame>, app_crate: Option<&str>) -> 
 fn symbolicate(stack: &RawStack) -> Option<Stacktrace> {
     let mut frames = Vec::with_capacity(stack.0.len());
     for &ip in &stack.0 {
-        let first = frames.len();
-        backtrace::resolve(ip as *mut std::ffi::c_void, |sym| {
-            let abs_path = sym.filename().map(|p| p.to_string_lossy().into_owned());
-            let filename = abs_path
-                .as_deref()
-                .map(|p| p.rsplit(['/', '\\']).next().unwrap_or(p).to_owned());
-            frames.push(Frame {
-                // `{:#}`: demangled without the hash (`mytool::main`, not `...::h0123...`).
-                function: Some(
-                    sym.name()
-                        .map_or_else(|| "<unknown>".to_owned(), |name| format!("{name:#}")),
-                ),
-                instruction_addr: Some(ip.into()),
-                abs_path,
-                filename,
-                lineno: sym.lineno().map(u64::from),
-                ..Default::default()
-            });
-        });
-        if frames.len() == first {
-            frames.push(Frame {
-                instruction_addr: Some(ip.into()),
-                function: Some("<unknown>".into()),
-                ..Default::default()
-            });
+        let mut resolved = symbol_frames(ip as u64, false, usize::MAX);
+        if resolved.is_empty() {
+            resolved.push(Frame::default());
+        }
+        for mut frame in resolved {
+            frame.function.get_or_insert_with(|| "<unknown>".to_owned());
+            frame.instruction_addr = Some(ip.into());
+            frames.push(frame);
         }
     }
     Stacktrace::from_frames_reversed(frames)
+}
+
+/// Function (demangled, without its hash), file and line of an address of this process:
+/// each inlined call a frame, innermost first, at most `max`. A return address is looked up
+/// at its call (one byte before), a program counter (`is_pc`: where a signal stopped the
+/// thread) as it is.
+pub(crate) fn symbol_frames(addr: u64, is_pc: bool, max: usize) -> Vec<Frame> {
+    // `backtrace::resolve` takes every address for a return address and looks one byte
+    // before it: a program counter is handed over one byte after.
+    let lookup = if is_pc { addr.saturating_add(1) } else { addr };
+    let mut out = Vec::new();
+    backtrace::resolve(lookup as usize as *mut std::ffi::c_void, |sym| {
+        if out.len() >= max {
+            return;
+        }
+        let abs_path = sym.filename().map(|p| p.to_string_lossy().into_owned());
+        out.push(Frame {
+            // `{:#}`: demangled without the hash (`mytool::main`, not `...::h0123...`).
+            function: sym.name().map(|name| format!("{name:#}")),
+            filename: abs_path
+                .as_deref()
+                .map(|p| p.rsplit(['/', '\\']).next().unwrap_or(p).to_owned()),
+            abs_path,
+            lineno: sym.lineno().map(u64::from),
+            colno: sym.colno().map(u64::from),
+            ..Default::default()
+        });
+    });
+    out
 }
 
 /// A stack trace of bare instruction addresses, without symbolication: fast, for the copy
@@ -924,6 +936,32 @@ impl Breadcrumbs {
 
 #[cfg(test)]
 mod tests {
+
+    #[inline(never)]
+    fn first_byte_marker() -> u32 {
+        std::hint::black_box(7)
+    }
+
+    /// A program counter at a function's first byte (where a stack overflow faults, on the
+    /// prologue's first push) is that function's, not the one before it; a return address is
+    /// looked up at its call.
+    #[test]
+    fn a_program_counter_resolves_where_it_points() {
+        let start = first_byte_marker as fn() -> u32 as usize as u64;
+        let frames = symbol_frames(start, true, 16);
+        let top = frames
+            .first()
+            .and_then(|f| f.function.as_deref())
+            .unwrap_or("");
+        assert!(top.ends_with("first_byte_marker"), "{frames:?}");
+        // The same address as a return address is the byte before: not this function.
+        let before = symbol_frames(start, false, 16);
+        let name = before
+            .first()
+            .and_then(|f| f.function.as_deref())
+            .unwrap_or("");
+        assert!(!name.ends_with("first_byte_marker"), "{before:?}");
+    }
     use super::*;
 
     #[derive(Debug)]
