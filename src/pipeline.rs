@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, Ignore};
 use crate::facts::Facts;
-use crate::report::{self, BREADCRUMBS, Captured, Enrichment, Kind};
+use crate::report::{self, BREADCRUMBS, Captured, Enrichment, Kind, RawStack};
 use crate::scrub::{Report, Scrubber};
 use crate::sink::UsageRecord;
 use crate::usage::{MAX_VALUE_LEN, Prop, Queued};
@@ -93,14 +93,28 @@ impl Scrubbed<Vec<UsageRecord>> {
 }
 
 /// How a run treats the stack trace.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Stack {
+pub(crate) enum Stack<'a> {
     /// Symbolicate it (function, file, line).
     Symbolicate,
     /// Bare addresses: past a flush's deadline, or the panic report's first copy.
     Addresses,
-    /// Already made by the caller (symbolicated within a deadline on another thread).
-    Given(Option<sentry::protocol::Stacktrace>),
+    /// Made by the caller (symbolicated within a deadline on another thread), and only
+    /// for an event that is kept: an ignored one or a repeat costs no symbolication.
+    Later(MakeStack<'a>),
+}
+
+/// Makes the stack trace of a raw stack (see [`Stack::Later`]).
+pub(crate) type MakeStack<'a> =
+    Box<dyn FnOnce(&RawStack) -> Option<sentry::protocol::Stacktrace> + 'a>;
+
+impl std::fmt::Debug for Stack<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stack::Symbolicate => "Symbolicate",
+            Stack::Addresses => "Addresses",
+            Stack::Later(_) => "Later",
+        })
+    }
 }
 
 /// What became of an event.
@@ -202,11 +216,12 @@ impl Pipeline {
     ///
     ///  1. build the event (`report::event_from_error`, `_message`, `_panic`)
     ///  2. bound its sizes (`bound`: strings cut at token boundaries, chain and frames capped)
-    ///  3. stack trace: symbolicate the raw backtrace (or keep bare addresses), and the
+    ///  3. the app's ignore rules
+    ///  4. deduplicate (errors and messages; a panic is always reported), on the types and
+    ///     the raw stack: a repeat in a burst costs no symbolication
+    ///  5. stack trace: symbolicate the raw backtrace (or keep bare addresses), and the
     ///     fingerprint the server groups by
-    ///  4. breadcrumbs recorded up to the capture
-    ///  5. the app's ignore rules
-    ///  6. deduplicate (errors and messages; a panic is always reported)
+    ///  6. breadcrumbs recorded up to the capture
     ///  7. enrich: tags, contexts, release, the anonymous id
     ///  8. scrub
     ///  9. the app's `before_send` hook
@@ -215,7 +230,7 @@ impl Pipeline {
     pub(crate) fn run(
         &self,
         captured: Captured,
-        stack: Stack,
+        stack: Stack<'_>,
         repeats: Option<&dyn Repeats>,
         anonymous_id: Uuid,
     ) -> Verdict {
@@ -225,36 +240,35 @@ impl Pipeline {
             breadcrumb_seq,
             kind,
         } = captured;
-        // Where it was captured, for step 6, before step 3 consumes the raw stack.
-        let dedup_key = (kind != Kind::Panic && repeats.is_some())
-            .then(|| report::dedup_key(&event, backtrace.as_ref()));
         // 3.
-        if let Some(bt) = backtrace {
-            let st = match stack {
-                Stack::Symbolicate => report::stacktrace_from(&bt, Some(&self.config.app_name)),
-                Stack::Addresses => report::stacktrace_unresolved(&bt),
-                Stack::Given(st) => st,
-            };
-            attach_stacktrace(&mut event, st);
-        }
-        // 3b. grouping: the fingerprint the server groups by (unless the caller set one)
-        let default_fp = event.fingerprint.is_empty()
-            || (event.fingerprint.len() == 1 && event.fingerprint[0] == "{{ default }}");
-        if default_fp && let Some(fp) = self.fingerprint(&event, kind) {
-            event.fingerprint = fp.into_iter().map(Into::into).collect::<Vec<_>>().into();
-        }
-        // 4.
-        event.breadcrumbs = BREADCRUMBS.up_to(breadcrumb_seq).into();
-        // 5.
         if self.ignored(&event) {
             return Verdict::Dropped;
         }
-        // 6.
+        // 4. Where it was captured: the raw stack, before step 5 consumes it.
+        let dedup_key = (kind != Kind::Panic && repeats.is_some())
+            .then(|| report::dedup_key(&event, backtrace.as_ref()));
         if let (Some(key), Some(repeats)) = (&dedup_key, repeats)
             && repeats.is_repeat(key)
         {
             return Verdict::Repeat;
         }
+        // 5.
+        if let Some(bt) = backtrace {
+            let st = match stack {
+                Stack::Symbolicate => report::stacktrace_from(&bt, Some(&self.config.app_name)),
+                Stack::Addresses => report::stacktrace_unresolved(&bt),
+                Stack::Later(make) => make(&bt),
+            };
+            attach_stacktrace(&mut event, st);
+        }
+        // 5b. grouping: the fingerprint the server groups by (unless the caller set one)
+        let default_fp = event.fingerprint.is_empty()
+            || (event.fingerprint.len() == 1 && event.fingerprint[0] == "{{ default }}");
+        if default_fp && let Some(fp) = self.fingerprint(&event, kind) {
+            event.fingerprint = fp.into_iter().map(Into::into).collect::<Vec<_>>().into();
+        }
+        // 6.
+        event.breadcrumbs = BREADCRUMBS.up_to(breadcrumb_seq).into();
         // 7.
         self.enrichment(anonymous_id).apply(&mut event);
         let Ok(value) = serde_json::to_value(&event) else {
@@ -553,6 +567,45 @@ mod tests {
             p.run(captured("x"), Stack::Addresses, None, Uuid::nil()),
             Verdict::Failed(_)
         ));
+    }
+
+    #[test]
+    fn only_a_kept_event_has_its_stack_trace_made() {
+        // A burst of one error must not symbolicate every repeat: the hold that lets its
+        // first occurrence go out with the count would end before the repeats are counted.
+        let with_stack = || Captured {
+            backtrace: Some(report::RawStack::capture()),
+            ..captured("x")
+        };
+        let made = std::cell::Cell::new(0);
+        let later = || {
+            Stack::Later(Box::new(|bt: &RawStack| {
+                made.set(made.get() + 1);
+                report::stacktrace_unresolved(bt)
+            }))
+        };
+        let p = pipeline(Config::new("app", "1.0"));
+        let verdict = p.run(with_stack(), later(), Some(&Always(true)), Uuid::nil());
+        assert!(matches!(verdict, Verdict::Repeat), "{verdict:?}");
+        let p = pipeline(Config::new("app", "1.0").ignore(Ignore::MessageContains("x".into())));
+        let verdict = p.run(with_stack(), later(), None, Uuid::nil());
+        assert!(matches!(verdict, Verdict::Dropped), "{verdict:?}");
+        assert_eq!(
+            made.get(),
+            0,
+            "no stack trace for a repeat or an ignored event"
+        );
+        let p = pipeline(Config::new("app", "1.0"));
+        let verdict = p.run(with_stack(), later(), Some(&Always(false)), Uuid::nil());
+        let Verdict::Keep { event, .. } = verdict else {
+            panic!("kept: {verdict:?}")
+        };
+        assert_eq!(made.get(), 1);
+        assert!(
+            event.get()["threads"].is_object() || event.get()["stacktrace"].is_object(),
+            "{}",
+            event.get()
+        );
     }
 
     #[test]

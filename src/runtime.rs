@@ -32,7 +32,7 @@ use crate::outbox::Outbox;
 use crate::paths::Paths;
 use crate::ping::Pings;
 use crate::pipeline::{Pipeline, Scrubbed, Stack, Verdict};
-use crate::report::{BREADCRUMBS, Captured, Kind};
+use crate::report::{BREADCRUMBS, Captured, Kind, RawStack};
 use crate::settings::{ConsentSource, Mode, Settings};
 use crate::switch;
 use crate::transport::SentryTarget;
@@ -593,8 +593,7 @@ impl Runtime {
         kind: Kind,
         backtrace: bool,
     ) -> Option<Uuid> {
-        let backtrace =
-            (backtrace && self.config.attach_backtrace).then(crate::report::RawStack::capture);
+        let backtrace = (backtrace && self.config.attach_backtrace).then(RawStack::capture);
         let id = event.event_id;
         self.push(Job::Capture(Captured {
             event,
@@ -624,7 +623,10 @@ impl Runtime {
         while !self.stop.load(Ordering::Acquire) {
             let step = catch_unwind(AssertUnwindSafe(|| {
                 self.run_jobs(None);
-                if switch::crash_on() {
+                // During a flush, the flush counts repeats and sends: a first occurrence
+                // sent from here would leave the repeats it is still counting to an event
+                // of their own.
+                if switch::crash_on() && self.flushing.load(Ordering::Acquire) == 0 {
                     self.expire_dedup(false);
                     self.upload(None, None);
                 }
@@ -694,30 +696,48 @@ impl Runtime {
             match job {
                 Job::Capture(captured) => {
                     if switch::crash_on() {
-                        let stack = self.stack_within(&captured, symbolicate_until);
+                        let stack = Stack::Later(Box::new(move |bt: &RawStack| {
+                            self.stack_within(bt, symbolicate_until)
+                        }));
                         self.process(captured, stack);
                     }
                 }
                 Job::Deletion(id) => self.send_deletion(id),
                 Job::Native(path) => {
                     if switch::crash_on() {
-                        let symbolicate = symbolicate_until.is_none_or(|t| Instant::now() < t)
-                            && (deadline.is_some() || self.flushing.load(Ordering::Acquire) == 0);
-                        self.adopt_native(&path, symbolicate);
+                        self.adopt_native(&path, symbolicate_until);
                     }
                 }
             }
         }
     }
 
-    /// The capture's stack trace, symbolicated on a helper thread and waited for only while
-    /// there is time: until `until` (a flush's), or on the worker until a flush starts.
-    /// Symbolication of a large debug binary can take seconds; past that, the report keeps
-    /// bare addresses (a server with the debug files symbolicates them) and is sent in time.
-    fn stack_within(&self, captured: &Captured, until: Option<Instant>) -> Stack {
-        let Some(bt) = &captured.backtrace else {
-            return Stack::Addresses;
-        };
+    /// The capture's stack trace, symbolicated within the time there is
+    /// ([`Runtime::symbolicate_within`]), else bare addresses (a server with the debug
+    /// files symbolicates them).
+    fn stack_within(
+        &self,
+        bt: &RawStack,
+        until: Option<Instant>,
+    ) -> Option<sentry::protocol::Stacktrace> {
+        let copy = bt.clone();
+        let app = self.config.app_name.clone();
+        self.symbolicate_within(until, move || {
+            crate::report::stacktrace_from(&copy, Some(&app))
+        })
+        .unwrap_or_else(|| crate::report::stacktrace_unresolved(bt))
+    }
+
+    /// Runs `work` (symbolication) on a helper thread and waits for it only while there is
+    /// time: until `until` (a flush's), or on the worker until a flush starts (then until
+    /// the flush's share for symbols). Symbolication of a large debug binary can take
+    /// seconds, and a short CLI's exit flush must still have time to send. `None`: out of
+    /// time, or the work failed.
+    fn symbolicate_within<T: Send + 'static>(
+        &self,
+        until: Option<Instant>,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
         let out_of_time = || match until {
             Some(t) => Instant::now() >= t,
             None if self.flushing.load(Ordering::Acquire) > 0 => self
@@ -729,30 +749,23 @@ impl Runtime {
             None => false,
         };
         if out_of_time() {
-            return Stack::Addresses;
+            return None;
         }
-        let copy = bt.clone();
-        let app = self.config.app_name.clone();
         let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("consentry-symbols".into())
             .spawn(move || {
                 crate::panic::mark_internal_thread();
-                let st = catch_unwind(AssertUnwindSafe(|| {
-                    crate::report::stacktrace_from(&copy, Some(&app))
-                }));
-                let _ = tx.send(st.ok().flatten());
-            });
-        if spawned.is_err() {
-            return Stack::Symbolicate;
-        }
+                if let Ok(done) = catch_unwind(AssertUnwindSafe(work)) {
+                    let _ = tx.send(done);
+                }
+            })
+            .ok()?;
         loop {
             match rx.recv_timeout(Duration::from_millis(10)) {
-                Ok(st) => return Stack::Given(st),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Stack::Addresses,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if out_of_time() => {
-                    return Stack::Addresses;
-                }
+                Ok(done) => return Some(done),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if out_of_time() => return None,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
         }
@@ -761,7 +774,7 @@ impl Runtime {
     /// A native crash recorded by an earlier run: read (bounded), made a report, through the
     /// pipeline like any other, then the record is removed. A record that cannot be read or
     /// parsed is removed with one warning (it would fail the same way every start).
-    fn adopt_native(&self, path: &Path, symbolicate: bool) {
+    fn adopt_native(&self, path: &Path, symbolicate_until: Option<Instant>) {
         // Another start of the app may be reporting it at the same moment: one takes it.
         let Some(claimed) = crate::native::claim(path) else {
             return;
@@ -783,7 +796,17 @@ impl Runtime {
                 return;
             }
         };
-        let captured = crate::native::event_of(&record, Some(&self.config.app_name), symbolicate);
+        // Symbolicated (when this binary crashed) within the time there is, else bare
+        // addresses with `debug_meta`, for the server to symbolicate.
+        let app = self.config.app_name.clone();
+        let copy = record.clone();
+        let captured = self
+            .symbolicate_within(symbolicate_until, move || {
+                crate::native::event_of(&copy, Some(&app), true)
+            })
+            .unwrap_or_else(|| {
+                crate::native::event_of(&record, Some(&self.config.app_name), false)
+            });
         if let Verdict::Keep { event, .. } = self.run_pipeline(captured, Stack::Addresses, false)
             && self.store(&event).is_none()
             && !self.debug
@@ -820,7 +843,7 @@ impl Runtime {
 
     /// Runs the pipeline on this thread, marked so that a `flush` from the app's hook
     /// returns at once.
-    fn run_pipeline(&self, captured: Captured, stack: Stack, dedup: bool) -> Verdict {
+    fn run_pipeline(&self, captured: Captured, stack: Stack<'_>, dedup: bool) -> Verdict {
         let was = IN_PIPELINE.with(|f| f.replace(true));
         let repeats: Option<&dyn crate::pipeline::Repeats> = dedup.then_some(&self.dedup);
         let verdict = self
@@ -836,7 +859,7 @@ impl Runtime {
     }
 
     /// An error or a message: the pipeline, then the outbox. Returns the stored file.
-    fn process(&self, captured: Captured, stack: Stack) -> Option<PathBuf> {
+    fn process(&self, captured: Captured, stack: Stack<'_>) -> Option<PathBuf> {
         let Verdict::Keep {
             event, dedup_key, ..
         } = self.run_pipeline(captured, stack, true)

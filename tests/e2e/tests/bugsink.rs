@@ -368,7 +368,10 @@ fn every_profile_reports_the_apps_frames_in_app() {
         let dirs = Dirs::new();
         let crash = |scenario: &str| {
             let mut cmd = fixture(&bin, &dirs, scenario);
+            // The exit flush waits for symbols (past the default 2 s, bare addresses
+            // would be sent: a debug build's symbols take that long on a loaded machine).
             cmd.env("FIXTURE_TELEMETRY", "1")
+                .env("FIXTURE_FLUSH_MS", "20000")
                 .env("FIXTURE_DSN", server.dsn());
             run(cmd, Duration::from_secs(60)).0
         };

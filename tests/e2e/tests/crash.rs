@@ -451,7 +451,8 @@ fn a_burst_of_the_same_error_is_sent_once_with_a_count() {
     assert_eq!(
         events.len(),
         1,
-        "the first occurrence waits a moment for its repeats"
+        "the first occurrence waits a moment for its repeats: {}",
+        serde_json::to_string_pretty(&events).unwrap_or_default()
     );
     let total: u64 = events
         .iter()
@@ -795,8 +796,12 @@ mod native {
                 "nothing sent by the dying process"
             );
 
-            // The next start reports it, scrubbed, and removes the record.
-            let (next, _) = run(errors_run(&dirs, &server.dsn(), "idle"), LIMIT);
+            // The next start reports it, scrubbed, and removes the record. Its exit flush
+            // waits for symbols (past the default 2 s, bare addresses would be sent: a
+            // debug build's symbols take that long on a loaded machine).
+            let mut next = errors_run(&dirs, &server.dsn(), "idle");
+            next.env("FIXTURE_FLUSH_MS", "20000");
+            let (next, _) = run(next, LIMIT);
             assert!(next.status.success(), "{}", stderr(&next));
             let requests = server.wait_for(1, Duration::from_secs(5));
             assert_eq!(requests.len(), 1, "{scenario}");
