@@ -488,6 +488,7 @@ fn preview(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failu
             "usage": {"format": preview.usage_format, "body": preview.usage},
             "crash": preview.crash,
             "native_crash": preview.native_crash,
+            "minidump": preview.minidump,
             "scrubbed": preview.scrubbed,
         });
         writeln!(out, "{}", pretty(&value))?;
@@ -514,6 +515,7 @@ fn preview(config: &Config, json: bool, out: &mut dyn Write) -> Result<(), Failu
             "A crash that is not a panic (here a SIGSEGV), as it would be reported at the next start:"
         )?;
         writeln!(out, "{}", pretty(&preview.native_crash))?;
+        writeln!(out, "{}", preview.minidump)?;
         writeln!(out)?;
     }
     writeln!(out, "Nothing was sent.")?;

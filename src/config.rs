@@ -131,6 +131,7 @@ pub struct Config {
     pub(crate) consent_group: Option<String>,
     pub(crate) save_panics_locally: bool,
     pub(crate) native_crashes: bool,
+    pub(crate) minidumps: bool,
     pub(crate) fingerprint: Option<Fingerprint>,
     /// Built by the `consentry` binary, which does not know the app's catalog.
     pub(crate) standalone: bool,
@@ -210,6 +211,7 @@ impl Config {
             consent_group: None,
             save_panics_locally: true,
             native_crashes: true,
+            minidumps: false,
             fingerprint: None,
             standalone: false,
             environment: None,
@@ -447,6 +449,25 @@ impl Config {
     /// ```
     pub fn native_crashes(mut self, on: bool) -> Self {
         self.native_crashes = on;
+        self
+    }
+
+    /// Attach a full minidump to native crash reports (Linux, the `minidump` feature). Off
+    /// by default, and even when on, a minidump is attached only if the user also said yes
+    /// to minidumps themselves (`telemetry settings minidumps=true`), apart from their yes
+    /// to crash reports: a minidump holds memory (thread stacks, the bytes around the
+    /// crash), which may hold anything the program had in hand, a password or a path. It is
+    /// written by this program started again as a helper (which is why [`crate::init`] must
+    /// be the first thing `main` does), with non-pointer stack words overwritten, the
+    /// command line and environment streams blanked and the user's names, host names and
+    /// environment values overwritten wherever they appear. See `PRIVACY.md`.
+    ///
+    /// ```
+    /// let config = consentry::Config::new("myapp", "1.0.0").minidumps(true);
+    /// # let _ = config;
+    /// ```
+    pub fn minidumps(mut self, on: bool) -> Self {
+        self.minidumps = on;
         self
     }
 

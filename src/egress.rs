@@ -67,6 +67,12 @@ pub(crate) trait Gate {
     fn allows_captured_at(&self, _kind: Kind, _at: SystemTime) -> bool {
         true
     }
+
+    /// Whether a crash report may carry its minidump now (the app's switch and the user's
+    /// own yes to minidumps, read now). No unless a gate says so.
+    fn allows_minidump(&self) -> bool {
+        false
+    }
 }
 
 /// The HTTP client, behind a trait so tests can answer anything without a server.

@@ -75,6 +75,9 @@ pub(crate) fn recorded_no(data: &crate::settings::SettingsData) -> Withdrawn {
         crash: declined || data.crash_reports.is_off(),
         usage: declined || data.usage.is_off(),
         review: false,
+        // Dumps are checked where they are used (adopted, sent), not by reading every
+        // waiting report at each start.
+        minidumps: false,
     }
 }
 
@@ -85,6 +88,8 @@ pub(crate) struct Withdrawn {
     pub(crate) usage: bool,
     /// The settings now ask for crash reports to wait for review (fewer sends: at once).
     pub(crate) review: bool,
+    /// The user's yes to minidumps was taken back.
+    pub(crate) minidumps: bool,
 }
 
 /// The live consent of one process.
@@ -101,6 +106,8 @@ pub(crate) struct ConsentOnDisk {
     /// When the consent in force was given (from the settings); nothing captured before it
     /// is uploaded. `None`: no such limit (consent from the environment, or none needed).
     consent_since: Mutex<Option<std::time::SystemTime>>,
+    /// The user's yes to minidumps: read at the start, cleared by a later "no".
+    minidumps_yes: std::sync::atomic::AtomicBool,
 }
 
 /// When the recorded consent was given, if it is a "yes" recorded with a time.
@@ -137,6 +144,7 @@ impl ConsentOnDisk {
             ids: Mutex::new(ids),
             seen: Mutex::new(None),
             consent_since: Mutex::new(None),
+            minidumps_yes: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -203,6 +211,26 @@ impl ConsentOnDisk {
         }
     }
 
+    /// Whether a full minidump may be made, kept or attached now: crash reports are on
+    /// (sent, not kept locally), the app turned minidumps on, and the user's own yes to them
+    /// (`minidumps=true`) was in the settings at the start and has not been taken back
+    /// since (see [`ConsentOnDisk::recheck`], which the caller runs first).
+    pub(crate) fn minidumps_allowed(&self) -> bool {
+        let d = self.decision();
+        self.config.minidumps
+            && d.crash
+            && d.crash_mode == crate::settings::Mode::On
+            && self
+                .minidumps_yes
+                .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The user's yes to minidumps in the settings read at the start.
+    pub(crate) fn note_minidumps_yes(&self, yes: bool) {
+        self.minidumps_yes
+            .store(yes, std::sync::atomic::Ordering::Release);
+    }
+
     /// Re-reads the settings if the file changed since the last read, and applies what they
     /// say now. Returns the kinds that this withdrew. A "yes" given in another process takes
     /// effect at the next start, never mid-run; a "no" at once.
@@ -232,10 +260,17 @@ impl ConsentOnDisk {
             self.set_consent_since(consent_since(s.data()));
         }
         let was = self.decision();
+        // A "no" to minidumps counts at once, a yes from the next start.
+        let minidumps_now = settings.as_ref().is_ok_and(|s| s.data().minidumps);
+        let minidumps_taken_back = !minidumps_now
+            && self
+                .minidumps_yes
+                .swap(false, std::sync::atomic::Ordering::AcqRel);
         let withdrawn = Withdrawn {
             crash: was.crash && !decision.crash,
             usage: was.usage && !decision.usage,
             review: settings.as_ref().is_ok_and(|s| s.data().review),
+            minidumps: minidumps_taken_back,
         };
         let mut merged = decision;
         merged.crash &= was.crash;
@@ -311,8 +346,7 @@ mod tests {
             gate.recheck(),
             Withdrawn {
                 crash: true,
-                usage: false,
-                review: false
+                ..Withdrawn::default()
             }
         );
         assert!(!gate.decision().crash && gate.decision().usage);
@@ -323,6 +357,55 @@ mod tests {
         // `review=true` set elsewhere holds reports from the next check on.
         s.update([("review", true)]).unwrap();
         assert!(gate.recheck().review);
+    }
+
+    #[test]
+    fn a_no_to_minidumps_counts_at_once_and_a_yes_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::new("app", "1.0")
+            .config_dir(dir.path())
+            .data_dir(dir.path())
+            .minidumps(true);
+        let env = EnvSnapshot::from_pairs([("APP_TELEMETRY", "1")]);
+        let paths = Paths::resolve(&config, &env);
+        let path = paths.settings_file().unwrap();
+        let mut s = Settings::load_from(&path).unwrap();
+        s.update([("minidumps", true)]).unwrap();
+        let gate = ConsentOnDisk::new(
+            config.clone(),
+            env.clone(),
+            paths.clone(),
+            on(),
+            (Uuid::nil(), String::new()),
+        );
+        gate.remember_version();
+        assert!(
+            !gate.minidumps_allowed(),
+            "not until the start noted the user's yes"
+        );
+        gate.note_minidumps_yes(true);
+        assert!(gate.minidumps_allowed());
+        s.update([("minidumps", false)]).unwrap();
+        assert!(gate.recheck().minidumps, "taken back");
+        assert!(!gate.minidumps_allowed());
+        s.update([("minidumps", true)]).unwrap();
+        assert!(!gate.recheck().minidumps);
+        assert!(!gate.minidumps_allowed(), "a yes waits for the next start");
+        // Without the app's switch, or with crash reports kept locally, never.
+        let off = ConsentOnDisk::new(
+            config.clone().minidumps(false),
+            env.clone(),
+            paths.clone(),
+            on(),
+            (Uuid::nil(), String::new()),
+        );
+        off.note_minidumps_yes(true);
+        assert!(!off.minidumps_allowed());
+        let mut local = on();
+        local.crash_mode = crate::settings::Mode::Local;
+        let local = ConsentOnDisk::new(config, env, paths, local, (Uuid::nil(), String::new()));
+        local.note_minidumps_yes(true);
+        assert!(!local.minidumps_allowed());
     }
 
     #[test]
@@ -350,9 +433,8 @@ mod tests {
         assert_eq!(
             recorded_no(&d),
             Withdrawn {
-                crash: false,
                 usage: true,
-                review: false
+                ..Withdrawn::default()
             }
         );
         d.sync = false;

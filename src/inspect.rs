@@ -418,6 +418,9 @@ pub struct Preview {
     /// send it: the signal, instruction addresses symbolicated here, the modules' build ids
     /// and file names; no memory, no registers. `null` where native crashes are not caught.
     pub native_crash: Value,
+    /// Whether a full minidump would go with that report, and why (it needs the app's
+    /// `Config::minidumps` and the user's own `minidumps=true`), with what it would add.
+    pub minidump: String,
 }
 
 /// Builds the preview for `config`'s app: the sample error carries this machine's home
@@ -521,13 +524,39 @@ pub fn preview(config: &Config) -> Result<Preview, PreviewError> {
             }
         })
         .unwrap_or(Value::Null);
+    let settings = Settings::load_for(config, &paths).map_err(|e| e.to_string());
+    let user_yes = settings.as_ref().is_ok_and(|s| s.data().minidumps);
+    let (_, decision) = crate::gate::decide_on_disk(config, &env, settings, false);
+    let sent = decision.crash && decision.crash_mode == crate::settings::Mode::On;
+    let minidump = minidump_line(&native_crash, sent, config.minidumps, user_yes);
     Ok(Preview {
         usage,
         usage_format: sink.format_name(),
         crash,
         scrubbed,
         native_crash,
+        minidump,
     })
+}
+
+/// What [`Preview::minidump`] says.
+fn minidump_line(native_crash: &Value, sent: bool, app: bool, user: bool) -> String {
+    const ADDS: &str = "a minidump adds the memory of every thread's stack and around the crash (stack words that are not pointers overwritten; your names, host names and environment values overwritten wherever they appear; the command line and environment streams removed): it may still hold what the program had in hand, such as a password or a file's contents";
+    let built = cfg!(all(feature = "minidump", target_os = "linux"));
+    let why_not = if native_crash.is_null() {
+        "native crashes are not caught in this build"
+    } else if !built {
+        "this build has no minidump support"
+    } else if !sent {
+        "crash reports are not sent from this machine"
+    } else if !app {
+        "the app has minidumps off"
+    } else if !user {
+        "you have not said yes to them ('telemetry settings minidumps=true')"
+    } else {
+        return format!("A minidump would go with it: {ADDS}.");
+    };
+    format!("No minidump would go with it: {why_not}. If it did, {ADDS}.")
 }
 
 /// Why a preview could not be made.

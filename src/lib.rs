@@ -63,6 +63,7 @@ mod gate;
 mod http;
 mod identity;
 mod inspect;
+mod minidump;
 mod modules;
 mod native;
 mod outbox;

@@ -463,7 +463,8 @@ fn running(dir: &Path, id: &str, young: bool) -> bool {
 }
 
 /// A record file's name, taken apart: `<writer>-<time>-<thread>.crash`, `.tmp` while it is
-/// written, `.claimed-<reader>` while a start reports it.
+/// written, `.claimed-<reader>` while a start reports it; beside it the minidump helper's
+/// `.ctx` (the crash context, while it runs) and `.dmp`.
 struct RecordName<'a> {
     writer: &'a str,
     time: u64,
@@ -475,13 +476,23 @@ enum NameState<'a> {
     Done,
     Writing,
     Claimed(&'a str),
+    /// `<stem>.dmp`: the minidump the helper wrote for the record `<stem>`.
+    Minidump,
 }
 
 fn record_name(name: &str) -> Option<RecordName<'_>> {
+    // `.<stem>.dmp.<random>.tmp`: the helper's minidump being written.
+    let name = name.strip_prefix('.').unwrap_or(name);
     let (stem, state) = if let Some(stem) = name.strip_suffix(".crash") {
         (stem, NameState::Done)
-    } else if let Some(stem) = name.strip_suffix(".tmp") {
+    } else if let Some(stem) = name
+        .strip_suffix(".tmp")
+        .or_else(|| name.strip_suffix(".ctx"))
+    {
+        // Being written, or the crash context the helper reads.
         (stem, NameState::Writing)
+    } else if let Some(stem) = name.strip_suffix(".dmp") {
+        (stem, NameState::Minidump)
     } else {
         let (stem, reader) = name.split_once(".claimed-")?;
         (stem, NameState::Claimed(reader))
@@ -510,6 +521,8 @@ pub(crate) fn pending(dir: &Path) -> Vec<PathBuf> {
     let now = SystemTime::now();
     let mut out: Vec<(u64, PathBuf)> = Vec::new();
     let mut alive_files = Vec::new();
+    let mut stems = std::collections::HashSet::new();
+    let mut minidumps = Vec::new();
     for (path, _) in crate::fsx::regular_files(dir) {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
@@ -527,6 +540,9 @@ pub(crate) fn pending(dir: &Path) -> Vec<PathBuf> {
             continue;
         }
         let young = written.is_some_and(|w| now.duration_since(w).is_ok_and(|a| a < LIVE_GRACE));
+        if matches!(record.state, NameState::Done | NameState::Claimed(_)) {
+            stems.insert(record.stem.to_owned());
+        }
         match record.state {
             NameState::Done if !running(dir, record.writer, young) => out.push((record.time, path)),
             NameState::Writing if !running(dir, record.writer, young) => {
@@ -535,7 +551,16 @@ pub(crate) fn pending(dir: &Path) -> Vec<PathBuf> {
             NameState::Claimed(reader) if !running(dir, reader, young) => {
                 out.push((record.time, path));
             }
+            NameState::Minidump if !running(dir, record.writer, young) => {
+                minidumps.push((record.stem.to_owned(), path.clone()));
+            }
             _ => {}
+        }
+    }
+    // A minidump whose record is gone (reported, or unusable) is never sent: removed.
+    for (stem, path) in minidumps {
+        if !stems.contains(&stem) {
+            let _ = crate::fsx::remove(&path);
         }
     }
     // A gone process's `.alive` file: its records are known to be its without it.
@@ -556,6 +581,15 @@ pub(crate) fn claim(path: &Path) -> Option<PathBuf> {
     let claimed = path.with_file_name(format!("{}.claimed-{}", record.stem, own_id()));
     std::fs::rename(path, &claimed).ok()?;
     Some(claimed)
+}
+
+/// The minidump the helper wrote beside the record at `record` (its name as written, or
+/// claimed), if there is one.
+pub(crate) fn minidump_of(record: &Path) -> Option<PathBuf> {
+    let name = record.file_name()?.to_str()?;
+    let parsed = record_name(name)?;
+    let path = record.with_file_name(format!("{}.dmp", parsed.stem));
+    crate::fsx::regular_len(&path).map(|_| path)
 }
 
 /// The process ends normally: what it wrote (a handler before ours recovered from the
@@ -587,7 +621,9 @@ pub(crate) fn clear(dir: &Path) -> usize {
         if name.ends_with(".alive") {
             continue;
         }
-        if crate::fsx::remove(&path).is_ok() && record_name(name).is_some() {
+        if crate::fsx::remove(&path).is_ok()
+            && record_name(name).is_some_and(|r| !matches!(r.state, NameState::Minidump))
+        {
             records += 1;
         }
     }
@@ -635,16 +671,24 @@ pub(crate) const SUPPORTED: bool = imp::SUPPORTED;
 /// stays for the life of the process: removing `crash-handler`'s handler from another thread
 /// than the one that installed it would unmap that thread's alternate signal stack. When
 /// crash reports are turned off it records nothing and passes every signal on.
-pub(crate) fn install(dir: &Path, release: &str) -> Result<(), String> {
+///
+/// `minidumps`: a crash also starts the minidump helper (see [`crate::minidump`]); the app
+/// turned minidumps on and the user said yes to them.
+pub(crate) fn install(dir: &Path, release: &str, minidumps: bool) -> Result<(), String> {
     if !SUPPORTED {
-        return imp::install(dir, release);
+        return imp::install(dir, release, minidumps);
     }
     // Refused if it is a link: the handler writes nowhere but in our own directory.
     crate::fsx::own_subdir(dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
     hold_alive(dir)?;
-    imp::install(dir, release)?;
+    imp::install(dir, release, minidumps)?;
     forget_at_exit(dir);
     Ok(())
+}
+
+/// Turns minidumps off for the rest of the process (the user took back their yes).
+pub(crate) fn set_minidumps(on: bool) {
+    imp::set_minidumps(on);
 }
 
 /// The directory whose records this process forgets when it exits normally.
@@ -703,7 +747,52 @@ mod imp {
         id: Vec<u8>,
         /// `app@version`, one line.
         release: Vec<u8>,
+        /// The minidump helper: this program (`/proc/self/exe`) and its `argv[0]`, both
+        /// NUL-terminated.
+        #[cfg_attr(not(feature = "minidump"), allow(dead_code))]
+        helper_exe: Vec<u8>,
+        #[cfg_attr(not(feature = "minidump"), allow(dead_code))]
+        helper_argv0: Vec<u8>,
     }
+
+    /// Whether a crash starts the minidump helper (set at each install).
+    static MINIDUMPS: AtomicBool = AtomicBool::new(false);
+    /// Set by the first crash that started the helper: one per process (a signal that a
+    /// handler before ours recovers from, over and over, does not freeze it each time).
+    #[cfg(feature = "minidump")]
+    static DUMPED: AtomicBool = AtomicBool::new(false);
+
+    pub(super) fn set_minidumps(on: bool) {
+        MINIDUMPS.store(on && minidumps_possible(), Ordering::Release);
+    }
+
+    /// Minidumps are built in, and the process lets itself be read: one that made itself
+    /// non-dumpable (to keep keys out of reach) is never dumped (`crash-handler` turns
+    /// dumping on for the handler, which would override that).
+    ///
+    /// And consentry is part of the program itself, not of a library it loaded (a Python
+    /// extension, a plugin): the helper is this program started again, which only then
+    /// runs consentry's `init` first.
+    fn minidumps_possible() -> bool {
+        // SAFETY: prctl(PR_GET_DUMPABLE) reads a flag.
+        cfg!(feature = "minidump")
+            && unsafe { libc::prctl(libc::PR_GET_DUMPABLE) } == 1
+            && in_main_executable()
+    }
+
+    /// Whether this code is in the main executable (the loader lists it with no name).
+    fn in_main_executable() -> bool {
+        let here = in_main_executable as *const () as usize as u64;
+        let mut main = false;
+        crate::modules::each_module(&mut |m: crate::modules::ModuleView<'_>| {
+            if here >= m.base && here - m.base < m.size && m.name.is_empty() {
+                main = true;
+            }
+        });
+        main
+    }
+    /// How long the handler waits for the minidump helper before it kills it.
+    const HELPER_WAIT_MS: u32 = 10_000;
 
     static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
     static HANDLER: Mutex<Option<crash_handler::CrashHandler>> = Mutex::new(None);
@@ -719,6 +808,11 @@ mod imp {
         text: UnsafeCell<[u8; 48 * 1024]>,
         path: UnsafeCell<[u8; 4096]>,
         tmp: UnsafeCell<[u8; 4096]>,
+        /// The crash context's path, and the helper's one environment variable.
+        #[cfg(feature = "minidump")]
+        ctx: UnsafeCell<[u8; 4096]>,
+        #[cfg(feature = "minidump")]
+        env: UnsafeCell<[u8; 4200]>,
     }
     // SAFETY: every access is under `BUSY` (one thread at a time).
     unsafe impl Sync for Scratch {}
@@ -727,9 +821,13 @@ mod imp {
         text: UnsafeCell::new([0; 48 * 1024]),
         path: UnsafeCell::new([0; 4096]),
         tmp: UnsafeCell::new([0; 4096]),
+        #[cfg(feature = "minidump")]
+        ctx: UnsafeCell::new([0; 4096]),
+        #[cfg(feature = "minidump")]
+        env: UnsafeCell::new([0; 4200]),
     };
 
-    pub(super) fn install(dir: &Path, release: &str) -> Result<(), String> {
+    pub(super) fn install(dir: &Path, release: &str, minidumps: bool) -> Result<(), String> {
         use std::os::unix::ffi::OsStrExt;
         let dir = dir.as_os_str().as_bytes().to_vec();
         if dir.len() > 3000 || dir.contains(&0) {
@@ -745,12 +843,18 @@ mod imp {
             .take(256)
             .collect();
         let id = super::own_id().as_bytes().to_vec();
+        let mut helper_argv0 = exe.clone();
+        helper_argv0.retain(|&b| b != 0);
+        helper_argv0.push(0);
         let state = Box::into_raw(Box::new(State {
             dir,
             exe,
             id,
             release,
+            helper_exe: b"/proc/self/exe\0".to_vec(),
+            helper_argv0,
         }));
+        set_minidumps(minidumps);
         // Records go to the latest runtime's directory. The previous state stays leaked: a
         // handler on another thread may still read it.
         STATE.store(state, Ordering::Release);
@@ -818,7 +922,12 @@ mod imp {
         if crate::switch::crash_on() && !from_panic {
             // SAFETY: async-signal-safe; a hang in what follows ends the process (SIGALRM)
             // instead of keeping it alive.
-            let previous_alarm = unsafe { libc::alarm(10) };
+            let bound = if MINIDUMPS.load(Ordering::Acquire) {
+                10 + HELPER_WAIT_MS / 1000
+            } else {
+                10
+            };
+            let previous_alarm = unsafe { libc::alarm(bound) };
             record(cc, signal);
             // SAFETY: as above.
             unsafe { libc::alarm(previous_alarm) };
@@ -931,7 +1040,131 @@ mod imp {
                 libc::rename(t.buf.as_ptr().cast(), p.buf.as_ptr().cast());
             } else {
                 libc::unlink(t.buf.as_ptr().cast());
+                return;
             }
+        }
+        #[cfg(feature = "minidump")]
+        if MINIDUMPS.load(Ordering::Acquire) && !DUMPED.swap(true, Ordering::AcqRel) {
+            dump_with_helper(cc, state, &p.buf[..stem]);
+        }
+    }
+
+    #[cfg(feature = "minidump")]
+    /// Starts the minidump helper (see [`crate::minidump`]) for the record at `stem`, lets
+    /// it trace this process and waits for it, at most [`HELPER_WAIT_MS`]. Only system
+    /// calls on memory prepared at install: the new process is a raw `clone` (no `atfork`
+    /// handler, no allocator lock) that only resets its signal mask, points its standard
+    /// streams at `/dev/null` and `execve`s this program with one environment variable.
+    fn dump_with_helper(cc: &crash_handler::CrashContext, state: &State, stem: &[u8]) {
+        // SAFETY: only this thread touches the scratch memory while BUSY is held.
+        let ctx = unsafe { &mut *SCRATCH.ctx.get() };
+        let env = unsafe { &mut *SCRATCH.env.get() };
+        let mut c = Buf::new(ctx);
+        c.put(stem);
+        c.put(b".ctx\0");
+        let mut e = Buf::new(env);
+        e.put(crate::minidump::HELPER_ENV.as_bytes());
+        e.put(b"=");
+        e.put(stem);
+        e.put(b"\0");
+        if c.full || e.full {
+            return;
+        }
+        // SAFETY: open/write/close/unlink/clone/execve/prctl/waitpid/kill/nanosleep are
+        // async-signal-safe system calls; every pointer is to NUL-terminated memory above
+        // or in `state`, which is never freed.
+        unsafe {
+            let fd = libc::open(
+                c.buf.as_ptr().cast(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600,
+            );
+            if fd < 0 {
+                return;
+            }
+            let bytes = cc.as_bytes();
+            let mut written = 0;
+            while written < bytes.len() {
+                let w = libc::write(fd, bytes[written..].as_ptr().cast(), bytes.len() - written);
+                if w <= 0 {
+                    break;
+                }
+                written += w as usize;
+            }
+            libc::close(fd);
+            if written == bytes.len() {
+                let argv: [*const libc::c_char; 2] =
+                    [state.helper_argv0.as_ptr().cast(), std::ptr::null()];
+                let envp: [*const libc::c_char; 2] = [e.buf.as_ptr().cast(), std::ptr::null()];
+                let child = libc::syscall(
+                    libc::SYS_clone,
+                    libc::c_ulong::from(libc::SIGCHLD as u32),
+                    0usize,
+                    0usize,
+                    0usize,
+                    0usize,
+                );
+                if child == 0 {
+                    // The signal mask stays as the handler has it until `execve` (the app's
+                    // handlers are still installed here); the helper clears it. Nothing of
+                    // the app's is passed on but the standard streams, on /dev/null.
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                    if null >= 0 {
+                        libc::dup2(null, 0);
+                        libc::dup2(null, 1);
+                        libc::dup2(null, 2);
+                    }
+                    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                    libc::execve(
+                        state.helper_exe.as_ptr().cast(),
+                        argv.as_ptr(),
+                        envp.as_ptr(),
+                    );
+                    libc::syscall(libc::SYS_exit_group, 127);
+                }
+                if child > 0 {
+                    let child = child as libc::pid_t;
+                    // Yama's ptrace scope 1 lets only a descendant trace: name the helper.
+                    libc::prctl(libc::PR_SET_PTRACER, child as libc::c_ulong, 0, 0, 0);
+                    wait_bounded(child);
+                }
+            }
+            libc::unlink(c.buf.as_ptr().cast());
+        }
+    }
+
+    /// Waits for the helper to end, at most [`HELPER_WAIT_MS`] by the monotonic clock (a
+    /// sleep cut short by a signal does not lengthen it); then kills it.
+    #[cfg(feature = "minidump")]
+    fn wait_bounded(child: libc::pid_t) {
+        let mut status = 0;
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 10_000_000,
+        };
+        let now_ms = || {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime is async-signal-safe.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+            ts.tv_sec.max(0) as u64 * 1000 + ts.tv_nsec.max(0) as u64 / 1_000_000
+        };
+        let deadline = now_ms() + u64::from(HELPER_WAIT_MS);
+        while now_ms() < deadline {
+            // SAFETY: waitpid and nanosleep are async-signal-safe.
+            let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+            // Ended, or not ours to wait for (SIGCHLD ignored: reaped already).
+            if r == child || r < 0 {
+                return;
+            }
+            unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+        }
+        // SAFETY: as above; the helper is our child.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, &mut status, 0);
         }
     }
 
@@ -1107,7 +1340,9 @@ mod imp {
 
     pub(super) const SUPPORTED: bool = false;
 
-    pub(super) fn install(_dir: &Path, _release: &str) -> Result<(), String> {
+    pub(super) fn set_minidumps(_on: bool) {}
+
+    pub(super) fn install(_dir: &Path, _release: &str, _minidumps: bool) -> Result<(), String> {
         Err(
             "native crashes are caught only on Linux (x86-64, ARM64) with the `native` feature"
                 .to_owned(),
@@ -1241,6 +1476,40 @@ mod tests {
         );
         assert!(!live.exists() && !claimed.exists() && !junk.exists());
         assert!(runs.exists());
+    }
+
+    #[test]
+    fn a_minidump_waits_with_its_record_and_what_the_helper_left_is_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let file = |name: String| {
+            let path = d.join(name);
+            std::fs::write(&path, "x").unwrap();
+            path
+        };
+        // A gone writer's record with its dump; a dump whose record is gone; the crash
+        // context and a half-written dump the helper left behind.
+        let record = file(format!("aaaa000000000001-{now}-1.crash"));
+        let dump = file(format!("aaaa000000000001-{now}-1.dmp"));
+        let orphan = file(format!("aaaa000000000001-{now}-2.dmp"));
+        let ctx = file(format!("aaaa000000000001-{now}-1.ctx"));
+        let half = file(format!(".aaaa000000000001-{now}-1.dmp.Xy12ab.tmp"));
+        assert_eq!(pending(d), vec![record.clone()], "a dump is not a record");
+        assert!(dump.exists(), "kept with its record");
+        assert!(!orphan.exists() && !ctx.exists() && !half.exists());
+        // Found beside the record, also once it is claimed.
+        assert_eq!(minidump_of(&record), Some(dump.clone()));
+        let claimed = claim(&record).unwrap();
+        assert_eq!(minidump_of(&claimed), Some(dump.clone()));
+        std::fs::remove_file(&dump).unwrap();
+        assert_eq!(minidump_of(&claimed), None);
+        // A "no" counts records, not dumps.
+        file(format!("aaaa000000000001-{now}-1.dmp"));
+        assert_eq!(clear(d), 1);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::diag;
 use crate::fsx;
+use crate::minidump::Minidump;
 use crate::pipeline::Scrubbed;
 use crate::sink::UsageRecord;
 
@@ -73,7 +74,21 @@ impl Outbox {
     /// Writes a scrubbed event durably and returns its path, then drops the oldest envelopes
     /// if the outbox is over a bound.
     pub(crate) fn write(&self, event_id: Uuid, event: &Scrubbed) -> io::Result<PathBuf> {
-        self.write_bytes(event_id, &event.envelope(event_id))
+        self.write_with(event_id, event, None)
+    }
+
+    /// [`Outbox::write`], with a (scrubbed) minidump as the envelope's second item.
+    pub(crate) fn write_with(
+        &self,
+        event_id: Uuid,
+        event: &Scrubbed,
+        minidump: Option<&Minidump>,
+    ) -> io::Result<PathBuf> {
+        let mut bytes = event.envelope(event_id);
+        if let Some(dump) = minidump {
+            dump.append_to_envelope(&mut bytes);
+        }
+        self.write_bytes(event_id, &bytes)
     }
 
     /// Replaces a stored envelope (its count of repeats, its symbolicated stack trace).

@@ -33,7 +33,8 @@ pub struct Waiting {
     pub id: String,
     /// When it was captured (RFC 3339, UTC).
     pub captured_at: String,
-    /// What it is about: the error type and message, or the message, shortened.
+    /// What it is about: the error type and message, or the message, shortened; `[with a
+    /// minidump, N bytes]` after it when one would go with it.
     pub title: String,
     /// Its size on disk, in bytes.
     pub size: u64,
@@ -148,7 +149,7 @@ pub fn waiting_reports(config: &Config) -> Vec<Waiting> {
                     Some(Waiting {
                         id,
                         captured_at: captured_at(&event),
-                        title: title_of(&event),
+                        title: crate::minidump::titled(title_of(&event), &bytes),
                         size: entry.size,
                         path: entry.path,
                         event,
@@ -258,6 +259,13 @@ pub(crate) fn send(config: &Config, report: &Waiting) -> Result<(), ReviewError>
             source,
         }
     })?;
+    // Sent by the user's own hand, but a minidump still needs their own yes to minidumps
+    // (and the app's switch), read now: without it the report goes without its dump.
+    let minidumps = config.minidumps
+        && crate::settings::Settings::load_for(config, &paths).is_ok_and(|s| s.data().minidumps);
+    let bytes = crate::minidump::sendable(&report.path, bytes, minidumps).ok_or_else(|| {
+        ReviewError::NotSent("its minidump could not be read; the report was deleted".to_owned())
+    })?;
     let egress = Egress::new(Box::new(egress::Http), paths.audit_log());
     let outcome = egress.send(
         &Explicit,
@@ -267,7 +275,7 @@ pub(crate) fn send(config: &Config, report: &Waiting) -> Result<(), ReviewError>
             shown_url: target.url(),
             headers: target.headers(),
             body: &bytes,
-            record: report.event.clone(),
+            record: crate::minidump::audit_record(report.event.clone(), &bytes),
             timeout: Duration::from_secs(15),
             captured_at: None,
         },

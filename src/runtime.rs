@@ -263,6 +263,14 @@ pub(crate) fn init_failed() -> Guard {
 
 /// Sets consentry up for this process; see [`crate::init`].
 pub(crate) fn init(config: Config) -> Guard {
+    // This program started again by its own crash handler to write a minidump: that is all
+    // it does (it does not come back, unless no crash of its parent waits for it).
+    #[cfg(feature = "minidump")]
+    if let Some(stem) = std::env::var_os(crate::minidump::HELPER_ENV)
+        && std::env::args_os().len() <= 1
+    {
+        crate::minidump::run_helper(&stem);
+    }
     // A forked child must not take locks the parent may have held at the fork.
     if switch::forked() {
         return Guard { runtime: None };
@@ -308,6 +316,7 @@ pub(crate) fn init(config: Config) -> Guard {
         diag::warn_once("settings-unusable", || format!("{e}; nothing will be sent"));
     }
     let settings_review = settings.as_ref().is_ok_and(|s| s.data().review);
+    let settings_minidumps = settings.as_ref().is_ok_and(|s| s.data().minidumps);
     let mut settings_since = settings
         .as_ref()
         .ok()
@@ -374,6 +383,7 @@ pub(crate) fn init(config: Config) -> Guard {
     }
     runtime.consent.remember_version();
     runtime.consent.set_consent_since(settings_since);
+    runtime.consent.note_minidumps_yes(settings_minidumps);
     if let Ok(mut slot) = RUNTIME.write() {
         *slot = Some(runtime.clone());
     }
@@ -807,15 +817,38 @@ impl Runtime {
             .unwrap_or_else(|| {
                 crate::native::event_of(&record, Some(&self.config.app_name), false)
             });
+        let dump_file = crate::native::minidump_of(path);
+        let minidump = dump_file.as_deref().and_then(|file| self.minidump_of(file));
         if let Verdict::Keep { event, .. } = self.run_pipeline(captured, Stack::Addresses, false)
-            && self.store(&event).is_none()
+            && self.store_with(&event, minidump.as_ref()).is_none()
             && !self.debug
             && self.may_record()
         {
-            // Could not be stored (a full disk): the record stays for the next start.
+            // Could not be stored (a full disk): the record (and its minidump) stays for the
+            // next start.
             return;
         }
+        if let Some(file) = dump_file {
+            let _ = crate::fsx::remove(&file);
+        }
         let _ = crate::fsx::remove(path);
+    }
+
+    /// The minidump the helper wrote beside a native crash record, read (bounded) and
+    /// scrubbed again, if the app and the user both allow minidumps now. Without both, the
+    /// file is removed at once, unread.
+    fn minidump_of(&self, file: &Path) -> Option<crate::minidump::Minidump> {
+        if !self.minidumps_allowed() {
+            let _ = crate::fsx::remove(file);
+            return None;
+        }
+        crate::minidump::Minidump::read(file)
+            .map_err(|e| {
+                diag::warn_once("minidump-read", || {
+                    format!("a minidump ({}) was not attached: {e}", file.display())
+                })
+            })
+            .ok()
     }
 
     /// Native crashes: the handler while crash reports may be recorded, and the records of
@@ -827,7 +860,7 @@ impl Runtime {
         let release = format!("{}@{}", self.config.app_name, self.config.app_version);
         if self.config.native_crashes
             && crate::native::SUPPORTED
-            && let Err(e) = crate::native::install(&dir, &release)
+            && let Err(e) = crate::native::install(&dir, &release, self.minidumps_allowed())
             && self.debug
         {
             // Said in debug mode only: an unusable data directory is warned about already,
@@ -876,6 +909,15 @@ impl Runtime {
     /// Stores a scrubbed event: printed in debug mode; else written to the outbox (and, with
     /// no DSN, recorded in the audit log as kept locally).
     fn store(&self, event: &Scrubbed) -> Option<PathBuf> {
+        self.store_with(event, None)
+    }
+
+    /// [`Runtime::store`], with a minidump attached (native crashes only).
+    fn store_with(
+        &self,
+        event: &Scrubbed,
+        minidump: Option<&crate::minidump::Minidump>,
+    ) -> Option<PathBuf> {
         if self.debug {
             let pretty = serde_json::to_string_pretty(event.get()).unwrap_or_default();
             diag::eprint_line(&format!(
@@ -883,7 +925,7 @@ impl Runtime {
             ));
             return None;
         }
-        let path = self.write_outbox(event)?;
+        let path = self.write_outbox(event, minidump)?;
         self.audit_local(event);
         Some(path)
     }
@@ -891,7 +933,11 @@ impl Runtime {
     /// Writes a scrubbed event to the outbox. Consent is read again first: `disable` in
     /// another process stops new reports from being stored, not only sent (with no DSN,
     /// storing is all that happens).
-    fn write_outbox(&self, event: &Scrubbed) -> Option<PathBuf> {
+    fn write_outbox(
+        &self,
+        event: &Scrubbed,
+        minidump: Option<&crate::minidump::Minidump>,
+    ) -> Option<PathBuf> {
         if !self.may_record() {
             return None;
         }
@@ -903,7 +949,7 @@ impl Runtime {
             self.outbox.as_ref()?
         };
         let id = event.event_id().unwrap_or_else(Uuid::new_v4);
-        match outbox.write(id, event) {
+        match outbox.write_with(id, event, minidump) {
             Ok(path) => Some(path),
             Err(e) => {
                 diag::warn_once("outbox-write", || {
@@ -1150,6 +1196,23 @@ impl Runtime {
             switch::set_usage(false);
             self.pings.clear();
         }
+        // The yes to minidumps taken back: no new one is made, and those waiting go.
+        if withdrawn.minidumps {
+            crate::native::set_minidumps(false);
+            let dirs: Vec<PathBuf> = [&self.outbox, &self.kept]
+                .into_iter()
+                .flatten()
+                .map(|o| o.dir().to_owned())
+                .collect();
+            crate::minidump::withdraw(&dirs, self.paths.native_dir().as_deref());
+        }
+    }
+
+    /// Whether a minidump may be made, kept or sent now: consent re-read first.
+    fn minidumps_allowed(&self) -> bool {
+        let withdrawn = self.consent.recheck();
+        self.withdrawn(withdrawn);
+        self.consent.minidumps_allowed()
     }
 
     /// Marks consent withdrawn in this process (after `disable` here).
@@ -1159,6 +1222,7 @@ impl Runtime {
             crash,
             usage,
             review: false,
+            minidumps: false,
         });
     }
 
@@ -1188,6 +1252,10 @@ impl Gate for Runtime {
         self.consent
             .consent_since()
             .is_none_or(|since| at + Duration::from_secs(1) >= since)
+    }
+
+    fn allows_minidump(&self) -> bool {
+        self.minidumps_allowed()
     }
 
     /// Consent at this moment: the settings file re-read if it changed (a "no" given in
@@ -1256,7 +1324,7 @@ impl crate::panic::Reporter for Runtime {
             };
             match self.run_pipeline(copy, Stack::Addresses, false) {
                 Verdict::Keep { event, .. } => {
-                    let path = self.write_outbox(&event)?;
+                    let path = self.write_outbox(&event, None)?;
                     let _ = stored.send(path.clone());
                     Some(path)
                 }

@@ -44,9 +44,12 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The keys users may change with [`Settings::update`] and `telemetry settings key=value`.
 ///
 /// ```
-/// assert_eq!(consentry::SETTABLE_KEYS, ["sync", "crash_reports", "usage", "review"]);
+/// assert_eq!(
+///     consentry::SETTABLE_KEYS,
+///     ["sync", "crash_reports", "usage", "review", "minidumps"]
+/// );
 /// ```
-pub const SETTABLE_KEYS: &[&str] = &["sync", "crash_reports", "usage", "review"];
+pub const SETTABLE_KEYS: &[&str] = &["sync", "crash_reports", "usage", "review", "minidumps"];
 
 /// How long an update waits for another process holding the settings lock.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -263,6 +266,10 @@ pub(crate) struct SettingsData {
     /// Crash reports wait for the user's review (`telemetry send`), never sent automatically.
     #[serde(default)]
     pub(crate) review: bool,
+    /// A full minidump may be attached to native crash reports (when the app has them on):
+    /// a yes of its own, apart from the yes to crash reports.
+    #[serde(default)]
+    pub(crate) minidumps: bool,
     /// The version of the notice under which consent was given or the notice shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) notice_version: Option<String>,
@@ -306,6 +313,7 @@ impl Default for SettingsData {
             consent: Consent::default(),
             notice_shown_at: None,
             review: false,
+            minidumps: false,
             notice_version: None,
             prompt_unanswered_at: None,
             corrupt_copy: None,
@@ -477,6 +485,8 @@ pub struct Settings {
 struct Waiting {
     crash: Vec<PathBuf>,
     usage: Vec<PathBuf>,
+    /// Native crash records (and their minidumps).
+    native: Option<PathBuf>,
 }
 
 impl Settings {
@@ -512,6 +522,7 @@ impl Settings {
                 .flatten()
                 .collect(),
             usage: paths.usage_dir().into_iter().collect(),
+            native: paths.native_dir(),
         });
         Ok(settings)
     }
@@ -775,7 +786,10 @@ impl Settings {
             .collect::<Result<Vec<_>, _>>()?;
         let withdraws = changes
             .iter()
-            .any(|(key, mode)| *key != "review" && mode.is_off());
+            .any(|(key, mode)| !matches!(*key, "review" | "minidumps") && mode.is_off());
+        let minidumps_no = changes
+            .iter()
+            .any(|(key, mode)| *key == "minidumps" && mode.is_off());
         let apply = |data: &mut SettingsData| {
             let usage_before = data.sync && !data.usage.is_off();
             for (key, value) in &changes {
@@ -788,6 +802,7 @@ impl Settings {
                     "crash_reports" => data.crash_reports = *value,
                     "usage" => data.usage = *value,
                     "review" => data.review = !value.is_off(),
+                    "minidumps" => data.minidumps = !value.is_off(),
                     _ => {}
                 }
             }
@@ -799,7 +814,7 @@ impl Settings {
                 data.retire_id();
             }
         };
-        if withdraws {
+        let result = if withdraws {
             self.withdraw(apply)?;
             // The same effects as `disable`: what waits for a kind now off is deleted.
             let no = (
@@ -824,7 +839,15 @@ impl Settings {
             Ok(())
         } else {
             self.modify(apply)
+        };
+        // A "no" to minidumps: the dumps waiting are deleted now, the reports stay.
+        if result.is_ok()
+            && minidumps_no
+            && let Some(w) = &self.waiting
+        {
+            crate::minidump::withdraw(&w.crash, w.native.as_deref());
         }
+        result
     }
 
     /// Back to defaults: a new anonymous id and salt, consent undecided, every switch on,
@@ -947,14 +970,14 @@ pub(crate) fn validate_change(
             },
         });
     };
-    let parsed =
-        Mode::parse(value).filter(|m| !matches!(key, "sync" | "review") || *m != Mode::Local);
+    let parsed = Mode::parse(value)
+        .filter(|m| !matches!(key, "sync" | "review" | "minidumps") || *m != Mode::Local);
     parsed
         .map(|m| (key, m))
         .ok_or_else(|| SettingsError::InvalidValue {
             key: key.to_owned(),
             value: value.to_string(),
-            expected: if matches!(key, "sync" | "review") {
+            expected: if matches!(key, "sync" | "review" | "minidumps") {
                 "a boolean (true/false, 1/0, yes/no, on/off)"
             } else {
                 "off, local or on (or a boolean: true/false, 1/0, yes/no)"
@@ -1249,6 +1272,35 @@ mod tests {
         let on_disk = Settings::load_from(&path).unwrap();
         assert!(!on_disk.data().sync, "{:?}", on_disk.data());
         assert!(!on_disk.consent().granted, "{:?}", on_disk.consent());
+    }
+
+    #[test]
+    fn the_yes_to_minidumps_is_a_boolean_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        let mut s = Settings::load_from(&path).unwrap();
+        assert!(!s.data().minidumps, "off until the user says yes");
+        let id = s.anonymous_id();
+        s.update([("minidumps", "yes")]).unwrap();
+        assert!(Settings::load_from(&path).unwrap().data().minidumps);
+        // A "no" to minidumps is not a "no" to crash reports: the id stays.
+        s.update([("minidumps", false)]).unwrap();
+        let on_disk = Settings::load_from(&path).unwrap();
+        assert!(!on_disk.data().minidumps);
+        assert!(on_disk.data().sync);
+        assert_eq!(on_disk.anonymous_id(), id);
+        let err = s.update([("minidumps", "local")]).unwrap_err().to_string();
+        assert!(
+            err.contains("minidumps") && err.contains("boolean"),
+            "{err}"
+        );
+        // A mistyped value in the file is an unreadable file, which means no.
+        std::fs::write(&path, r#"{"sync": true, "minidumps": "yes please"}"#).unwrap();
+        assert!(
+            Settings::load_from(&path)
+                .map(|s| !s.data().minidumps)
+                .unwrap_or(true)
+        );
     }
 
     #[test]

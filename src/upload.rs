@@ -233,7 +233,17 @@ impl Uploads {
             let Ok(bytes) = self.outbox.read(&path) else {
                 continue;
             };
-            let record = crate::report::event_of_envelope(&bytes).unwrap_or_default();
+            // A minidump goes only with the user's yes to minidumps at this moment; without
+            // it the report goes without its minidump, which is deleted.
+            let Some(bytes) = crate::minidump::sendable(&path, bytes, cx.gate.allows_minidump())
+            else {
+                continue;
+            };
+            // The audit log says what went with the event (not the bytes).
+            let record = crate::minidump::audit_record(
+                crate::report::event_of_envelope(&bytes).unwrap_or_default(),
+                &bytes,
+            );
             // A report whose capture time cannot be read counts as captured before any
             // consent (it fails closed).
             let captured_at = Some(captured_at(&record).unwrap_or(std::time::UNIX_EPOCH));

@@ -257,7 +257,7 @@ fn bad_settings_are_clear_errors_and_leave_the_file_untouched() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["colour=blue"],
-            "unknown setting 'colour' (settable: sync, crash_reports, usage, review)",
+            "unknown setting 'colour' (settable: sync, crash_reports, usage, review, minidumps)",
         ),
         (
             &["sync=maybe"],

@@ -716,6 +716,161 @@ mod native {
             .unwrap_or_default()
     }
 
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// A full minidump is written, kept and sent only when the app turned minidumps on and
+    /// the user said yes to them (apart from crash reports); a "no" given after the crash
+    /// still keeps it from being sent. What is sent has the environment and the command
+    /// line out of it.
+    #[test]
+    fn a_minidump_goes_only_with_both_yeses_and_without_the_environment() {
+        // (the app's switch, the user's yes before the crash, the user's yes at the next start)
+        for (app, user, still) in [
+            (true, true, true),
+            (true, false, false),
+            (false, true, true),
+            (true, true, false),
+        ] {
+            let case = format!("app {app}, user {user}, then {still}");
+            let server = CaptureServer::start(Plan::Status(200));
+            let dirs = Dirs::new();
+            let settings = |value: bool| {
+                let mut set = fixture(&fixture_bin!(), &dirs, "telemetry");
+                set.args(["settings", &format!("minidumps={value}")])
+                    .env("FIXTURE_TELEMETRY", "1");
+                let (out, _) = run(set, LIMIT);
+                assert!(out.status.success(), "{case}: {}", stderr(&out));
+            };
+            settings(user);
+            let app_run = |scenario: &str| {
+                let mut cmd = errors_run(&dirs, &server.dsn(), scenario);
+                if app {
+                    cmd.env("FIXTURE_MINIDUMPS", "1");
+                }
+                cmd
+            };
+            // `preview` says whether one would go, and why not.
+            let mut preview = app_run("telemetry");
+            preview.arg("preview");
+            let (shown, _) = run(preview, LIMIT);
+            assert!(shown.status.success(), "{case}: {}", stderr(&shown));
+            let would = stdout(&shown).contains("A minidump would go with it");
+            assert_eq!(would, app && user, "{case}: {}", stdout(&shown));
+            let mut crash = app_run("native-null");
+            crash
+                .arg("plantedArgument7731")
+                .env("FIXTURE_PLANTED", "plantedEnvValue5512");
+            let (out, _) = run(crash, LIMIT);
+            assert_eq!(
+                out.status.signal(),
+                Some(libc::SIGSEGV),
+                "{case}: {}",
+                stderr(&out)
+            );
+            let dumps = || {
+                records(&dirs)
+                    .into_iter()
+                    .filter(|p| p.extension().is_some_and(|e| e == "dmp"))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(dumps().len(), usize::from(app && user), "{case}: written");
+            assert!(
+                server.requests().is_empty(),
+                "{case}: nothing sent by the dying process"
+            );
+            if user != still {
+                settings(still);
+            }
+            let mut next = app_run("idle");
+            next.env("FIXTURE_FLUSH_MS", "20000");
+            let (next, _) = run(next, LIMIT);
+            assert!(next.status.success(), "{case}: {}", stderr(&next));
+            let requests = server.wait_for(1, Duration::from_secs(5));
+            assert_eq!(requests.len(), 1, "{case}");
+            let body = &requests[0].body;
+            assert_eq!(
+                requests[0].envelope_event()["exception"]["values"][0]["type"],
+                "SIGSEGV"
+            );
+            let attached = contains(body, b"\"attachment_type\":\"event.minidump\"");
+            assert_eq!(attached, app && user && still, "{case}");
+            if attached {
+                assert!(contains(body, b"\nMDMP"), "{case}: a minidump");
+                assert!(
+                    !contains(body, b"plantedEnvValue5512"),
+                    "{case}: the environment"
+                );
+                assert!(
+                    !contains(body, b"plantedArgument7731"),
+                    "{case}: the command line"
+                );
+                // The audit log says what went with the report.
+                let log = std::fs::read_to_string(dirs.data().join("sent.jsonl")).unwrap();
+                assert!(log.contains("event.minidump"), "{log}");
+            }
+            assert!(dumps().is_empty(), "{case}: no minidump left behind");
+        }
+    }
+
+    /// A report the user sends by hand (`telemetry send`, with reports held for review)
+    /// still needs their yes to minidumps at that moment: taken back in the settings file
+    /// by hand, the report goes without its minidump.
+    #[test]
+    fn a_report_sent_by_hand_goes_without_its_minidump_after_a_no() {
+        let server = CaptureServer::start(Plan::Status(200));
+        let dirs = Dirs::new();
+        let app_run = |scenario: &str| {
+            let mut cmd = errors_run(&dirs, &server.dsn(), scenario);
+            cmd.env("FIXTURE_MINIDUMPS", "1").env("FIXTURE_REVIEW", "1");
+            cmd
+        };
+        let mut set = app_run("telemetry");
+        set.args(["settings", "minidumps=true"]);
+        assert!(run(set, LIMIT).0.status.success());
+        let (out, _) = run(app_run("native-null"), LIMIT);
+        assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{}", stderr(&out));
+        let mut next = app_run("idle");
+        next.env("FIXTURE_FLUSH_MS", "20000");
+        assert!(run(next, LIMIT).0.status.success());
+        assert!(server.requests().is_empty(), "held for review");
+        let outbox = dirs.data().join("outbox");
+        let waiting = |needle: &[u8]| {
+            std::fs::read_dir(&outbox)
+                .unwrap()
+                .filter_map(Result::ok)
+                .any(|e| contains(&std::fs::read(e.path()).unwrap_or_default(), needle))
+        };
+        assert!(waiting(b"event.minidump"), "stored with its minidump");
+        // The list the user decides from says so.
+        let mut list = app_run("telemetry");
+        list.arg("pending");
+        let (listed, _) = run(list, LIMIT);
+        assert!(
+            stdout(&listed).contains("[with a minidump, "),
+            "{}",
+            stdout(&listed)
+        );
+        // The "no", written into the file by hand (no CLI to clean up after it).
+        let path = dirs.settings();
+        let mut settings: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        settings["minidumps"] = Value::Bool(false);
+        std::fs::write(&path, serde_json::to_vec(&settings).unwrap()).unwrap();
+        let mut send = app_run("telemetry");
+        send.args(["send", "--all"]);
+        let (sent, _) = run(send, LIMIT);
+        assert!(sent.status.success(), "{}", stderr(&sent));
+        let requests = server.wait_for(1, Duration::from_secs(5));
+        assert_eq!(requests.len(), 1);
+        assert!(!contains(&requests[0].body, b"event.minidump"));
+        assert!(!contains(&requests[0].body, b"MDMP"));
+        assert_eq!(
+            requests[0].envelope_event()["exception"]["values"][0]["type"],
+            "SIGSEGV"
+        );
+    }
+
     #[test]
     fn native_crashes_die_as_without_consentry_and_are_reported_at_the_next_start() {
         let bin = fixture_bin!();

@@ -4,7 +4,8 @@
 //! Configuration from the environment: `FIXTURE_DSN`, `FIXTURE_SINK` (`json`, `ga4`,
 //! `segment`, `posthog`) with `FIXTURE_SINK_URL`, `FIXTURE_POLICY` (`optin`, `optout`),
 //! `FIXTURE_FLUSH_MS`, `FIXTURE_USAGE_INTERVAL_MS`, `FIXTURE_USAGE_FLUSH_MS`,
-//! `FIXTURE_ALLOW_CI`, `FIXTURE_BACKTRACE` (`0` to turn off), `FIXTURE_REVIEW` (`1`: crash
+//! `FIXTURE_ALLOW_CI`, `FIXTURE_BACKTRACE` (`0` to turn off), `FIXTURE_MINIDUMPS` (`1`: the
+//! app turns minidumps on), `FIXTURE_REVIEW` (`1`: crash
 //! reports wait for the user's review), `FIXTURE_GROUP` (a consent group), `FIXTURE_APP` (another
 //! app name, e.g. a second member of a consent group; its variables then start with that
 //! name, `FIXTURE_DAEMON_DATA_DIR` for `fixture-daemon`).
@@ -251,6 +252,9 @@ fn config() -> Config {
     }
     if std::env::var("FIXTURE_ALLOW_CI").as_deref() == Ok("1") {
         c = c.allow_ci(true);
+    }
+    if std::env::var("FIXTURE_MINIDUMPS").as_deref() == Ok("1") {
+        c = c.minidumps(true);
     }
     if std::env::var("FIXTURE_BACKTRACE").as_deref() == Ok("0") {
         c = c.attach_backtrace(false);
@@ -691,7 +695,7 @@ fn main() {
         }
         // The app's mounted `telemetry` subcommand, as a user runs it: `telemetry enable
         // [--local]`, `telemetry disable`, `telemetry pending`, `telemetry send ID|--all`,
-        // `telemetry discard ID|--all`. `init` above did nothing: this is the telemetry command.
+        // `telemetry discard ID|--all`, `telemetry settings KEY=VALUE`, `telemetry preview`. `init` above did nothing: this is the telemetry command.
         "telemetry" => {
             use consentry::cli::Command;
             let (what, rest) = (arg(2).unwrap_or_default(), arg(3));
@@ -711,6 +715,11 @@ fn main() {
                 "status" => Command::Status { json: false },
                 "send" => Command::Send { id, all },
                 "discard" => Command::Discard { id, all },
+                "settings" => Command::Settings {
+                    json: false,
+                    args: rest.into_iter().collect(),
+                },
+                "preview" => Command::Preview { json: false },
                 other => panic!("unknown telemetry command {other:?}"),
             };
             let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
