@@ -1018,29 +1018,15 @@ mod imp {
         // SAFETY: open/write/close/rename/unlink are async-signal-safe; the paths are
         // NUL-terminated above.
         unsafe {
-            let fd = libc::open(
-                t.buf.as_ptr().cast(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600,
-            );
-            if fd < 0 {
-                return;
-            }
-            let bytes = buf.bytes();
-            let mut written = 0;
-            while written < bytes.len() {
-                let w = libc::write(fd, bytes[written..].as_ptr().cast(), bytes.len() - written);
-                if w <= 0 {
-                    break;
+            match write_new(t.buf.as_ptr().cast(), buf.bytes()) {
+                Some(true) => {
+                    libc::rename(t.buf.as_ptr().cast(), p.buf.as_ptr().cast());
                 }
-                written += w as usize;
-            }
-            libc::close(fd);
-            if written == bytes.len() {
-                libc::rename(t.buf.as_ptr().cast(), p.buf.as_ptr().cast());
-            } else {
-                libc::unlink(t.buf.as_ptr().cast());
-                return;
+                Some(false) => {
+                    libc::unlink(t.buf.as_ptr().cast());
+                    return;
+                }
+                None => return,
             }
         }
         #[cfg(feature = "minidump")]
@@ -1074,25 +1060,11 @@ mod imp {
         // async-signal-safe system calls; every pointer is to NUL-terminated memory above
         // or in `state`, which is never freed.
         unsafe {
-            let fd = libc::open(
-                c.buf.as_ptr().cast(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600,
-            );
-            if fd < 0 {
+            let created = write_new(c.buf.as_ptr().cast(), cc.as_bytes());
+            if created.is_none() {
                 return;
             }
-            let bytes = cc.as_bytes();
-            let mut written = 0;
-            while written < bytes.len() {
-                let w = libc::write(fd, bytes[written..].as_ptr().cast(), bytes.len() - written);
-                if w <= 0 {
-                    break;
-                }
-                written += w as usize;
-            }
-            libc::close(fd);
-            if written == bytes.len() {
+            if created == Some(true) {
                 let argv: [*const libc::c_char; 2] =
                     [state.helper_argv0.as_ptr().cast(), std::ptr::null()];
                 let envp: [*const libc::c_char; 2] = [e.buf.as_ptr().cast(), std::ptr::null()];
@@ -1165,6 +1137,36 @@ mod imp {
         unsafe {
             libc::kill(child, libc::SIGKILL);
             libc::waitpid(child, &mut status, 0);
+        }
+    }
+
+    /// Creates the file at `path` (NUL-terminated; not through a link, not over an existing
+    /// file, mode 0600) and writes all of `bytes`: whether all was written, `None` if it was
+    /// not created. Only async-signal-safe system calls.
+    ///
+    /// # Safety
+    /// `path` points to a NUL-terminated path.
+    unsafe fn write_new(path: *const libc::c_char, bytes: &[u8]) -> Option<bool> {
+        // SAFETY: open/write/close on the caller's path and our own slice.
+        unsafe {
+            let fd = libc::open(
+                path,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600,
+            );
+            if fd < 0 {
+                return None;
+            }
+            let mut written = 0;
+            while written < bytes.len() {
+                let w = libc::write(fd, bytes[written..].as_ptr().cast(), bytes.len() - written);
+                if w <= 0 {
+                    break;
+                }
+                written += w as usize;
+            }
+            libc::close(fd);
+            Some(written == bytes.len())
         }
     }
 

@@ -806,12 +806,38 @@ mod native {
                     !contains(body, b"plantedArgument7731"),
                     "{case}: the command line"
                 );
+                // The user, host, home and token the fixture runs with, in UTF-8 or UTF-16.
+                for planted in [PLANTED_USER, PLANTED_HOST, PLANTED_HOME, PLANTED_ENV_SECRET] {
+                    let wide: Vec<u8> = planted.encode_utf16().flat_map(u16::to_le_bytes).collect();
+                    assert!(!contains(body, planted.as_bytes()), "{case}: {planted}");
+                    assert!(!contains(body, &wide), "{case}: {planted} in UTF-16");
+                }
                 // The audit log says what went with the report.
                 let log = std::fs::read_to_string(dirs.data().join("sent.jsonl")).unwrap();
                 assert!(log.contains("event.minidump"), "{log}");
             }
             assert!(dumps().is_empty(), "{case}: no minidump left behind");
         }
+    }
+
+    /// The helper's variable, inherited or left over, with no crash of the parent waiting:
+    /// the app runs as usual (`init` returns), it does not become a helper.
+    #[test]
+    fn a_left_over_helper_variable_does_not_take_over_the_app() {
+        let dirs = Dirs::new();
+        let stem = dirs.data().join("native").join("aaaa000000000001-1-1");
+        let mut cmd = std::process::Command::new(fixture_bin!());
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("FIXTURE_CONFIG_DIR", dirs.config())
+            .env("FIXTURE_DATA_DIR", dirs.data())
+            .env("FIXTURE_TELEMETRY", "1")
+            .env("FIXTURE_MINIDUMPS", "1")
+            .env("FIXTURE_PRINT_INIT", "1")
+            .env("CONSENTRY_MINIDUMP_HELPER", &stem);
+        let (out, _) = run(cmd, LIMIT);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("init_ms="), "{}", stderr(&out));
     }
 
     /// A report the user sends by hand (`telemetry send`, with reports held for review)
