@@ -102,11 +102,18 @@ impl Minidump {
             // UnusedStream: a reader skips it.
             bytes[entry..entry + 4].fill(0);
         }
+        // The header and the stream directory are numbers a reader needs: a word that
+        // happens to match their bytes must not change them.
+        let header: Vec<u8> = bytes[..32.min(bytes.len())].to_vec();
+        let dir_end = directory + count * 12;
+        let dir: Vec<u8> = bytes[directory..dir_end].to_vec();
         overwrite_all(&mut bytes, words)?;
+        bytes[..header.len()].copy_from_slice(&header);
+        bytes[directory..dir_end].copy_from_slice(&dir);
         Ok(Minidump(bytes))
     }
 
-    #[cfg_attr(not(feature = "minidump"), allow(dead_code))]
+    #[cfg_attr(not(all(feature = "minidump", target_os = "linux")), allow(dead_code))]
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
     }
@@ -554,6 +561,18 @@ mod tests {
         // The blanked streams are marked unused; memory and modules are kept.
         let kinds: Vec<u32> = (0..6).map(|i| u32_at(out, 32 + i * 12).unwrap()).collect();
         assert_eq!(kinds, [0, 0, 0, 5, 4, 0]);
+    }
+
+    #[test]
+    fn a_word_that_matches_the_directory_leaves_it_whole() {
+        let bytes = dump(&[(5, b"abcdefgh")]);
+        // The memory stream's type, size and offset, as bytes: a "word" that matches them.
+        let directory_entry = bytes[32..44].to_vec();
+        let scrubbed = Minidump::scrubbed(bytes.clone(), &[directory_entry]).unwrap();
+        assert_eq!(scrubbed.bytes(), &bytes[..], "nothing else matched");
+        let header = bytes[..32].to_vec();
+        let scrubbed = Minidump::scrubbed(bytes.clone(), &[header]).unwrap();
+        assert_eq!(scrubbed.bytes(), &bytes[..]);
     }
 
     #[test]

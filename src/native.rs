@@ -753,6 +753,10 @@ mod imp {
         helper_exe: Vec<u8>,
         #[cfg_attr(not(feature = "minidump"), allow(dead_code))]
         helper_argv0: Vec<u8>,
+        /// `LD_LIBRARY_PATH=...`, NUL-terminated, when the app was started with one (it may
+        /// need it to start at all); empty otherwise.
+        #[cfg_attr(not(feature = "minidump"), allow(dead_code))]
+        helper_library_path: Vec<u8>,
     }
 
     /// Whether a crash starts the minidump helper (set at each install).
@@ -853,6 +857,10 @@ mod imp {
             release,
             helper_exe: b"/proc/self/exe\0".to_vec(),
             helper_argv0,
+            helper_library_path: std::env::var_os("LD_LIBRARY_PATH")
+                .map(|v| [b"LD_LIBRARY_PATH=", v.as_bytes(), b"\0"].concat())
+                .filter(|v| v.len() <= 8192 && !v[..v.len() - 1].contains(&0))
+                .unwrap_or_default(),
         }));
         set_minidumps(minidumps);
         // Records go to the latest runtime's directory. The previous state stays leaked: a
@@ -1067,7 +1075,13 @@ mod imp {
             if created == Some(true) {
                 let argv: [*const libc::c_char; 2] =
                     [state.helper_argv0.as_ptr().cast(), std::ptr::null()];
-                let envp: [*const libc::c_char; 2] = [e.buf.as_ptr().cast(), std::ptr::null()];
+                let library_path = if state.helper_library_path.is_empty() {
+                    std::ptr::null()
+                } else {
+                    state.helper_library_path.as_ptr().cast()
+                };
+                let envp: [*const libc::c_char; 3] =
+                    [e.buf.as_ptr().cast(), library_path, std::ptr::null()];
                 let child = libc::syscall(
                     libc::SYS_clone,
                     libc::c_ulong::from(libc::SIGCHLD as u32),
