@@ -1091,9 +1091,12 @@ mod imp {
                     0usize,
                 );
                 if child == 0 {
-                    // The signal mask stays as the handler has it until `execve` (the app's
-                    // handlers are still installed here); the helper clears it. Nothing of
-                    // the app's is passed on but the standard streams, on /dev/null.
+                    // Every signal blocked until `execve` (the app's handlers are still
+                    // installed here); the helper clears the mask. Nothing of the app's is
+                    // passed on but the standard streams, on /dev/null.
+                    let mut all: libc::sigset_t = std::mem::zeroed();
+                    libc::sigfillset(&mut all);
+                    libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
                     let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
                     if null >= 0 {
                         libc::dup2(null, 0);
