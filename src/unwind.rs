@@ -168,6 +168,9 @@ mod fast {
 
     /// Taken (compare-and-swap) by a walk and by a `fork`; the holder alone touches `STATE`.
     static BUSY: AtomicBool = AtomicBool::new(false);
+    /// `fork`s waiting for `BUSY`: no new walk starts meanwhile (walkers that took it in a
+    /// loop would otherwise starve the `fork`, which then goes on without it).
+    static FORKING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     static STATE: Mutex<Option<State>> = Mutex::new(None);
     static ATFORK: Once = Once::new();
 
@@ -183,6 +186,14 @@ mod fast {
     struct Busy;
 
     impl Busy {
+        /// For a walk: not while a `fork` waits.
+        fn try_take_to_walk() -> Option<Busy> {
+            if FORKING.load(Ordering::Acquire) > 0 {
+                return None;
+            }
+            Busy::try_take()
+        }
+
         fn try_take() -> Option<Busy> {
             BUSY.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .ok()?;
@@ -232,6 +243,8 @@ mod fast {
     thread_local! {
         /// `fork_prepare` took `BUSY` on this thread, for `fork_done` to release.
         static FORK_TOOK: Cell<bool> = const { Cell::new(false) };
+        /// `fork_prepare` counted a waiting `fork` in `FORKING`, for `fork_done` to take back.
+        static FORK_COUNTED: Cell<bool> = const { Cell::new(false) };
     }
 
     /// Before a `fork`: wait for a walk in progress (it holds the loader's lock, which the
@@ -241,18 +254,28 @@ mod fast {
         if HOLDS_BUSY.try_with(Cell::get).unwrap_or(true) {
             return;
         }
-        // A walk takes microseconds; a bound all the same (never hang a `fork`).
-        for i in 0..1_000_000u32 {
+        // A walk takes microseconds, but its thread may be descheduled while it holds the
+        // loader's lock (a loaded machine): spin, then yield, then sleep, for up to 2 s of
+        // wall time. A bound all the same: never hang a `fork`.
+        FORKING.fetch_add(1, Ordering::AcqRel);
+        let _ = FORK_COUNTED.try_with(|c| c.set(true));
+        let start = std::time::Instant::now();
+        let mut i = 0u32;
+        loop {
             if let Some(busy) = Busy::try_take() {
                 std::mem::forget(busy);
                 let _ = FORK_TOOK.try_with(|t| t.set(true));
                 return;
             }
-            if i % 64 == 63 {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
+            if start.elapsed() > std::time::Duration::from_secs(2) {
+                return;
             }
+            match i {
+                0..1000 => std::hint::spin_loop(),
+                1000..2000 => std::thread::yield_now(),
+                _ => std::thread::sleep(std::time::Duration::from_micros(50)),
+            }
+            i = i.saturating_add(1);
         }
     }
 
@@ -260,6 +283,10 @@ mod fast {
     extern "C" fn fork_done() {
         if FORK_TOOK.try_with(|t| t.replace(false)).unwrap_or(false) {
             drop(Busy);
+        }
+        // The count `fork_prepare` added (none if the forking thread held `BUSY` itself).
+        if FORK_COUNTED.try_with(|c| c.replace(false)).unwrap_or(false) {
+            FORKING.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -292,7 +319,7 @@ mod fast {
         if sp < stack_start || sp >= stack_end || sp - stack_start < STACK_ROOM {
             return false;
         }
-        let Some(_busy) = Busy::try_take() else {
+        let Some(_busy) = Busy::try_take_to_walk() else {
             return false;
         };
         walk_held(max, out, regs, stack_end)
