@@ -7,7 +7,8 @@
 //!
 //! How one is made (Linux, the `minidump` feature): the signal handler (`native.rs`) writes
 //! the crash context to `<stem>.ctx` and starts this program again (`/proc/self/exe`, no
-//! arguments, an environment of [`HELPER_ENV`] alone, output to `/dev/null`), lets it trace
+//! arguments, an environment of [`HELPER_ENV`] and the app's `LD_LIBRARY_PATH` alone, output
+//! to `/dev/null`, no other file descriptor), lets it trace
 //! the crashed process and waits for it, with a bound. The new process's
 //! [`crate::init`] sees [`HELPER_ENV`] before anything else and becomes the helper
 //! ([`run_helper`]): `minidump-writer` reads the crashed process through `ptrace` (it cannot
@@ -17,11 +18,12 @@
 //! record's report, if both switches are still on, and removes it in any case.
 //!
 //! Scrubbing a dump: the streams that hold what the process was started with (command line,
-//! environment) and who ran it (`/proc/<pid>/status`: user and group ids) are blanked and
-//! marked unused, and every occurrence of the user's names, the host names, the home
-//! directory and the crashed process's environment values and arguments is overwritten
-//! with `*` (same length: every offset in the dump still holds). Memory is otherwise sent as
-//! it was: that is what the user's separate yes is for.
+//! environment), the files it had open, and who ran it (`/proc/<pid>/status`: user and
+//! group ids) are blanked and marked unused, and every occurrence of the user's names, the
+//! host names, the home directory and the crashed process's environment values and
+//! arguments (6 bytes or longer) is overwritten with `*`, in UTF-8 and UTF-16 (same length:
+//! every offset in the dump still holds; the header and stream directory are kept whole).
+//! Memory is otherwise sent as it was: that is what the user's separate yes is for.
 
 use std::path::Path;
 

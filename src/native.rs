@@ -1444,19 +1444,26 @@ mod tests {
         assert_eq!(parse(many.as_bytes()).unwrap().frames.len(), MAX_FRAMES);
     }
 
+    fn now_secs_for_test() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// A file named `name` in `dir`, with a byte in it.
+    fn touch(dir: &Path, name: String) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, "x").unwrap();
+        path
+    }
+
     #[test]
     fn records_of_running_processes_wait_and_others_are_claimed_once() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let file = |name: String| {
-            let path = d.join(name);
-            std::fs::write(&path, "x").unwrap();
-            path
-        };
+        let now = now_secs_for_test();
+        let file = |name: String| touch(d, name);
         // A writer that is gone (no `.alive` file), one that runs (its `.alive` file locked
         // here, through another open file), this process, a name dated in three days, and
         // the `.alive` file of a process that ended.
@@ -1501,15 +1508,8 @@ mod tests {
     fn a_minidump_waits_with_its_record_and_what_the_helper_left_is_cleaned_up() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let file = |name: String| {
-            let path = d.join(name);
-            std::fs::write(&path, "x").unwrap();
-            path
-        };
+        let now = now_secs_for_test();
+        let file = |name: String| touch(d, name);
         // A gone writer's record with its dump; a dump whose record is gone; the crash
         // context and a half-written dump the helper left behind.
         let record = file(format!("aaaa000000000001-{now}-1.crash"));
