@@ -91,7 +91,9 @@ impl Outbox {
         self.write_bytes(event_id, &bytes)
     }
 
-    /// Replaces a stored envelope (its count of repeats, its symbolicated stack trace).
+    /// Replaces a stored envelope (its count of repeats, its symbolicated stack trace). The
+    /// envelope is made again from the event alone: only for reports without an attachment
+    /// (a native crash report, the only kind with a minidump, is never counted or replaced).
     pub(crate) fn replace(&self, path: &Path, event_id: Uuid, event: &Scrubbed) -> io::Result<()> {
         fsx::write_atomically(path, &event.envelope(event_id))
     }
