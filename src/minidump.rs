@@ -433,12 +433,16 @@ fn attachments_of(bytes: &[u8]) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-/// A stored envelope as it may be sent now: with its minidump only if `allowed` (the app's
-/// switch and the user's own yes, read now); otherwise without it, the file rewritten so
-/// the dump is gone from the disk too. `None`: it names a minidump but does not parse, so
-/// it is deleted, not sent (fail closed).
-pub(crate) fn sendable(path: &Path, bytes: Vec<u8>, allowed: bool) -> Option<Vec<u8>> {
-    if allowed || !in_envelope(&bytes) {
+/// A stored envelope as it may be sent now: with its minidump only if `allowed()` (the
+/// app's switch and the user's own yes, read now, and only for an envelope that carries
+/// one); otherwise without it, the file rewritten so the dump is gone from the disk too.
+/// `None`: it names a minidump but does not parse, so it is deleted, not sent (fail closed).
+pub(crate) fn sendable(
+    path: &Path,
+    bytes: Vec<u8>,
+    allowed: impl FnOnce() -> bool,
+) -> Option<Vec<u8>> {
+    if !in_envelope(&bytes) || allowed() {
         return Some(bytes);
     }
     match strip_from_envelope(&bytes) {
@@ -472,7 +476,7 @@ pub(crate) fn withdraw(dirs: &[std::path::PathBuf], native: Option<&Path>) {
     for dir in dirs {
         for (file, _) in crate::fsx::regular_files(dir) {
             if let Ok(bytes) = crate::fsx::read_capped(&file, 16 * 1024 * 1024) {
-                let _ = sendable(&file, bytes, false);
+                let _ = sendable(&file, bytes, || false);
             }
         }
     }

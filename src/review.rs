@@ -261,8 +261,10 @@ pub(crate) fn send(config: &Config, report: &Waiting) -> Result<(), ReviewError>
     })?;
     // Sent by the user's own hand, but a minidump still needs their own yes to minidumps
     // (and the app's switch), read now: without it the report goes without its dump.
-    let minidumps = config.minidumps
-        && crate::settings::Settings::load_for(config, &paths).is_ok_and(|s| s.data().minidumps);
+    let minidumps = || {
+        config.minidumps
+            && crate::settings::Settings::load_for(config, &paths).is_ok_and(|s| s.data().minidumps)
+    };
     let bytes = crate::minidump::sendable(&report.path, bytes, minidumps).ok_or_else(|| {
         ReviewError::NotSent("its minidump could not be read; the report was deleted".to_owned())
     })?;

@@ -235,7 +235,7 @@ impl Uploads {
             };
             // A minidump goes only with the user's yes to minidumps at this moment; without
             // it the report goes without its minidump, which is deleted.
-            let Some(bytes) = crate::minidump::sendable(&path, bytes, cx.gate.allows_minidump())
+            let Some(bytes) = crate::minidump::sendable(&path, bytes, || cx.gate.allows_minidump())
             else {
                 continue;
             };
