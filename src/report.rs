@@ -936,6 +936,7 @@ impl Breadcrumbs {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[inline(never)]
     fn first_byte_marker() -> u32 {
@@ -962,7 +963,6 @@ mod tests {
             .unwrap_or("");
         assert!(!name.ends_with("first_byte_marker"), "{before:?}");
     }
-    use super::*;
 
     #[derive(Debug)]
     struct Outer(std::io::Error);

@@ -1044,8 +1044,7 @@ impl Runtime {
 
     fn usage_tick(&self, deadline: Option<Instant>) {
         // A "no" given elsewhere stops storing too, not only sending.
-        let withdrawn = self.consent.recheck();
-        self.withdrawn(withdrawn);
+        self.recheck();
         if !switch::usage_on() {
             return;
         }
@@ -1208,10 +1207,16 @@ impl Runtime {
         }
     }
 
-    /// Whether a minidump may be made, kept or sent now: consent re-read first.
-    fn minidumps_allowed(&self) -> bool {
+    /// Consent re-read from the settings file (if it changed), and what a "no" found there
+    /// withdraws applied here.
+    fn recheck(&self) {
         let withdrawn = self.consent.recheck();
         self.withdrawn(withdrawn);
+    }
+
+    /// Whether a minidump may be made, kept or sent now: consent re-read first.
+    fn minidumps_allowed(&self) -> bool {
+        self.recheck();
         self.consent.minidumps_allowed()
     }
 
@@ -1240,8 +1245,7 @@ impl Runtime {
 impl Runtime {
     /// Whether crash reports may be recorded now (on, or local): consent re-read first.
     fn may_record(&self) -> bool {
-        let withdrawn = self.consent.recheck();
-        self.withdrawn(withdrawn);
+        self.recheck();
         switch::crash_on() && self.consent.decision().crash
     }
 }
@@ -1261,8 +1265,7 @@ impl Gate for Runtime {
     /// Consent at this moment: the settings file re-read if it changed (a "no" given in
     /// another terminal stops the very next request), the switches (off after a fork).
     fn allows(&self, kind: egress::Kind) -> bool {
-        let withdrawn = self.consent.recheck();
-        self.withdrawn(withdrawn);
+        self.recheck();
         let decision = self.consent.decision();
         // Local mode never sends: consent to record is not consent to send.
         match kind {
