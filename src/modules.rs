@@ -106,8 +106,187 @@ fn gnu_build_id(mut notes: &[u8]) -> &[u8] {
     &[]
 }
 
-/// Where native modules are not listed (not Linux): nothing.
-#[cfg(not(target_os = "linux"))]
+/// Calls `f` for every loaded module, through `K32EnumProcessModules`: its base, the
+/// image size, link time stamp and CodeView id read from its mapped PE headers (see
+/// [`pe_id`]), and its file name. Allocates nothing: the handle list and the name are on
+/// the stack (at most 256 modules).
+#[cfg(windows)]
+pub(crate) fn each_module(f: &mut dyn FnMut(ModuleView<'_>)) {
+    use std::ffi::c_void;
+    #[link(name = "kernel32")]
+    unsafe extern "system" {
+        fn GetCurrentProcess() -> *mut c_void;
+        fn K32EnumProcessModules(
+            process: *mut c_void,
+            modules: *mut *mut c_void,
+            bytes: u32,
+            needed: *mut u32,
+        ) -> i32;
+        fn K32GetModuleBaseNameW(
+            process: *mut c_void,
+            module: *mut c_void,
+            name: *mut u16,
+            size: u32,
+        ) -> u32;
+    }
+    let mut handles = [std::ptr::null_mut::<c_void>(); 256];
+    let mut needed = 0u32;
+    // SAFETY: the pseudo handle of this process; the array and its size in bytes.
+    let listed = unsafe {
+        let process = GetCurrentProcess();
+        K32EnumProcessModules(
+            process,
+            handles.as_mut_ptr(),
+            std::mem::size_of_val(&handles) as u32,
+            &mut needed,
+        ) != 0
+    };
+    if !listed {
+        return;
+    }
+    let count = (needed as usize / std::mem::size_of::<*mut c_void>()).min(handles.len());
+    for &module in &handles[..count] {
+        if module.is_null() {
+            continue;
+        }
+        // SAFETY: a loaded module's headers are mapped from its base; `pe_header` bounds
+        // every read by the sizes it finds there.
+        let Some(header) = (unsafe { pe_header(module as *const u8) }) else {
+            continue;
+        };
+        let mut wide = [0u16; 260];
+        // SAFETY: as above; the buffer and its length in characters.
+        let n = unsafe {
+            K32GetModuleBaseNameW(
+                GetCurrentProcess(),
+                module,
+                wide.as_mut_ptr(),
+                wide.len() as u32,
+            )
+        } as usize;
+        let mut name = [0u8; 260 * 3];
+        let mut len = 0;
+        for c in char::decode_utf16(wide[..n.min(wide.len())].iter().copied()) {
+            let c = c.unwrap_or(char::REPLACEMENT_CHARACTER);
+            if len + c.len_utf8() > name.len() {
+                break;
+            }
+            len += c.encode_utf8(&mut name[len..]).len();
+        }
+        f(ModuleView {
+            base: module as u64,
+            size: header.size,
+            vmaddr: header.image_base,
+            build_id: &header.id[..header.id_len],
+            name: &name[..len],
+        });
+    }
+}
+
+/// What a mapped PE image's headers say about it.
+#[cfg(any(windows, test))]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct PeHeader {
+    pub(crate) size: u64,
+    pub(crate) image_base: u64,
+    /// Link time stamp and image size (4 bytes each, little-endian), then the CodeView
+    /// GUID (16 bytes) and age (4) when there is an `RSDS` record.
+    pub(crate) id: [u8; 28],
+    pub(crate) id_len: usize,
+}
+
+/// Reads the headers of the PE image mapped at `base` (`MZ`, `PE\0\0`, the optional
+/// header, the debug directory's CodeView entry). `None` when they are not those of a PE
+/// image; every offset is checked against the image size the headers give.
+///
+/// # Safety
+/// `base` is the start of a mapped image (a module handle), or of readable memory at least
+/// as large as the image size its headers give.
+#[cfg(any(windows, test))]
+pub(crate) unsafe fn pe_header(base: *const u8) -> Option<PeHeader> {
+    // SAFETY: the caller's promise; reads are within the first 4 KiB (the headers' page)
+    // until the image size is known, and within it after.
+    let read = |at: usize, limit: usize| -> Option<u32> {
+        if at.checked_add(4)? > limit {
+            return None;
+        }
+        Some(unsafe { std::ptr::read_unaligned(base.add(at).cast::<u32>()) })
+    };
+    const HEADERS: usize = 4096;
+    if read(0, HEADERS)? & 0xffff != 0x5a4d {
+        return None;
+    }
+    let pe = read(0x3c, HEADERS)? as usize;
+    if read(pe, HEADERS)? != 0x0000_4550 {
+        return None;
+    }
+    let coff = pe + 4;
+    let stamp = read(coff + 4, HEADERS)?;
+    let opt = coff + 20;
+    let magic = read(opt, HEADERS)? & 0xffff;
+    let size = read(opt + 56, HEADERS)? as usize;
+    let (image_base, dirs, count) = match magic {
+        0x20b => {
+            let low = read(opt + 24, HEADERS)?;
+            let high = read(opt + 28, HEADERS)?;
+            (
+                u64::from(low) | u64::from(high) << 32,
+                opt + 112,
+                read(opt + 108, HEADERS)?,
+            )
+        }
+        0x10b => (
+            u64::from(read(opt + 28, HEADERS)?),
+            opt + 96,
+            read(opt + 92, HEADERS)?,
+        ),
+        _ => return None,
+    };
+    if size < HEADERS.min(opt) {
+        return None;
+    }
+    let mut id = [0u8; 28];
+    id[0..4].copy_from_slice(&stamp.to_le_bytes());
+    id[4..8].copy_from_slice(&(size as u32).to_le_bytes());
+    let mut id_len = 8;
+    // The debug directory (the 7th data directory): its CodeView (type 2) entry.
+    if count > 6 {
+        let rva = read(dirs + 6 * 8, HEADERS)? as usize;
+        let len = read(dirs + 6 * 8 + 4, HEADERS)? as usize;
+        for i in 0..(len / 28).min(16) {
+            let entry = rva + i * 28;
+            if read(entry + 12, size) != Some(2) {
+                continue;
+            }
+            let data = read(entry + 20, size).unwrap_or(0) as usize;
+            if data != 0 && read(data, size) == Some(u32::from_le_bytes(*b"RSDS")) {
+                let words = [
+                    read(data + 4, size),
+                    read(data + 8, size),
+                    read(data + 12, size),
+                    read(data + 16, size),
+                    read(data + 20, size),
+                ];
+                if words.iter().all(Option::is_some) {
+                    for (k, w) in words.iter().enumerate() {
+                        id[8 + k * 4..12 + k * 4].copy_from_slice(&w.unwrap_or(0).to_le_bytes());
+                    }
+                    id_len = 28;
+                }
+                break;
+            }
+        }
+    }
+    Some(PeHeader {
+        size: size as u64,
+        image_base,
+        id,
+        id_len,
+    })
+}
+
+/// Where native modules are not listed (neither Linux nor Windows): nothing.
+#[cfg(not(any(target_os = "linux", windows)))]
 pub(crate) fn each_module(_f: &mut dyn FnMut(ModuleView<'_>)) {}
 
 /// The most symbols read from a symbol table.

@@ -142,6 +142,11 @@ pub(crate) struct Record {
     pub(crate) modules: Vec<Module>,
     /// The release of the app that crashed (`app@version`).
     pub(crate) release: Option<String>,
+    /// Windows: the exception code (`signal` is then the nearest POSIX signal).
+    pub(crate) exception: Option<u32>,
+    /// The modules are PE images (Windows): a module's id is its link time stamp and image
+    /// size (the code id), then the CodeView GUID and age (the debug id) when it has one.
+    pub(crate) pe: bool,
 }
 
 /// Reads a record. Every count and length is bounded; an unknown line is skipped (a newer
@@ -161,6 +166,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Record, String> {
         frames: Vec::new(),
         modules: Vec::new(),
         release: None,
+        exception: None,
+        pe: false,
     };
     let mut ended = false;
     for (i, line) in lines.enumerate() {
@@ -179,6 +186,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Record, String> {
             "time" => record.time = rest.parse().map_err(|_| bad())?,
             "pid" => record.pid = rest.parse().map_err(|_| bad())?,
             "release" => record.release = Some(crate::bound::cut(rest, 256).into_owned()),
+            "exception" => {
+                record.exception = Some(u32::from_str_radix(rest, 16).map_err(|_| bad())?);
+            }
+            "images" => record.pe = rest == "pe",
             "frame" if record.frames.len() < MAX_FRAMES => {
                 record
                     .frames
@@ -245,6 +256,80 @@ fn signal_names(signal: i32) -> (&'static str, &'static str) {
         11 => ("SIGSEGV", "segmentation fault (invalid memory access)"),
         _ => ("SIGNAL", "fatal signal"),
     }
+}
+
+/// The Windows exceptions the handler names (NTSTATUS codes).
+const EXCEPTION_ACCESS_VIOLATION: u32 = 0xC000_0005;
+const EXCEPTION_STACK_OVERFLOW: u32 = 0xC000_00FD;
+
+/// A Windows exception's name, what it means, and the POSIX signal nearest to it (a record
+/// always names a signal).
+fn exception_names(code: u32) -> (&'static str, &'static str, i32) {
+    match code {
+        EXCEPTION_ACCESS_VIOLATION => (
+            "EXCEPTION_ACCESS_VIOLATION",
+            "access violation (invalid memory access)",
+            11,
+        ),
+        EXCEPTION_STACK_OVERFLOW => ("EXCEPTION_STACK_OVERFLOW", "stack overflow", 11),
+        0xC000_0006 => (
+            "EXCEPTION_IN_PAGE_ERROR",
+            "in-page error (a mapped file could not be read)",
+            7,
+        ),
+        0xC000_001D => ("EXCEPTION_ILLEGAL_INSTRUCTION", "illegal instruction", 4),
+        0xC000_0096 => ("EXCEPTION_PRIV_INSTRUCTION", "privileged instruction", 4),
+        0xC000_008C => (
+            "EXCEPTION_ARRAY_BOUNDS_EXCEEDED",
+            "array bounds exceeded",
+            11,
+        ),
+        0xC000_0094 => (
+            "EXCEPTION_INT_DIVIDE_BY_ZERO",
+            "integer division by zero",
+            8,
+        ),
+        0xC000_0095 => ("EXCEPTION_INT_OVERFLOW", "integer overflow", 8),
+        0xC000_008D..=0xC000_0093 => ("EXCEPTION_FLT", "floating-point error", 8),
+        0x8000_0003 => ("EXCEPTION_BREAKPOINT", "breakpoint", 5),
+        0xC000_0409 => (
+            "STATUS_STACK_BUFFER_OVERRUN",
+            "fail-fast exit (a security check failed)",
+            6,
+        ),
+        0xC000_0374 => ("STATUS_HEAP_CORRUPTION", "heap corruption", 6),
+        0x4000_0015 => ("STATUS_FATAL_APP_EXIT", "the process aborted", 6),
+        0xC000_000D => (
+            "STATUS_INVALID_PARAMETER",
+            "invalid parameter passed to the C runtime",
+            6,
+        ),
+        0xC000_0025 => (
+            "EXCEPTION_NONCONTINUABLE_EXCEPTION",
+            "non-continuable exception",
+            6,
+        ),
+        _ => ("EXCEPTION", "unhandled exception", 6),
+    }
+}
+
+/// The ids of a PE module as a record holds them (link time stamp and image size, then
+/// the CodeView GUID and age when the module has one): Sentry's debug id and code id. No
+/// debug id (no CodeView record, as a MinGW build without `--build-id`): no image.
+fn pe_ids(id: &[u8]) -> Option<(DebugId, CodeId)> {
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(id.get(at..at + 4)?.try_into().ok()?))
+    };
+    let (stamp, size) = (word(0)?, word(4)?);
+    let guid = id.get(8..24)?;
+    let age = word(24)?;
+    let mut data = [0u8; 16];
+    data.copy_from_slice(guid);
+    data[0..4].reverse();
+    data[4..6].reverse();
+    data[6..8].reverse();
+    let debug = DebugId::from_parts(Uuid::from_bytes(data), age);
+    Some((debug, CodeId::new(format!("{stamp:08X}{size:x}"))))
 }
 
 /// The Sentry debug id of an ELF build id: its first 16 bytes as a little-endian GUID.
@@ -315,25 +400,48 @@ pub(crate) fn event_of(record: &Record, app_crate: Option<&str>, symbolicate: bo
     for (frame, (_, addr)) in resolved.iter_mut().zip(&frames) {
         frame.instruction_addr = Some((*addr).into());
     }
+    // The handler's own frames, where the crash context was taken inside it (Windows: the C
+    // runtime's `abort` reaches `crash-handler` through a signal handler).
+    while resolved.len() > 1
+        && resolved
+            .last()
+            .and_then(|f| f.function.as_deref())
+            .is_some_and(|name| name.starts_with("crash_handler::"))
+    {
+        resolved.pop();
+    }
     let stacktrace = report::native_stacktrace(resolved, app_crate);
-    let (name, meaning) = signal_names(record.signal);
+    let (name, meaning) = match record.exception {
+        Some(code) => {
+            let (name, meaning, _) = exception_names(code);
+            (name, meaning)
+        }
+        None => signal_names(record.signal),
+    };
     let value = match record.fault {
         Fault::Null => format!("{meaning}: null pointer (an address in the first 64 KiB)"),
-        Fault::Stack => format!("{meaning}: stack overflow (next to the stack pointer)"),
-        Fault::Other | Fault::None => meaning.to_owned(),
+        Fault::Stack if record.exception != Some(EXCEPTION_STACK_OVERFLOW) => {
+            format!("{meaning}: stack overflow (next to the stack pointer)")
+        }
+        Fault::Stack | Fault::Other | Fault::None => meaning.to_owned(),
     };
     let images = record
         .modules
         .iter()
         .filter_map(|m| {
+            let (id, code_id) = if record.pe {
+                pe_ids(&m.build_id)?
+            } else {
+                (debug_id(&m.build_id)?, CodeId::new(hex(&m.build_id)))
+            };
             Some(DebugImage::Symbolic(SymbolicDebugImage {
-                id: debug_id(&m.build_id)?,
+                id,
                 name: file_name(&m.name),
                 arch: Some(std::env::consts::ARCH.to_owned()),
                 image_addr: m.base.into(),
                 image_size: m.size,
                 image_vmaddr: m.vmaddr.into(),
-                code_id: Some(CodeId::new(hex(&m.build_id))),
+                code_id: Some(code_id),
                 debug_file: None,
             }))
         })
@@ -350,13 +458,20 @@ pub(crate) fn event_of(record: &Record, app_crate: Option<&str>, symbolicate: bo
         release: record.release.clone().map(Into::into),
         ..Default::default()
     };
-    event.exception.values.push(Exception {
-        ty: name.to_owned(),
-        value: Some(value),
-        mechanism: Some(Mechanism {
-            ty: "signalhandler".to_owned(),
-            handled: Some(false),
-            meta: MechanismMeta {
+    let mut mechanism = Mechanism {
+        ty: "signalhandler".to_owned(),
+        handled: Some(false),
+        ..Default::default()
+    };
+    match record.exception {
+        Some(code) => {
+            mechanism.ty = "UnhandledExceptionFilter".to_owned();
+            mechanism
+                .data
+                .insert("code".to_owned(), format!("0x{code:08x}").into());
+        }
+        None => {
+            mechanism.meta = MechanismMeta {
                 signal: Some(PosixSignal {
                     number: record.signal,
                     code: Some(record.code),
@@ -364,9 +479,13 @@ pub(crate) fn event_of(record: &Record, app_crate: Option<&str>, symbolicate: bo
                     code_name: None,
                 }),
                 ..Default::default()
-            },
-            ..Default::default()
-        }),
+            };
+        }
+    }
+    event.exception.values.push(Exception {
+        ty: name.to_owned(),
+        value: Some(value),
+        mechanism: Some(mechanism),
         stacktrace,
         ..Default::default()
     });
@@ -639,7 +758,7 @@ pub(crate) fn sample() -> Option<Record> {
         frames.len() < MAX_FRAMES
     });
     let mut storage = vec![0u8; 64 * 1024];
-    let mut buf = imp::Buf::new(&mut storage);
+    let mut buf = Buf::new(&mut storage);
     let time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -648,7 +767,7 @@ pub(crate) fn sample() -> Option<Record> {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    imp::format_record(
+    format_record(
         &mut buf,
         11,
         1,
@@ -658,8 +777,167 @@ pub(crate) fn sample() -> Option<Record> {
         &frames,
         exe.as_bytes(),
         b"",
+        cfg!(windows).then_some(EXCEPTION_ACCESS_VIOLATION),
     );
     parse(buf.bytes()).ok()
+}
+
+/// A fixed buffer that is written without allocating; past its end, writes are dropped
+/// and `full` is set.
+pub(crate) struct Buf<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+    full: bool,
+}
+
+impl<'a> Buf<'a> {
+    pub(crate) fn new(buf: &'a mut [u8]) -> Buf<'a> {
+        Buf {
+            buf,
+            len: 0,
+            full: false,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        match self.buf.get_mut(self.len..self.len + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.full = true,
+        }
+    }
+
+    fn dec(&mut self, mut v: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.put(&digits[i..]);
+    }
+
+    fn signed(&mut self, v: i32) {
+        if v < 0 {
+            self.put(b"-");
+        }
+        self.dec(u64::from(v.unsigned_abs()));
+    }
+
+    fn hex(&mut self, mut v: u64) {
+        let mut digits = [0u8; 16];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[(v & 15) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        self.put(&digits[i..]);
+    }
+
+    /// A name on one line: control bytes become `?`.
+    fn name(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().take(512) {
+            self.put(&[if b < 0x20 || b == 0x7f { b'?' } else { b }]);
+        }
+    }
+}
+
+/// Writes a whole record: the header, the frames, the modules the frames fall in.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn format_record(
+    buf: &mut Buf<'_>,
+    signal: i32,
+    code: i32,
+    fault: Fault,
+    time: u64,
+    pid: u32,
+    frames: &[u64],
+    exe: &[u8],
+    release: &[u8],
+    exception: Option<u32>,
+) {
+    buf.put(MAGIC.as_bytes());
+    buf.put(b"\nsignal ");
+    buf.signed(signal);
+    buf.put(b"\ncode ");
+    buf.signed(code);
+    buf.put(b"\nfault ");
+    buf.put(fault.as_str().as_bytes());
+    buf.put(b"\ntime ");
+    buf.dec(time);
+    buf.put(b"\npid ");
+    buf.dec(u64::from(pid));
+    buf.put(b"\n");
+    if let Some(code) = exception {
+        buf.put(b"exception ");
+        buf.hex(u64::from(code));
+        buf.put(b"\n");
+    }
+    if cfg!(windows) {
+        buf.put(b"images pe\n");
+    }
+    for &ip in frames.iter().take(MAX_FRAMES) {
+        buf.put(b"frame ");
+        buf.hex(ip);
+        buf.put(b"\n");
+    }
+    let mut modules = 0;
+    crate::modules::each_module(&mut |m: crate::modules::ModuleView<'_>| {
+        let hit = frames
+            .iter()
+            .any(|&ip| ip >= m.base && ip - m.base < m.size);
+        if !hit || modules >= MAX_MODULES {
+            return;
+        }
+        modules += 1;
+        buf.put(b"module ");
+        buf.hex(m.base);
+        buf.put(b" ");
+        buf.hex(m.size);
+        buf.put(b" ");
+        buf.hex(m.vmaddr);
+        buf.put(b" ");
+        if m.build_id.is_empty() {
+            buf.put(b"-");
+        }
+        for &b in m.build_id.iter().take(64) {
+            buf.put(&[
+                b"0123456789abcdef"[(b >> 4) as usize],
+                b"0123456789abcdef"[(b & 15) as usize],
+            ]);
+        }
+        buf.put(b" ");
+        // The file name only: the directory (a home directory) is not needed.
+        let path = if m.name.is_empty() { exe } else { m.name };
+        let file = path
+            .rsplit(|&b| b == b'/' || b == b'\\')
+            .next()
+            .unwrap_or(path);
+        buf.name(file);
+        buf.put(b"\n");
+    });
+    // The release the crash belongs to (an update may come before the next start).
+    if !release.is_empty() {
+        buf.put(b"release ");
+        buf.name(release);
+        buf.put(b"\n");
+    }
+    // At most ~45 KiB (256 frames, 64 modules of 512-byte names): `end` always fits.
+    buf.put(b"end\n");
 }
 
 /// Whether native crashes are caught in this build (Linux on x86-64 or ARM64, with the
@@ -734,7 +1012,7 @@ mod imp {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-    use super::{Fault, MAGIC, MAX_FRAMES, MAX_MODULES};
+    use super::{Buf, Fault, MAX_FRAMES, format_record};
 
     pub(super) const SUPPORTED: bool = true;
 
@@ -1002,7 +1280,7 @@ mod imp {
         let pid = cc.pid as u32;
         let release = &state.release;
         format_record(
-            &mut buf, signal, code, fault, time, pid, crashed, &state.exe, release,
+            &mut buf, signal, code, fault, time, pid, crashed, &state.exe, release, None,
         );
         // <dir>/<id>-<time>-<tid>.tmp, then renamed to .crash
         let path = unsafe { &mut *SCRATCH.path.get() };
@@ -1196,158 +1474,558 @@ mod imp {
         unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
         ts.tv_sec.max(0) as u64
     }
+}
 
-    /// A fixed buffer that is written without allocating; past its end, writes are dropped
-    /// and `full` is set.
-    pub(crate) struct Buf<'a> {
-        pub(super) buf: &'a mut [u8],
-        pub(super) len: usize,
-        pub(super) full: bool,
+#[cfg(all(feature = "native", windows, target_arch = "x86_64"))]
+mod imp {
+    //! The Windows handler: `crash-handler`'s unhandled-exception filter (and its `SIGABRT`
+    //! hook for the C runtime's `abort`). Our part allocates nothing and takes no lock of
+    //! ours: it walks the crashed thread's stack from the exception's context with the
+    //! system's unwinder (`RtlLookupFunctionEntry`, `RtlVirtualUnwind`, within the thread's
+    //! stack bounds), and writes the record with `CreateFileW` (`CREATE_NEW`: never over an
+    //! existing file or link), `WriteFile` and `MoveFileExW`. Then the exception goes on:
+    //! the process ends with the status it would have without consentry.
+
+    use std::cell::UnsafeCell;
+    use std::ffi::c_void;
+    use std::path::Path;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+
+    use super::{Buf, EXCEPTION_ACCESS_VIOLATION, EXCEPTION_STACK_OVERFLOW, Fault, MAX_FRAMES};
+
+    pub(super) const SUPPORTED: bool = true;
+
+    pub(super) fn set_minidumps(_on: bool) {}
+
+    #[link(name = "kernel32")]
+    unsafe extern "system" {
+        fn RtlLookupFunctionEntry(
+            pc: u64,
+            image_base: *mut u64,
+            history: *mut c_void,
+        ) -> *mut c_void;
+        fn RtlVirtualUnwind(
+            handler_type: u32,
+            image_base: u64,
+            pc: u64,
+            function_entry: *mut c_void,
+            context: *mut Context,
+            handler_data: *mut *mut c_void,
+            establisher_frame: *mut u64,
+            context_pointers: *mut c_void,
+        ) -> *mut c_void;
+        fn GetCurrentThreadStackLimits(low: *mut usize, high: *mut usize);
+        fn GetSystemTimeAsFileTime(time: *mut u64);
+        fn CreateFileW(
+            name: *const u16,
+            access: u32,
+            share: u32,
+            security: *mut c_void,
+            disposition: u32,
+            flags: u32,
+            template: *mut c_void,
+        ) -> *mut c_void;
+        fn WriteFile(
+            file: *mut c_void,
+            buffer: *const u8,
+            len: u32,
+            written: *mut u32,
+            overlapped: *mut c_void,
+        ) -> i32;
+        fn CloseHandle(handle: *mut c_void) -> i32;
+        fn MoveFileExW(from: *const u16, to: *const u16, flags: u32) -> i32;
+        fn DeleteFileW(name: *const u16) -> i32;
+        fn CreateSemaphoreW(
+            security: *mut c_void,
+            initial: i32,
+            maximum: i32,
+            name: *const u16,
+        ) -> *mut c_void;
+        fn ReleaseSemaphore(semaphore: *mut c_void, count: i32, previous: *mut i32) -> i32;
+        fn WaitForSingleObject(handle: *mut c_void, ms: u32) -> u32;
+        fn GetCurrentThreadId() -> u32;
+        fn AddVectoredExceptionHandler(
+            first: u32,
+            handler: unsafe extern "system" fn(*const ExceptionPointers) -> i32,
+        ) -> *mut c_void;
     }
 
-    impl<'a> Buf<'a> {
-        pub(crate) fn new(buf: &'a mut [u8]) -> Buf<'a> {
-            Buf {
-                buf,
-                len: 0,
-                full: false,
-            }
-        }
+    /// The x64 `CONTEXT` (1232 bytes), handled as bytes: only `Rsp` and `Rip` are read.
+    #[repr(C, align(16))]
+    struct Context([u8; 1232]);
+    const RSP: usize = 0x98;
+    const RIP: usize = 0xf8;
 
-        pub(crate) fn bytes(&self) -> &[u8] {
-            &self.buf[..self.len]
+    impl Context {
+        fn get(&self, at: usize) -> u64 {
+            u64::from_le_bytes(self.0[at..at + 8].try_into().unwrap_or([0; 8]))
         }
-
-        fn put(&mut self, bytes: &[u8]) {
-            match self.buf.get_mut(self.len..self.len + bytes.len()) {
-                Some(dst) => {
-                    dst.copy_from_slice(bytes);
-                    self.len += bytes.len();
-                }
-                None => self.full = true,
-            }
-        }
-
-        fn dec(&mut self, mut v: u64) {
-            let mut digits = [0u8; 20];
-            let mut i = digits.len();
-            loop {
-                i -= 1;
-                digits[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-                if v == 0 {
-                    break;
-                }
-            }
-            self.put(&digits[i..]);
-        }
-
-        fn signed(&mut self, v: i32) {
-            if v < 0 {
-                self.put(b"-");
-            }
-            self.dec(u64::from(v.unsigned_abs()));
-        }
-
-        fn hex(&mut self, mut v: u64) {
-            let mut digits = [0u8; 16];
-            let mut i = digits.len();
-            loop {
-                i -= 1;
-                digits[i] = b"0123456789abcdef"[(v & 15) as usize];
-                v >>= 4;
-                if v == 0 {
-                    break;
-                }
-            }
-            self.put(&digits[i..]);
-        }
-
-        /// A name on one line: control bytes become `?`.
-        fn name(&mut self, bytes: &[u8]) {
-            for &b in bytes.iter().take(512) {
-                self.put(&[if b < 0x20 || b == 0x7f { b'?' } else { b }]);
-            }
+        fn set(&mut self, at: usize, v: u64) {
+            self.0[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
     }
 
-    /// Writes a whole record: the header, the frames, the modules the frames fall in.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn format_record(
-        buf: &mut Buf<'_>,
-        signal: i32,
-        code: i32,
-        fault: Fault,
-        time: u64,
+    /// What the handler needs, prepared at install. Leaked: an exception may come any time.
+    struct State {
+        /// `<dir>\<id>-`, UTF-16 without the NUL.
+        prefix: Vec<u16>,
+        exe: Vec<u8>,
+        release: Vec<u8>,
+    }
+
+    static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
+    static HANDLER: Mutex<Option<crash_handler::CrashHandler>> = Mutex::new(None);
+    static BUSY: AtomicBool = AtomicBool::new(false);
+
+    /// Memory for the handler, outside the crashed thread's stack (which may have
+    /// overflowed). Only touched while `BUSY` is held.
+    struct Scratch {
+        context: UnsafeCell<Context>,
+        frames: UnsafeCell<[u64; MAX_FRAMES]>,
+        text: UnsafeCell<[u8; 48 * 1024]>,
+        path: UnsafeCell<[u16; 4200]>,
+        tmp: UnsafeCell<[u16; 4200]>,
+    }
+    // SAFETY: every access is under `BUSY` (one thread at a time).
+    unsafe impl Sync for Scratch {}
+    static SCRATCH: Scratch = Scratch {
+        context: UnsafeCell::new(Context([0; 1232])),
+        frames: UnsafeCell::new([0; MAX_FRAMES]),
+        text: UnsafeCell::new([0; 48 * 1024]),
+        path: UnsafeCell::new([0; 4200]),
+        tmp: UnsafeCell::new([0; 4200]),
+    };
+
+    pub(super) fn install(dir: &Path, release: &str, _minidumps: bool) -> Result<(), String> {
+        use std::os::windows::ffi::OsStrExt;
+        let mut prefix: Vec<u16> = dir.as_os_str().encode_wide().collect();
+        if prefix.len() > 3000 || prefix.contains(&0) {
+            return Err("the data directory's path is too long for the crash handler".to_owned());
+        }
+        prefix.push(u16::from(b'\\'));
+        prefix.extend(super::own_id().encode_utf16());
+        prefix.push(u16::from(b'-'));
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned().into_bytes())
+            })
+            .unwrap_or_else(|| b"<main>".to_vec());
+        let release = release
+            .bytes()
+            .filter(|b| !b.is_ascii_control())
+            .take(256)
+            .collect();
+        let state = Box::into_raw(Box::new(State {
+            prefix,
+            exe,
+            release,
+        }));
+        STATE.store(state, Ordering::Release);
+        let mut slot = HANDLER
+            .lock()
+            .map_err(|_| "the handler's lock is poisoned".to_owned())?;
+        if slot.is_some() {
+            return Ok(());
+        }
+        start_recorder();
+        // SAFETY: `on_crash` allocates nothing and takes no lock of ours.
+        let event = unsafe {
+            crash_handler::make_crash_event(|cc: &crash_handler::CrashContext| {
+                on_crash(cc);
+                // Not handled: the filter before ours, or the system's end of the process.
+                crash_handler::CrashEventResult::Handled(false)
+            })
+        };
+        let attached = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crash_handler::CrashHandler::attach(event)
+        }))
+        .map_err(|_| "installing the exception handler failed".to_owned())?;
+        *slot = Some(attached.map_err(|e| e.to_string())?);
+        // SAFETY: registers a plain function, first in line; never removed.
+        unsafe { AddVectoredExceptionHandler(1, overflow_first) };
+        Ok(())
+    }
+
+    /// `EXCEPTION_POINTERS` and the start of `EXCEPTION_RECORD`, as the system lays them out.
+    #[repr(C)]
+    struct ExceptionPointers {
+        record: *const ExceptionRecord,
+        context: *const Context,
+    }
+    #[repr(C)]
+    struct ExceptionRecord {
+        code: u32,
+        flags: u32,
+        next: *const ExceptionRecord,
+        address: *const c_void,
+        parameters: u32,
+        information: [usize; 15],
+    }
+
+    /// A crash, as the crashed thread hands it to the recording thread.
+    struct Crash {
+        pointers: *const ExceptionPointers,
+        code: u32,
         pid: u32,
-        frames: &[u64],
-        exe: &[u8],
-        release: &[u8],
-    ) {
-        buf.put(MAGIC.as_bytes());
-        buf.put(b"\nsignal ");
-        buf.signed(signal);
-        buf.put(b"\ncode ");
-        buf.signed(code);
-        buf.put(b"\nfault ");
-        buf.put(fault.as_str().as_bytes());
-        buf.put(b"\ntime ");
-        buf.dec(time);
-        buf.put(b"\npid ");
-        buf.dec(u64::from(pid));
-        buf.put(b"\n");
-        for &ip in frames.iter().take(MAX_FRAMES) {
-            buf.put(b"frame ");
-            buf.hex(ip);
-            buf.put(b"\n");
+        tid: u32,
+        /// The crashed thread's stack: its lowest and highest address.
+        stack: (u64, u64),
+    }
+
+    /// The crash being recorded; written by the crashed thread, read by the recording
+    /// thread, both under `BUSY` (the semaphores order them).
+    struct Slot(UnsafeCell<Option<Crash>>);
+    // SAFETY: see above.
+    unsafe impl Sync for Slot {}
+    static CRASH: Slot = Slot(UnsafeCell::new(None));
+    /// The recording thread's two semaphores (a crash to record; recorded), once it runs.
+    static REQUEST: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    static DONE: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    /// How long a crashed thread waits for its record.
+    const RECORD_WAIT_MS: u32 = 10_000;
+
+    /// Starts the thread that records crashes: a stack overflow leaves the crashed thread a
+    /// few kB of stack, not enough to walk a stack and list modules, so the crashed thread
+    /// only hands the crash over and waits (as Breakpad's in-process handler does).
+    fn start_recorder() {
+        // SAFETY: unnamed semaphores with no security attributes.
+        let (request, done) = unsafe {
+            (
+                CreateSemaphoreW(std::ptr::null_mut(), 0, 1, std::ptr::null()),
+                CreateSemaphoreW(std::ptr::null_mut(), 0, 1, std::ptr::null()),
+            )
+        };
+        if request.is_null() || done.is_null() {
+            return;
         }
-        let mut modules = 0;
-        crate::modules::each_module(&mut |m: crate::modules::ModuleView<'_>| {
-            let hit = frames
-                .iter()
-                .any(|&ip| ip >= m.base && ip - m.base < m.size);
-            if !hit || modules >= MAX_MODULES {
+        // Handles are plain numbers, usable from any thread.
+        let (request_n, done_n) = (request as usize, done as usize);
+        let spawned = std::thread::Builder::new()
+            .name("consentry-crash".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let (request, done) = (request_n as *mut c_void, done_n as *mut c_void);
+                loop {
+                    // SAFETY: our semaphore, never closed.
+                    if unsafe { WaitForSingleObject(request, u32::MAX) } != 0 {
+                        return;
+                    }
+                    // SAFETY: the crashed thread filled the slot and waits for `done`.
+                    if let Some(crash) = unsafe { &*CRASH.0.get() } {
+                        record(crash);
+                    }
+                    // SAFETY: our semaphore.
+                    unsafe { ReleaseSemaphore(done, 1, std::ptr::null_mut()) };
+                }
+            });
+        if spawned.is_ok() {
+            DONE.store(done, Ordering::Release);
+            REQUEST.store(request, Ordering::Release);
+        }
+    }
+
+    fn on_crash(cc: &crash_handler::CrashContext) {
+        let code = cc.exception_code as u32;
+        // A stack overflow was recorded when it was raised (see `overflow_first`).
+        if code == EXCEPTION_STACK_OVERFLOW
+            && OVERFLOW_RECORDED.load(Ordering::Acquire) == cc.thread_id
+        {
+            return;
+        }
+        hand_over(
+            cc.exception_pointers.cast::<ExceptionPointers>(),
+            code,
+            cc.process_id,
+            cc.thread_id,
+        );
+    }
+
+    /// The thread whose stack overflow `overflow_first` recorded (0: none).
+    static OVERFLOW_RECORDED: AtomicU32 = AtomicU32::new(0);
+
+    /// First of the vectored handlers, for stack overflows only: it records the crash
+    /// before any other handler uses what is left of the stack (Rust's own handler prints
+    /// "has overflowed its stack", which may use it all up) and lets the exception go on.
+    /// An overflow that a handler after it recovers from leaves a record that the process's
+    /// normal end deletes, as on Linux.
+    unsafe extern "system" fn overflow_first(pointers: *const ExceptionPointers) -> i32 {
+        // SAFETY: the system passes a valid EXCEPTION_POINTERS.
+        let code = unsafe { (*pointers).record.as_ref().map_or(0, |r| r.code) };
+        if code == EXCEPTION_STACK_OVERFLOW {
+            // SAFETY: no arguments.
+            let tid = unsafe { GetCurrentThreadId() };
+            hand_over(pointers, code, std::process::id(), tid);
+            OVERFLOW_RECORDED.store(tid, Ordering::Release);
+        }
+        0 // EXCEPTION_CONTINUE_SEARCH
+    }
+
+    /// On the crashed thread: hands the crash to the recording thread and waits (at most
+    /// [`RECORD_WAIT_MS`]); records it here if that thread does not run.
+    fn hand_over(pointers: *const ExceptionPointers, code: u32, pid: u32, tid: u32) {
+        if BUSY.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // An abort from a panic (`panic = "abort"`): the panic hook reported it.
+        let from_panic = matches!(code, 0x4000_0015 | 0xC000_0409) && std::thread::panicking();
+        if crate::switch::crash_on() && !from_panic && !pointers.is_null() {
+            let (mut low, mut high) = (0usize, 0usize);
+            // SAFETY: writes the two bounds of this thread's stack.
+            unsafe { GetCurrentThreadStackLimits(&mut low, &mut high) };
+            let crash = Crash {
+                pointers,
+                code,
+                pid,
+                tid,
+                stack: (low as u64, high as u64),
+            };
+            // SAFETY: under BUSY; the recording thread reads it only after `request`.
+            unsafe { *CRASH.0.get() = Some(crash) };
+            let (request, done) = (
+                REQUEST.load(Ordering::Acquire),
+                DONE.load(Ordering::Acquire),
+            );
+            // SAFETY: our semaphores; the slot stays valid while this thread waits.
+            unsafe {
+                if request.is_null() {
+                    if let Some(crash) = &*CRASH.0.get() {
+                        record(crash);
+                    }
+                } else if ReleaseSemaphore(request, 1, std::ptr::null_mut()) != 0 {
+                    WaitForSingleObject(done, RECORD_WAIT_MS);
+                }
+            }
+        }
+        BUSY.store(false, Ordering::Release);
+    }
+
+    fn record(crash: &Crash) {
+        let state = STATE.load(Ordering::Acquire);
+        if state.is_null() {
+            return;
+        }
+        // SAFETY: set once per install from a leaked box, never freed.
+        let state = unsafe { &*state };
+        let code = crash.code;
+        // SAFETY: the system's (or `crash-handler`'s) exception record and context, valid
+        // while the crashed thread waits.
+        let (fault_addr, has_addr, context) = unsafe {
+            let pointers = &*crash.pointers;
+            let (has, addr) = match pointers.record.as_ref() {
+                Some(rec) => (
+                    matches!(code, EXCEPTION_ACCESS_VIOLATION | 0xC000_0006) && rec.parameters >= 2,
+                    rec.information[1] as u64,
+                ),
+                None => (false, 0),
+            };
+            (addr, has, pointers.context)
+        };
+        if context.is_null() {
+            return;
+        }
+        // SAFETY: only one thread touches the scratch memory while BUSY is held; the
+        // context is the full x64 CONTEXT the system wrote.
+        let ctx = unsafe { &mut *SCRATCH.context.get() };
+        unsafe { std::ptr::copy_nonoverlapping(context.cast::<u8>(), ctx.0.as_mut_ptr(), 1232) };
+        let sp = ctx.get(RSP);
+        let fault = if code == EXCEPTION_STACK_OVERFLOW {
+            Fault::Stack
+        } else {
+            Fault::classify(has_addr, fault_addr, sp)
+        };
+        let frames = unsafe { &mut *SCRATCH.frames.get() };
+        let n = walk(ctx, frames, crash.stack);
+        let (_, _, signal) = super::exception_names(code);
+        let text = unsafe { &mut *SCRATCH.text.get() };
+        let mut buf = Buf::new(text);
+        let time = now_secs();
+        super::format_record(
+            &mut buf,
+            signal,
+            code as i32,
+            fault,
+            time,
+            crash.pid,
+            &frames[..n],
+            &state.exe,
+            &state.release,
+            Some(code),
+        );
+        // <dir>\<id>-<time>-<tid>.tmp, then renamed to .crash
+        let path = unsafe { &mut *SCRATCH.path.get() };
+        let tmp = unsafe { &mut *SCRATCH.tmp.get() };
+        let mut len = 0;
+        let mut put = |s: &[u16], len: &mut usize| {
+            for &c in s {
+                if *len < path.len() {
+                    path[*len] = c;
+                    *len += 1;
+                }
+            }
+        };
+        put(&state.prefix, &mut len);
+        let mut digits = [0u16; 20];
+        put(decimal(time, &mut digits), &mut len);
+        put(&[u16::from(b'-')], &mut len);
+        put(decimal(u64::from(crash.tid), &mut digits), &mut len);
+        let stem = len;
+        if stem + 8 >= path.len() {
+            return;
+        }
+        tmp[..stem].copy_from_slice(&path[..stem]);
+        for (i, c) in ".tmp\0".encode_utf16().enumerate() {
+            tmp[stem + i] = c;
+        }
+        for (i, c) in ".crash\0".encode_utf16().enumerate() {
+            path[stem + i] = c;
+        }
+        const GENERIC_WRITE: u32 = 0x4000_0000;
+        const CREATE_NEW: u32 = 1;
+        const FILE_ATTRIBUTE_NORMAL: u32 = 0x80;
+        // SAFETY: NUL-terminated paths above; the buffer and its length.
+        unsafe {
+            let file = CreateFileW(
+                tmp.as_ptr(),
+                GENERIC_WRITE,
+                0,
+                std::ptr::null_mut(),
+                CREATE_NEW,
+                FILE_ATTRIBUTE_NORMAL,
+                std::ptr::null_mut(),
+            );
+            if file.is_null() || file as isize == -1 {
                 return;
             }
-            modules += 1;
-            buf.put(b"module ");
-            buf.hex(m.base);
-            buf.put(b" ");
-            buf.hex(m.size);
-            buf.put(b" ");
-            buf.hex(m.vmaddr);
-            buf.put(b" ");
-            if m.build_id.is_empty() {
-                buf.put(b"-");
+            let bytes = buf.bytes();
+            let mut done = 0usize;
+            while done < bytes.len() {
+                let mut wrote = 0u32;
+                let chunk = (bytes.len() - done).min(1 << 20) as u32;
+                if WriteFile(
+                    file,
+                    bytes[done..].as_ptr(),
+                    chunk,
+                    &mut wrote,
+                    std::ptr::null_mut(),
+                ) == 0
+                    || wrote == 0
+                {
+                    break;
+                }
+                done += wrote as usize;
             }
-            for &b in m.build_id.iter().take(64) {
-                buf.put(&[
-                    b"0123456789abcdef"[(b >> 4) as usize],
-                    b"0123456789abcdef"[(b & 15) as usize],
-                ]);
+            CloseHandle(file);
+            if done == bytes.len() {
+                MoveFileExW(tmp.as_ptr(), path.as_ptr(), 0);
+            } else {
+                DeleteFileW(tmp.as_ptr());
             }
-            buf.put(b" ");
-            // The file name only: the directory (a home directory) is not needed.
-            let path = if m.name.is_empty() { exe } else { m.name };
-            let file = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
-            buf.name(file);
-            buf.put(b"\n");
-        });
-        // The release the crash belongs to (an update may come before the next start).
-        if !release.is_empty() {
-            buf.put(b"release ");
-            buf.name(release);
-            buf.put(b"\n");
         }
-        // At most ~45 KiB (256 frames, 64 modules of 512-byte names): `end` always fits.
-        buf.put(b"end\n");
+    }
+
+    /// Walks the stack from the exception's context: the program counter, then each
+    /// caller's return address, while the stack pointer stays within the crashed thread's
+    /// stack (`low..high`) and moves up.
+    fn walk(ctx: &mut Context, frames: &mut [u64], (low, high): (u64, u64)) -> usize {
+        let mut n = 0;
+        while n < frames.len() {
+            let pc = ctx.get(RIP);
+            let sp = ctx.get(RSP);
+            if pc == 0 || sp < low || sp >= high {
+                break;
+            }
+            frames[n] = pc;
+            n += 1;
+            let mut image_base = 0u64;
+            // SAFETY: looks up the unwind data of the module `pc` is in.
+            let entry =
+                unsafe { RtlLookupFunctionEntry(pc, &mut image_base, std::ptr::null_mut()) };
+            if entry.is_null() {
+                // A leaf function: the return address is at the stack pointer.
+                if sp + 8 > high {
+                    break;
+                }
+                // SAFETY: within this thread's stack, checked above.
+                let ret = unsafe { std::ptr::read_unaligned(sp as *const u64) };
+                ctx.set(RIP, ret);
+                ctx.set(RSP, sp + 8);
+            } else {
+                let mut data = std::ptr::null_mut();
+                let mut frame = 0u64;
+                // SAFETY: the entry the lookup gave, on our copy of the context.
+                unsafe {
+                    RtlVirtualUnwind(
+                        0,
+                        image_base,
+                        pc,
+                        entry,
+                        ctx,
+                        &mut data,
+                        &mut frame,
+                        std::ptr::null_mut(),
+                    );
+                }
+            }
+            if ctx.get(RSP) <= sp {
+                break;
+            }
+        }
+        n
+    }
+
+    fn decimal(mut v: u64, digits: &mut [u16; 20]) -> &[u16] {
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = u16::from(b'0') + (v % 10) as u16;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        &digits[i..]
+    }
+
+    /// `crash-handler`'s invalid-parameter handler ends in the C runtime's
+    /// `_invoke_watson`, which MinGW's `msvcrt` import library lacks: the same end, as the
+    /// Universal CRT's (the process ends with `STATUS_INVALID_CRT_PARAMETER`).
+    #[cfg(target_env = "gnu")]
+    #[unsafe(no_mangle)]
+    extern "C" fn _invoke_watson(
+        _expression: *const u16,
+        _function: *const u16,
+        _file: *const u16,
+        _line: u32,
+        _reserved: usize,
+    ) -> ! {
+        #[link(name = "kernel32")]
+        unsafe extern "system" {
+            fn GetCurrentProcess() -> *mut c_void;
+            fn TerminateProcess(process: *mut c_void, code: u32) -> i32;
+        }
+        // SAFETY: ends this process.
+        unsafe { TerminateProcess(GetCurrentProcess(), 0xC000_0417) };
+        std::process::abort()
+    }
+
+    fn now_secs() -> u64 {
+        let mut t = 0u64;
+        // SAFETY: writes one FILETIME (100 ns since 1601).
+        unsafe { GetSystemTimeAsFileTime(&mut t) };
+        (t / 10_000_000).saturating_sub(11_644_473_600)
     }
 }
 
-#[cfg(not(all(
-    feature = "native",
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
+#[cfg(not(any(
+    all(
+        feature = "native",
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ),
+    all(feature = "native", windows, target_arch = "x86_64")
 )))]
 mod imp {
     //! Native crashes are not caught in this build: nothing is installed, no record is
@@ -1366,33 +2044,6 @@ mod imp {
             "native crashes are caught only on Linux (x86-64, ARM64) with the `native` feature"
                 .to_owned(),
         )
-    }
-
-    pub(crate) struct Buf<'a> {
-        buf: &'a mut [u8],
-    }
-
-    impl<'a> Buf<'a> {
-        pub(crate) fn new(buf: &'a mut [u8]) -> Buf<'a> {
-            Buf { buf }
-        }
-        pub(crate) fn bytes(&self) -> &[u8] {
-            &self.buf[..0]
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn format_record(
-        _buf: &mut Buf<'_>,
-        _signal: i32,
-        _code: i32,
-        _fault: Fault,
-        _time: u64,
-        _pid: u32,
-        _frames: &[u64],
-        _exe: &[u8],
-        _release: &[u8],
-    ) {
     }
 }
 
@@ -1442,6 +2093,119 @@ mod tests {
         }
         many.push_str("end\n");
         assert_eq!(parse(many.as_bytes()).unwrap().frames.len(), MAX_FRAMES);
+    }
+
+    #[test]
+    fn a_windows_record_names_its_exception_and_carries_pe_ids() {
+        // Link time stamp 0x6b0db48a, image size 0x7979000, GUID, age 3.
+        let mut id = Vec::new();
+        id.extend(0x6b0d_b48a_u32.to_le_bytes());
+        id.extend(0x0797_9000_u32.to_le_bytes());
+        id.extend([
+            0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ]);
+        id.extend(3u32.to_le_bytes());
+        let text = format!(
+            "{MAGIC}\nsignal 11\ncode -1073741571\nfault stack\ntime 1\npid 4\n\
+             exception c00000fd\nimages pe\nframe 140001000\nframe 7b000010\n\
+             module 140000000 7979000 140000000 {} fixture.exe\n\
+             module 7b000000 1000 7b000000 8ab40d6b00100000 kernel32.dll\nend\n",
+            hex(&id)
+        );
+        let record = parse(text.as_bytes()).unwrap();
+        assert_eq!(record.exception, Some(EXCEPTION_STACK_OVERFLOW));
+        assert!(record.pe);
+        let event = event_of(&record, Some("fixture"), false).event;
+        let exception = &event.exception.values[0];
+        assert_eq!(exception.ty, "EXCEPTION_STACK_OVERFLOW");
+        assert_eq!(exception.value.as_deref(), Some("stack overflow"));
+        let mechanism = exception.mechanism.as_ref().unwrap();
+        assert_eq!(mechanism.ty, "UnhandledExceptionFilter");
+        assert_eq!(mechanism.data["code"], "0xc00000fd");
+        assert!(
+            mechanism.meta.signal.is_none(),
+            "no POSIX signal on Windows"
+        );
+        // Only the module with a CodeView id is an image; its ids as Sentry's PE images.
+        let json = serde_json::to_value(&event.debug_meta.images).unwrap();
+        assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
+        assert_eq!(json[0]["id"], "00112233-4455-6677-8899-aabbccddeeff-3");
+        assert_eq!(json[0]["code_id"], "6b0db48a7979000");
+        assert_eq!(json[0]["name"], "fixture.exe");
+        // A Linux record stays a signal.
+        let linux = parse(format!("{MAGIC}\nsignal 11\nframe 1\nend\n").as_bytes()).unwrap();
+        assert_eq!(linux.exception, None);
+        let event = event_of(&linux, None, false).event;
+        assert_eq!(event.exception.values[0].ty, "SIGSEGV");
+        // Every code has a name and a signal; an unknown one is still a crash.
+        assert_eq!(
+            exception_names(0xE06D_7363),
+            ("EXCEPTION", "unhandled exception", 6)
+        );
+        assert_eq!(exception_names(0xC000_0005).2, 11);
+        assert!(parse(b"consentry-native 1\nsignal 6\nexception zz\nframe 1\nend\n").is_err());
+    }
+
+    /// A mapped PE image as the loader leaves it: headers, a debug directory with one
+    /// CodeView entry.
+    fn pe_image(lfanew: u32, debug_rva: u32, cv_rva: u32) -> Vec<u8> {
+        let mut image = vec![0u8; 8192];
+        let put = |image: &mut Vec<u8>, at: usize, bytes: &[u8]| {
+            image[at..at + bytes.len()].copy_from_slice(bytes);
+        };
+        put(&mut image, 0, b"MZ");
+        put(&mut image, 0x3c, &lfanew.to_le_bytes());
+        let pe = lfanew as usize;
+        if pe + 200 < image.len() {
+            put(&mut image, pe, b"PE\0\0");
+            put(&mut image, pe + 8, &0x6b0d_b48a_u32.to_le_bytes());
+            let opt = pe + 24;
+            put(&mut image, opt, &0x20b_u16.to_le_bytes());
+            put(&mut image, opt + 24, &0x1_4000_0000_u64.to_le_bytes());
+            put(&mut image, opt + 56, &8192u32.to_le_bytes());
+            put(&mut image, opt + 108, &16u32.to_le_bytes());
+            put(&mut image, opt + 112 + 48, &debug_rva.to_le_bytes());
+            put(&mut image, opt + 112 + 52, &28u32.to_le_bytes());
+        }
+        if (debug_rva as usize) + 28 <= image.len() {
+            let d = debug_rva as usize;
+            put(&mut image, d + 12, &2u32.to_le_bytes());
+            put(&mut image, d + 16, &40u32.to_le_bytes());
+            put(&mut image, d + 20, &cv_rva.to_le_bytes());
+        }
+        if (cv_rva as usize) + 24 <= image.len() {
+            let c = cv_rva as usize;
+            put(&mut image, c, b"RSDS");
+            put(&mut image, c + 4, &[7; 16]);
+            put(&mut image, c + 20, &9u32.to_le_bytes());
+        }
+        image
+    }
+
+    #[test]
+    fn pe_headers_give_the_ids_and_hostile_ones_give_nothing_out_of_bounds() {
+        // SAFETY (each call): the buffer is 8192 bytes, the image size its headers give.
+        let good =
+            unsafe { crate::modules::pe_header(pe_image(0x80, 0x1000, 0x1100).as_ptr()) }.unwrap();
+        assert_eq!(good.size, 8192);
+        assert_eq!(good.image_base, 0x1_4000_0000);
+        assert_eq!(good.id_len, 28);
+        assert_eq!(&good.id[..4], &0x6b0d_b48a_u32.to_le_bytes());
+        assert_eq!(&good.id[8..24], &[7; 16]);
+        assert_eq!(&good.id[24..28], &9u32.to_le_bytes());
+        // A debug directory or CodeView record outside the image: the code id only.
+        for (debug, cv) in [(0xffff_fff0, 0x1100), (0x1000, 0x1ff0), (0x1000, u32::MAX)] {
+            let image = pe_image(0x80, debug, cv);
+            let header = unsafe { crate::modules::pe_header(image.as_ptr()) }.unwrap();
+            assert_eq!(header.id_len, 8, "{debug:x} {cv:x}");
+        }
+        // Headers that point outside their page, or are not PE: nothing.
+        let far = pe_image(0x2000, 0x1000, 0x1100);
+        assert!(unsafe { crate::modules::pe_header(far.as_ptr()) }.is_none());
+        let mut not_pe = pe_image(0x80, 0x1000, 0x1100);
+        not_pe[0] = b'X';
+        assert!(unsafe { crate::modules::pe_header(not_pe.as_ptr()) }.is_none());
     }
 
     fn now_secs_for_test() -> u64 {

@@ -1109,3 +1109,229 @@ mod native {
         assert!(records(&dirs).is_empty(), "the record was deleted");
     }
 }
+
+/// Native crashes on Windows: the fixture cross-built for `x86_64-pc-windows-gnu` (linked
+/// with `--build-id`, so it has a CodeView id) and run under Wine. `scripts/test` builds it
+/// and sets `CONSENTRY_WINDOWS_FIXTURE` (and `CONSENTRY_WINE`, `WINEPREFIX`); without them
+/// this test says so and passes, except in CI, where it fails.
+#[cfg(target_os = "linux")]
+mod windows_under_wine {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use super::*;
+
+    /// The Windows fixture and the Wine loader, when `scripts/test` prepared them.
+    fn prepared() -> Option<(PathBuf, PathBuf)> {
+        let exe = std::env::var_os("CONSENTRY_WINDOWS_FIXTURE").map(PathBuf::from);
+        let wine = std::env::var_os("CONSENTRY_WINE").map(PathBuf::from);
+        match (exe, wine) {
+            (Some(exe), Some(wine)) => Some((exe, wine)),
+            _ => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI runs scripts/test, which sets CONSENTRY_WINDOWS_FIXTURE and CONSENTRY_WINE"
+                );
+                eprintln!("skipped: no Windows fixture (scripts/test builds one and runs Wine)");
+                None
+            }
+        }
+    }
+
+    /// The fixture under Wine, with the same environment as on Linux (Wine passes it on)
+    /// plus Wine's own: its prefix, no debug output, no debugger on a crash.
+    fn under_wine(wine: &Path, exe: &Path, dirs: &Dirs, scenario: &str) -> Command {
+        let native = fixture(exe, dirs, scenario);
+        let mut cmd = Command::new(wine);
+        cmd.arg(exe).arg(scenario).env_clear();
+        for (key, value) in native.get_envs() {
+            if let Some(value) = value {
+                cmd.env(key, value);
+            }
+        }
+        for key in ["WINEPREFIX", "WINESERVER"] {
+            if let Some(value) = std::env::var_os(key) {
+                cmd.env(key, value);
+            }
+        }
+        cmd.env("WINEDEBUG", "-all")
+            .env("WINEDLLOVERRIDES", "winedbg.exe=d");
+        cmd
+    }
+
+    fn records(dirs: &Dirs) -> Vec<PathBuf> {
+        std::fs::read_dir(dirs.data().join("native"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "crash"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The executable's CodeView GUID and age as Sentry writes a debug id, read from the
+    /// file: the debug directory through the section table, then its CodeView entry.
+    fn codeview_debug_id(exe: &Path) -> String {
+        let bytes = std::fs::read(exe).unwrap();
+        let u16_at = |at: usize| u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap());
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let coff = u32_at(0x3c) as usize + 4;
+        let sections = u16_at(coff + 2) as usize;
+        let opt = coff + 20;
+        let debug_rva = u32_at(opt + 112 + 6 * 8);
+        let table = opt + u16_at(coff + 16) as usize;
+        let offset = (0..sections)
+            .map(|i| table + i * 40)
+            .find_map(|h| {
+                let (size, rva, raw) = (u32_at(h + 8), u32_at(h + 12), u32_at(h + 20));
+                (debug_rva >= rva && debug_rva < rva + size).then(|| raw + (debug_rva - rva))
+            })
+            .expect("the fixture is linked with --build-id: a debug directory")
+            as usize;
+        assert_eq!(u32_at(offset + 12), 2, "a CodeView entry");
+        let at = u32_at(offset + 24) as usize;
+        assert_eq!(&bytes[at..at + 4], b"RSDS");
+        let g = &bytes[at + 4..at + 20];
+        let age = u32_at(at + 20);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let rev = |b: &[u8]| hex(&b.iter().rev().copied().collect::<Vec<_>>());
+        format!(
+            "{}-{}-{}-{}-{}-{age:x}",
+            rev(&g[0..4]),
+            rev(&g[4..6]),
+            rev(&g[6..8]),
+            hex(&g[8..10]),
+            hex(&g[10..16])
+        )
+    }
+
+    /// Runs `cmd` until it ends, or until `done` holds (then kills it); its exit code.
+    fn run_until(mut cmd: Command, done: impl Fn() -> bool) -> Option<i32> {
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if start.elapsed() > LIMIT || done() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn native_crashes_on_windows_end_as_without_consentry_and_are_reported_at_the_next_start() {
+        let Some((exe, wine)) = prepared() else {
+            return;
+        };
+        let debug_id = codeview_debug_id(&exe);
+        for (scenario, ty, function, fault) in [
+            (
+                "native-null",
+                "EXCEPTION_ACCESS_VIOLATION",
+                "fixture::crash_null",
+                "null",
+            ),
+            (
+                "native-c-abort",
+                "STATUS_FATAL_APP_EXIT",
+                "fixture::crash_c_abort",
+                "none",
+            ),
+            (
+                "native-trap",
+                "EXCEPTION_BREAKPOINT",
+                "fixture::crash_trap",
+                "none",
+            ),
+            // Under Wine a stack overflow ends the thread, not the process (which then
+            // waits on consentry's threads): it is stopped once its record is written.
+            (
+                "native-overflow",
+                "EXCEPTION_STACK_OVERFLOW",
+                "fixture::overflow",
+                "stack",
+            ),
+        ] {
+            let overflow = scenario == "native-overflow";
+            // The reference: consent off, no handler installed, nothing recorded.
+            let off = Dirs::new();
+            let mut cmd = under_wine(&wine, &exe, &off, scenario);
+            cmd.env("FIXTURE_TELEMETRY", "0");
+            let reference = run_until(cmd, || false);
+            assert!(records(&off).is_empty(), "{scenario}: recorded under a no");
+
+            let server = CaptureServer::start(Plan::Status(200));
+            let dirs = Dirs::new();
+            let mut cmd = under_wine(&wine, &exe, &dirs, scenario);
+            cmd.env("FIXTURE_TELEMETRY", "1")
+                .env("FIXTURE_DSN", server.dsn());
+            let status = run_until(cmd, || overflow && !records(&dirs).is_empty());
+            if !overflow {
+                assert_eq!(status, reference, "{scenario}: the same end as without");
+                assert!(status.is_some_and(|c| c != 0), "{scenario}: {status:?}");
+            }
+            assert_eq!(records(&dirs).len(), 1, "{scenario}: one record on disk");
+            assert!(
+                server.requests().is_empty(),
+                "nothing sent by the dying process"
+            );
+
+            let mut next = under_wine(&wine, &exe, &dirs, "idle");
+            next.env("FIXTURE_TELEMETRY", "1")
+                .env("FIXTURE_DSN", server.dsn())
+                .env("FIXTURE_FLUSH_MS", "20000");
+            assert_eq!(run_until(next, || false), Some(0), "{scenario}: next start");
+            let requests = server.wait_for(1, Duration::from_secs(5));
+            assert_eq!(requests.len(), 1, "{scenario}");
+            assert_no_pii(&requests[0].text());
+            assert!(
+                records(&dirs).is_empty(),
+                "{scenario}: the record was removed"
+            );
+            let event = requests[0].envelope_event();
+            let exception = &event["exception"]["values"][0];
+            assert_eq!(exception["type"], ty, "{scenario}: {exception}");
+            assert_eq!(exception["mechanism"]["handled"], false);
+            assert_eq!(exception["mechanism"]["type"], "UnhandledExceptionFilter");
+            assert_eq!(event["level"], "fatal");
+            assert_eq!(event["release"], "fixture@1.2.3");
+            assert_eq!(event["tags"]["fault"], fault, "{scenario}");
+            assert_eq!(event["contexts"]["os"]["name"], "Windows");
+            let frames = exception["stacktrace"]["frames"].as_array().unwrap();
+            let top = frames
+                .iter()
+                .rev()
+                .find(|f| f["in_app"] == true)
+                .unwrap_or_else(|| panic!("{scenario}: no in-app frame in {frames:#?}"));
+            assert_eq!(top["function"], function, "{scenario}");
+            // Nothing of the handler's own on top (the C runtime's abort reaches it).
+            assert!(
+                !frames.iter().any(|f| f["function"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("crash_handler::"))),
+                "{scenario}: {frames:#?}"
+            );
+            assert_eq!(event["fingerprint"][0], ty);
+            // The executable's image, with its CodeView id, by file name only.
+            let images = event["debug_meta"]["images"].as_array().unwrap();
+            let image = images
+                .iter()
+                .find(|i| i["name"] == "fixture.exe")
+                .unwrap_or_else(|| panic!("{images:#?}"));
+            assert_eq!(image["id"], debug_id.as_str(), "{image}");
+            for image in images {
+                let name = image["name"].as_str().unwrap();
+                assert!(!name.contains(['/', '\\']), "{name}");
+            }
+        }
+    }
+}

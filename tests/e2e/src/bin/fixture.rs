@@ -90,7 +90,14 @@ impl fmt::Display for Numbered {
 
 impl std::error::Error for Numbered {}
 
+/// The current SIGSEGV handler's address (none on Windows).
+#[cfg(not(unix))]
+fn segv_handler() -> usize {
+    0
+}
+
 /// The current SIGSEGV handler's address.
+#[cfg(unix)]
 #[allow(unsafe_code)]
 fn segv_handler() -> usize {
     // SAFETY: reads the current action only.
@@ -139,7 +146,15 @@ fn crash_abort() {
     std::process::abort();
 }
 
+#[inline(never)]
+#[allow(unsafe_code)]
+fn crash_c_abort() {
+    // SAFETY: ends the process.
+    unsafe { libc::abort() };
+}
+
 /// A real bus error: reads a mapped page past the end of its (empty) file.
+#[cfg(unix)]
 #[inline(never)]
 #[allow(unsafe_code)]
 fn crash_bus() {
@@ -161,6 +176,7 @@ fn crash_bus() {
 }
 
 /// Forks a child that writes through a null pointer; prints the signal that ended it.
+#[cfg(unix)]
 #[allow(unsafe_code)]
 fn fork_and_crash() {
     // SAFETY: the child only crashes (or exits at once).
@@ -178,6 +194,7 @@ fn fork_and_crash() {
 
 /// Raises SIGBUS at itself: the standard library's handler (there for stack overflows)
 /// ignores a SIGBUS that is not a fault, so the process goes on, with or without consentry.
+#[cfg(unix)]
 #[inline(never)]
 #[allow(unsafe_code)]
 fn raise_bus() {
@@ -371,6 +388,7 @@ fn megabytes_of_words(n: usize) -> String {
 /// captures errors and tracks events in a loop. Returns `Some(k)` in the k-th child, which
 /// goes on as the app would; in the parent, waits for every child (killing any still
 /// running 5 s after the last fork), prints `children=N hung=H failed=F` and returns `None`.
+#[cfg(unix)]
 #[allow(unsafe_code)]
 fn fork_children(started: std::time::Instant, n: usize) -> Option<usize> {
     use std::sync::Arc;
@@ -765,6 +783,7 @@ fn main() {
             println!("captured");
         }
         // fork N children after init (`fork N`); each captures, tracks and returns from main.
+        #[cfg(unix)]
         "fork" => {
             if let Some(k) = fork_children(init_start + init_time, count(2, 20)) {
                 consentry::capture_error(&Numbered(1_000_000 + k));
@@ -787,15 +806,22 @@ fn main() {
         "native-null" => crash_null(),
         "native-overflow" => println!("{}", overflow(1)),
         "native-abort" => crash_abort(),
+        // The C runtime's `abort` (on Windows, `std::process::abort` is a fail-fast exit,
+        // which no handler in the process sees).
+        "native-c-abort" => crash_c_abort(),
+        #[cfg(unix)]
         "native-bus" => crash_bus(),
+        #[cfg(unix)]
         "native-raise-bus" => raise_bus(),
         // The same, then `std::process::exit`, which skips the guard's drop.
+        #[cfg(unix)]
         "native-raise-bus-exit" => {
             raise_bus();
             std::process::exit(0);
         }
         "native-trap" => crash_trap(),
         // A child forked after init crashes; the parent says how it ended and goes on.
+        #[cfg(unix)]
         "native-fork-null" => fork_and_crash(),
         // A stack overflow on a thread the app spawned (its own alternate signal stack).
         "native-thread-overflow" => {
