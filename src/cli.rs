@@ -1038,7 +1038,10 @@ fn scrub_chunk(chunk: Chunk, name: &str, scrub: &ScrubFn<'_>, keep_going: bool) 
             Item::Line { lineno, bytes } => {
                 let parsed = match std::str::from_utf8(&bytes) {
                     Ok(line) if line.trim().is_empty() => continue,
-                    Ok(line) => match serde_json::from_str::<Value>(line) {
+                    // A byte order mark (a file saved by a Windows editor) is not JSON.
+                    Ok(line) => match serde_json::from_str::<Value>(
+                        line.strip_prefix('\u{feff}').unwrap_or(line),
+                    ) {
                         Ok(event @ Value::Object(_)) => Ok(event),
                         Ok(_) => Err("expected a JSON object (a Sentry event)".to_owned()),
                         Err(e) => Err(format!("invalid JSON: {e}")),

@@ -102,6 +102,8 @@ pub(crate) enum Validator {
     PemBody,
     SlackToken,
     EnvName,
+    /// The match is not a placeholder or a harmless word (`'***'`, `'<password>'`, `''`).
+    NotPlaceholder,
 }
 
 /// One scrubbing rule: a name, what it matches, and how it redacts.

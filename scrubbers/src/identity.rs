@@ -1,7 +1,7 @@
 //! Identities: user names, full names and hostnames, those the caller passes in and those
 //! learned from the event itself, matched as whole tokens in any case.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::LazyLock;
@@ -315,6 +315,7 @@ impl IdentitySet {
         let mut patterns = Vec::new();
         let mut kinds = Vec::new();
         let mut positional = Vec::new();
+        let mut seen = HashSet::new();
         let all = self
             .names
             .values()
@@ -340,7 +341,7 @@ impl IdentitySet {
             }
             variants.dedup();
             for variant in variants {
-                if !patterns.contains(&variant) {
+                if seen.insert(variant.clone()) {
                     patterns.push(variant);
                     kinds.push(kind);
                     positional.push(only_positioned);
@@ -486,11 +487,15 @@ pub(crate) fn find_tokens(ac: &AhoCorasick, text: &str) -> Vec<(usize, Range<usi
     select_matches(ac, text, |_, range| is_token_boundary(text, range))
 }
 
-/// Identities found in one event or text.
+/// Identities found in one event or text, in the order found, each once (case folded).
 #[derive(Debug, Default)]
 pub(crate) struct Learned {
     pub(crate) users: Vec<String>,
     pub(crate) hosts: Vec<String>,
+    /// The folded names in `users` and `hosts`: adding a name costs the same however many
+    /// there are (an event may hold tens of thousands).
+    seen_users: HashSet<String>,
+    seen_hosts: HashSet<String>,
 }
 
 impl Learned {
@@ -498,19 +503,27 @@ impl Learned {
         self.users.is_empty() && self.hosts.is_empty()
     }
 
+    /// Adds a user name if it is specific enough and new; whether it was added.
+    pub(crate) fn push_user(&mut self, name: &str) -> bool {
+        push_unique(&mut self.users, &mut self.seen_users, name)
+    }
+
+    /// Adds a host name if it is specific enough and new; whether it was added.
+    pub(crate) fn push_host(&mut self, name: &str) -> bool {
+        push_unique(&mut self.hosts, &mut self.seen_hosts, name)
+    }
+
     /// Adds `other`'s names to this set and returns those that were not in it yet.
     pub(crate) fn absorb(&mut self, other: Learned) -> Learned {
         let mut added = Learned::default();
         for user in other.users {
-            if !self.users.iter().any(|n| n.eq_ignore_ascii_case(&user)) {
-                push_unique(&mut added.users, &user);
-                self.users.push(user);
+            if self.push_user(&user) {
+                added.push_user(&user);
             }
         }
         for host in other.hosts {
-            if !self.hosts.iter().any(|n| n.eq_ignore_ascii_case(&host)) {
-                push_unique(&mut added.hosts, &host);
-                self.hosts.push(host);
+            if self.push_host(&host) {
+                added.push_host(&host);
             }
         }
         added
@@ -524,6 +537,8 @@ struct LearnPatterns {
     unc: Regex,
     /// `HOSTNAME=x`, `COMPUTERNAME=x`, `USER=x`, `USERNAME=x`, `LOGNAME=x`.
     assignment: Regex,
+    /// `Linux <host> 6.5.0 ...`: `uname -a`.
+    uname: Regex,
 }
 
 static LEARN: LazyLock<Option<LearnPatterns>> = LazyLock::new(|| {
@@ -539,10 +554,17 @@ static LEARN: LazyLock<Option<LearnPatterns>> = LazyLock::new(|| {
         r#"(?i)(?-u:\b)(?P<key>hostname|computername|user|username|logname)=["']?(?P<value>[\p{L}\p{N}][\p{L}\p{N}._-]*)"#,
     )
     .ok()?;
+    // `uname -a` (an OS context's `raw_description`, pasted output): the second word is the
+    // machine's name, before the kernel's version.
+    let uname = Regex::new(
+        r"(?-u:\b)(?:Linux|Darwin|FreeBSD|OpenBSD|NetBSD|SunOS) (?P<host>[A-Za-z0-9][A-Za-z0-9._-]{0,62}) \d+\.\d+",
+    )
+    .ok()?;
     Some(LearnPatterns {
         prefilter,
         unc,
         assignment,
+        uname,
     })
 });
 
@@ -571,6 +593,26 @@ pub(crate) const LEARN_TRIGGERS: &[&str] = &[
     "logname=",
 ];
 
+/// Learns the machine's name from `uname -a` output (`Linux <host> 6.5.0 ...`): an OS
+/// context's `raw_description`, or pasted into a message.
+fn learn_uname(text: &str, learned: &mut Learned) {
+    let Some(patterns) = &*LEARN else {
+        return;
+    };
+    let bytes = text.as_bytes();
+    let cue = |word: &[u8]| memchr::memmem::find(bytes, word).is_some();
+    if !(cue(b"Linux ") || cue(b"Darwin ") || cue(b"BSD ") || cue(b"SunOS ")) {
+        return;
+    }
+    for caps in patterns.uname.captures_iter(text) {
+        if let Some(host) = caps.name("host")
+            && names_machine(host.as_str())
+        {
+            learned.push_host(host.as_str());
+        }
+    }
+}
+
 /// Learns identities from one string (a value or a key).
 pub(crate) fn learn_from_str(text: &str, learned: &mut Learned) {
     let Some(patterns) = &*LEARN else {
@@ -579,6 +621,7 @@ pub(crate) fn learn_from_str(text: &str, learned: &mut Learned) {
     if patterns.prefilter.is_match(text) {
         learn_from_str_with(text, &paths::home_hits(text), learned);
     }
+    learn_uname(text, learned);
 }
 
 /// Learns identities from one string, skipping the home-path regex when every home in the
@@ -590,6 +633,7 @@ pub(crate) fn learn_from_str_quick(text: &str, known_users: &[String], learned: 
     };
     // Every home path, UNC path and `NAME=value` pair has one of these bytes; most strings
     // (function names, messages, keys) have none.
+    learn_uname(text, learned);
     let bytes = text.as_bytes();
     if memchr::memchr3(b'/', b'\\', b'=', bytes).is_none() && memchr::memchr(b'%', bytes).is_none()
     {
@@ -657,24 +701,24 @@ fn learn_from_str_with(text: &str, homes: &[paths::HomeHit], learned: &mut Learn
             && teaches(text, hit)
         {
             let user = paths::decode(user);
-            push_unique(&mut learned.users, &user);
+            learned.push_user(&user);
             // A domain profile folder `bob.CORP` is the home of `bob`.
             if matches!(
                 hit.shape,
                 paths::Shape::Windows | paths::Shape::Unc | paths::Shape::Mounted
             ) && let Some((name, _)) = user.split_once('.')
             {
-                push_unique(&mut learned.users, name);
+                learned.push_user(name);
             }
         }
         // `//server/Users/bob` names the server as `\\server\Users\bob` does.
         if let Some(host) = hit.host.clone().and_then(|range| text.get(range)) {
-            push_unique(&mut learned.hosts, host);
+            learned.push_host(host);
         }
     }
     for range in unc_hosts(text) {
         if let Some(host) = text.get(range) {
-            push_unique(&mut learned.hosts, host);
+            learned.push_host(host);
         }
     }
     if text.contains('=') {
@@ -685,17 +729,20 @@ fn learn_from_str_with(text: &str, homes: &[paths::HomeHit], learned: &mut Learn
             let value = value.as_str().trim_end_matches('.');
             let key = key.as_str().to_ascii_lowercase();
             if key == "hostname" || key == "computername" {
-                push_unique(&mut learned.hosts, value);
+                learned.push_host(value);
             } else {
-                push_unique(&mut learned.users, value);
+                learned.push_user(value);
             }
         }
     }
 }
 
 /// Whether a home path names a user for sure. `/home/x` and `/Users/x` also make web routes
-/// (`GET /home/dashboard`), so they only teach a user when a path segment follows the user,
-/// when they are the whole string or quoted, or when they are a value (`HOME=/home/bob`).
+/// (`GET /home/dashboard`, `https://example.com/home/about`), so one that ends at the user
+/// teaches nothing when it is part of a URL or in a text about HTTP (a request line, a URL).
+/// Anywhere else it is
+/// redacted as a home, and its user is learned as well (`cannot chdir to /home/kim as kim`,
+/// `:/home/kim:/bin/bash`).
 fn teaches(text: &str, hit: &paths::HomeHit) -> bool {
     if !matches!(hit.shape, paths::Shape::Unix | paths::Shape::PercentEncoded)
         || hit.continues(text)
@@ -703,12 +750,19 @@ fn teaches(text: &str, hit: &paths::HomeHit) -> bool {
         return true;
     }
     let before = text.get(..hit.home.start).unwrap_or("");
-    let after = text.get(hit.user.end..).unwrap_or("");
-    let whole = before.trim().is_empty() && after.trim().is_empty();
-    let quoted = ['"', '\'']
-        .iter()
-        .any(|q| before.ends_with(*q) && after.starts_with(*q));
-    whole || quoted || before.ends_with('=')
+    // Part of a URL or a longer path: glued to what comes before it.
+    if before
+        .chars()
+        .next_back()
+        .is_some_and(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '~' | '/' | '%'))
+    {
+        return false;
+    }
+    // A text about HTTP (a request line, a URL) holds routes, not homes.
+    const METHODS: &[&str] = &[
+        "GET ", "POST ", "PUT ", "PATCH ", "DELETE ", "HEAD ", "OPTIONS ",
+    ];
+    !(text.contains("://") || METHODS.iter().any(|m| text.contains(m)))
 }
 
 /// The hosts of UNC paths (`\\\\host\\share`, `\\\\?\\UNC\\host\\share`, JSON-escaped or
@@ -747,7 +801,9 @@ pub(crate) fn unc_hosts(text: &str) -> Vec<Range<usize>> {
     out
 }
 
-/// Learns a hostname from a map entry whose key names one (`server_name`, `hostname`).
+/// Learns a hostname or user name from a map entry (or a `[key, value]` pair) whose key
+/// names one (`server_name`, `hostname`, `USER`, `LOGNAME`), as `HOSTNAME=x` and `USER=x`
+/// in a string teach them.
 pub(crate) fn learn_from_entry(key: &str, value: &str, learned: &mut Learned) {
     const HOST_KEYS: &[&str] = &[
         "server_name",
@@ -755,23 +811,37 @@ pub(crate) fn learn_from_entry(key: &str, value: &str, learned: &mut Learned) {
         "host_name",
         "computername",
         "computer_name",
+        "device.name",
     ];
+    const USER_KEYS: &[&str] = &["user", "username", "user_name", "logname", "login_name"];
     if HOST_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) {
         learn_host(value, learned);
+    } else if USER_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) {
+        let value = value.trim();
+        // One word that reads as a login name, not prose or a placeholder.
+        if value.len() <= 64
+            && value
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            learned.push_user(value);
+        }
     }
 }
 
 pub(crate) fn learn_host(value: &str, learned: &mut Learned) {
     let value = value.trim();
     if names_machine(value) {
-        push_unique(&mut learned.hosts, value);
+        learned.push_host(value);
     }
 }
 
-fn push_unique(list: &mut Vec<String>, name: &str) {
-    if token_eligible(name) && !list.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+fn push_unique(list: &mut Vec<String>, seen: &mut HashSet<String>, name: &str) -> bool {
+    if token_eligible(name) && seen.insert(name.to_lowercase()) {
         list.push(name.to_owned());
+        return true;
     }
+    false
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ static HOME_RE: LazyLock<Result<HomeRegex, regex::Error>> = LazyLock::new(|| {
         // UNC shares of user folders: \\server\Users\bob, \\server\c$\Users\bob,
         // \\server\home\bob, \\?\UNC\server\Users\bob, //server/Users/bob
         format!(
-            r#"(?P<unc>(?:\\{{2,4}}(?:\?\\{{1,2}}(?i:unc)\\{{1,2}})?|//)[A-Za-z0-9][A-Za-z0-9._$-]*(?:{SEP}[^\\/\s"'<>|?*:%]+)?{SEP}(?i:users|home){SEP})(?:(?P<u_unc1>{spaced}){SEP}|(?P<u_unc2>{spaced}))"#
+            r#"(?P<unc>(?:\\{{2,4}}(?:\?\\{{1,2}}(?i:unc)\\{{1,2}})?|//)[A-Za-z0-9][A-Za-z0-9._$-]*(?:{SEP}[^\\/\s"'<>|?*:%]+)?{SEP}(?i:users\$?|homes?\$?|profiles?\$?){SEP})(?:(?P<u_unc1>{spaced}){SEP}|(?P<u_unc2>{spaced}))"#
         ),
         // /home/bob, /Users/bob, /var/home/bob, /export/home/bob, JSON-escaped \/home\/bob
         format!(

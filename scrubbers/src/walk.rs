@@ -100,8 +100,15 @@ struct Frame<'a> {
 fn is_hostname_field(path: &[Seg<'_>]) -> bool {
     matches!(
         path,
-        [Seg::Key("server_name")] | [Seg::Key("contexts"), Seg::Key("device"), Seg::Key("name")]
+        [Seg::Key("server_name")]
+            | [Seg::Key("contexts"), Seg::Key("device"), Seg::Key("name")]
+            | [Seg::Key("tags"), Seg::Key("device.name")]
     )
+}
+
+/// Whether a field holds a person's name as a whole: Sentry's `user.name`.
+fn is_person_field(path: &[Seg<'_>]) -> bool {
+    matches!(path, [Seg::Key("user"), Seg::Key("name")])
 }
 
 /// Learns identities from every string and key of `root`.
@@ -112,7 +119,14 @@ fn learn(inner: &Inner, root: &Value, learned: &mut Learned) {
             // Too long to scrub: the walk fails on it anyway.
             Value::String(s) if s.len() > crate::MAX_STRING_BYTES => {}
             Value::String(s) => inner.learn(s, learned),
-            Value::Array(items) => stack.extend(items.iter().rev()),
+            Value::Array(items) => {
+                // `[["HOSTNAME", "x"], ["USER", "y"]]`: tags, headers and environments as
+                // lists of pairs teach what the same entries of a map do.
+                if let [Value::String(key), Value::String(value)] = items.as_slice() {
+                    identity::learn_from_entry(key, value, learned);
+                }
+                stack.extend(items.iter().rev());
+            }
             Value::Object(map) => {
                 for (key, child) in map {
                     inner.learn(key, learned);
@@ -125,8 +139,19 @@ fn learn(inner: &Inner, root: &Value, learned: &mut Learned) {
             Value::Bool(_) | Value::Null | Value::Number(_) => {}
         }
     }
-    if let Some(Value::String(name)) = root.pointer("/contexts/device/name") {
-        identity::learn_host(name, learned);
+    // A device's name, in the `device` context or in any context of type `device`.
+    if let Some(Value::Object(contexts)) = root.get("contexts") {
+        for (key, context) in contexts {
+            let device =
+                key == "device" || context.get("type").and_then(Value::as_str) == Some("device");
+            if device && let Some(Value::String(name)) = context.get("name") {
+                identity::learn_host(name, learned);
+            }
+        }
+    }
+    // The user's own name (`user.name`) wherever else it is written.
+    if let Some(Value::String(name)) = root.pointer("/user/name") {
+        learned.push_user(name.trim());
     }
 }
 
@@ -188,6 +213,7 @@ pub(crate) fn scrub_value(inner: &Inner, root: &mut Value) -> Result<Report, Scr
     if let Some(rule) = inner.enabled_rule("pem-private-key") {
         split_keys(inner, rule, root, &mut pem_report);
     }
+    format_log_entries(root);
     let mut known = Learned::default();
     learn(inner, root, &mut known);
     let mut learned = inner.learned_matcher(&known)?;
@@ -223,6 +249,104 @@ pub(crate) fn scrub_value(inner: &Inner, root: &mut Value) -> Result<Report, Scr
         path: String::new(),
         passes: MAX_ROUNDS,
     })
+}
+
+/// A log entry's parameters (`logentry.params`, and the older `message.params`) are filled
+/// into its message by the server, where a secret among them would stand next to the words
+/// that name it (`password=%s`) but is never seen beside them here. So the message is
+/// formatted here (`formatted`, unless the event has one), scrubbed as one string, and the
+/// parameters are dropped.
+fn format_log_entries(root: &mut Value) {
+    for key in ["logentry", "message"] {
+        let Some(Value::Object(entry)) = root.get_mut(key) else {
+            continue;
+        };
+        let Some(params) = entry.remove("params") else {
+            continue;
+        };
+        let has_formatted = matches!(entry.get("formatted"), Some(Value::String(_)));
+        if let (false, Some(Value::String(message))) = (has_formatted, entry.get("message")) {
+            let formatted = format_message(message, &params);
+            entry.insert("formatted".to_owned(), Value::String(formatted));
+        }
+    }
+}
+
+/// Fills `params` into `message` as Python's `%` formatting and `str.format` do (`%s`,
+/// `%(name)s`, `%5.2f`, `%%`, `{}`, `{0}`, `{name}`); a placeholder without a parameter
+/// stays. Linear in the message and the parameters.
+fn format_message(message: &str, params: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let positional = |i: usize| match params {
+        Value::Array(items) => items.get(i).map(text),
+        _ => None,
+    };
+    let named = |name: &str| match params {
+        Value::Object(map) => map.get(name).map(text),
+        _ => None,
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut next = 0;
+    let mut rest = message;
+    while let Some(at) = rest.find(['%', '{']) {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let (consumed, value) = if let Some(after) = tail.strip_prefix("%%") {
+            out.push('%');
+            rest = after;
+            continue;
+        } else if let Some(after) = tail.strip_prefix("%(") {
+            match after.find(')') {
+                Some(close) if close <= 64 => {
+                    let spec = after[close + 1..]
+                        .find(|c: char| c.is_ascii_alphabetic())
+                        .filter(|n| *n <= 8);
+                    match spec {
+                        Some(n) => (2 + close + 1 + n + 1, named(&after[..close])),
+                        None => (1, None),
+                    }
+                }
+                _ => (1, None),
+            }
+        } else if let Some(after) = tail.strip_prefix('%') {
+            let spec = after
+                .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | ' ' | '#')))
+                .filter(|n| *n <= 8);
+            match spec.and_then(|n| after[n..].chars().next().map(|c| (n, c))) {
+                Some((n, c)) if "sdifrxXuoeEgGca".contains(c) => {
+                    next += 1;
+                    (1 + n + 1, positional(next - 1))
+                }
+                _ => (1, None),
+            }
+        } else {
+            match tail.find('}') {
+                Some(close) if close <= 66 => {
+                    let field = tail[1..close].split(':').next().unwrap_or("");
+                    let value = if field.is_empty() {
+                        next += 1;
+                        positional(next - 1)
+                    } else if let Ok(i) = field.parse::<usize>() {
+                        positional(i)
+                    } else {
+                        named(field)
+                    };
+                    (close + 1, value)
+                }
+                _ => (1, None),
+            }
+        };
+        match value {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(&tail[..consumed]),
+        }
+        rest = &tail[consumed..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether a line could be part of a PEM key's body: base64, maybe in quotes or a string
@@ -455,11 +579,17 @@ impl Walk<'_> {
     ) -> Result<bool, ScrubError> {
         match value {
             Value::String(s) => {
-                let denied = denied.or_else(|| {
-                    is_hostname_field(path)
-                        .then(|| self.inner.hostname_rule())
-                        .flatten()
-                });
+                let denied = denied
+                    .or_else(|| {
+                        is_hostname_field(path)
+                            .then(|| self.inner.hostname_rule())
+                            .flatten()
+                    })
+                    .or_else(|| {
+                        is_person_field(path)
+                            .then(|| self.inner.enabled_rule("deny-key"))
+                            .flatten()
+                    });
                 if let Some(rule) = denied {
                     if let Some(new) = self.inner.redact_whole(rule, s) {
                         *s = new;
@@ -489,9 +619,14 @@ impl Walk<'_> {
                 Ok(false)
             }
             Value::Number(n) => {
-                // A card number stored as a JSON number.
-                let card = n
-                    .as_u64()
+                // A card number stored as a JSON number, an integer or a whole float
+                // (`4111111111111111.0`, `4.111111111111111e15`).
+                let whole = n.as_u64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && (1e12..1e20).contains(f))
+                        .map(|f| f as u64)
+                });
+                let card = whole
                     .filter(|v| *v >= 1_000_000_000_000 && validate::is_card_number(&v.to_string()))
                     .and_then(|_| self.inner.enabled_rule("credit-card"));
                 if let Some(rule) = denied.or(card)
@@ -656,6 +791,9 @@ impl Walk<'_> {
             return Ok(());
         }
         let old = std::mem::take(map);
+        // The next suffix to try per key, so that many keys scrubbed to one (`<email>`) cost
+        // one look each, not one per key before them.
+        let mut next: HashMap<String, u64, FxBuild> = HashMap::default();
         for (key, value) in old {
             let mut new_key = match renames.remove(&key) {
                 Some(to) => to,
@@ -663,17 +801,38 @@ impl Walk<'_> {
             };
             if map.contains_key(&new_key) {
                 let base = new_key.clone();
-                let mut n = 2u64;
+                let n = next.entry(base.clone()).or_insert(2);
                 loop {
                     new_key = format!("{base}#{n}");
+                    *n += 1;
                     if !map.contains_key(&new_key) {
                         break;
                     }
-                    n += 1;
                 }
             }
             map.insert(new_key, value);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_message;
+
+    #[test]
+    fn log_messages_are_formatted_as_python_does_and_never_panic() {
+        let params = serde_json::json!(["a", 2, {"k": "v"}]);
+        assert_eq!(format_message("%s-%d-%s", &params), r#"a-2-{"k":"v"}"#);
+        assert_eq!(format_message("{} {1} {0}", &params), "a 2 a");
+        assert_eq!(format_message("100%% %5.2f", &params), "100% a");
+        let named = serde_json::json!({"u": "bob"});
+        assert_eq!(format_message("%(u)s {u} %(x)s", &named), "bob bob %(x)s");
+        // Cut-off and odd placeholders stay as they are, whatever the text around them.
+        for text in ["%", "%(", "%(x", "%5", "{", "{}}", "é%é{é}", "%(é)s", "%%%", "{9999}"] {
+            let _ = format_message(text, &params);
+            let _ = format_message(text, &named);
+        }
+        assert_eq!(format_message("é%é{é}", &params), "é%é{é}");
     }
 }

@@ -1190,10 +1190,14 @@ fn deny_key() {
         "jwt_expiry",
         "side",
         "cwd",
-        "user",
     ] {
         check_key(key, json!("swordfish-42"), json!("swordfish-42"));
     }
+    // Not a secret, but a user's name, which the user-name rule removes.
+    let mut event = json!({ "user": "swordfish-42" });
+    let report = SCRUBBER.scrub_value(&mut event).unwrap();
+    assert_eq!(event, json!({ "user": "<user>" }));
+    assert_eq!(report.count_for_rule("user-name"), 1, "{report}");
     // The value goes whatever it holds; the shape stays.
     check_key("token", json!(12345), json!(0));
     check_key("token", json!(1.5), json!(0));
@@ -2256,4 +2260,136 @@ fn national_ids() {
     ] {
         check("national-id", input, expected);
     }
+}
+
+#[test]
+fn passwords_in_sql_and_database_client_command_lines() {
+    for (input, expected) in [
+        (
+            "ALTER USER bob WITH PASSWORD 'hunter22xyz'",
+            "ALTER USER bob WITH PASSWORD '<redacted>'",
+        ),
+        (
+            r#"ALTER LOGIN app IDENTIFIED BY "s3cr3t-pw";"#,
+            r#"ALTER LOGIN app IDENTIFIED BY "<redacted>";"#,
+        ),
+        ("set password = 'Zq9vX2pL'", "set password = '<redacted>'"),
+    ] {
+        check("sql-password", input, expected);
+    }
+    for (input, expected) in [
+        (
+            "mysql -u app -phunter22xyz db",
+            "mysql -u app -p<redacted> db",
+        ),
+        (
+            "mysqldump -pZq9vX2pL db > x",
+            "mysqldump -p<redacted> db > x",
+        ),
+        (
+            "sshpass -p hunter22xyz ssh host",
+            "sshpass -p <redacted> ssh host",
+        ),
+    ] {
+        check("client-password-flag", input, expected);
+    }
+    // A placeholder, a prompt for one, a port: nothing to remove.
+    keep("WITH PASSWORD '***'");
+    keep("mysql -u app -p db");
+    keep("mysql -u app -P 3306 db");
+}
+
+/// A scrubber that knows nothing of the machine: what an event teaches is all there is.
+fn blank() -> Scrubber {
+    Scrubber::builder().build().unwrap()
+}
+
+#[track_caller]
+fn event(input: serde_json::Value) -> String {
+    let mut event = input;
+    blank().scrub_value(&mut event).unwrap();
+    event.to_string()
+}
+
+#[test]
+fn what_an_event_says_about_its_user_and_machine_is_removed_everywhere() {
+    // Sentry's `user.name`, and that name elsewhere.
+    let out = event(serde_json::json!({
+        "user": {"id": "7", "name": "Karen Brown"}, "message": "Karen Brown clicked"
+    }));
+    assert!(!out.contains("Karen"), "{out}");
+    // Tags and environments as lists of pairs teach what maps do.
+    let out = event(serde_json::json!({
+        "tags": [["server_name", "web01.example.org"], ["hostname", "zeus-prod-3"], ["user", "kbrown"]],
+        "request": {"env": [["HOSTNAME", "atlas-build-9"]]},
+        "message": "zeus-prod-3 atlas-build-9 web01 kbrown"
+    }));
+    for name in ["zeus", "atlas", "web01", "kbrown"] {
+        assert!(!out.contains(name), "{name}: {out}");
+    }
+    // `USER`, `LOGNAME` and `user` entries name a user.
+    let out = event(serde_json::json!({
+        "request": {"env": {"LOGNAME": "kbrown"}}, "extra": {"user": "dcramer"},
+        "message": "kbrown and dcramer: permission denied"
+    }));
+    assert!(!out.contains("kbrown") && !out.contains("dcramer"), "{out}");
+    // A home path that ends the string or a field teaches its user.
+    for text in [
+        "cannot chdir to /home/karenbrown as karenbrown",
+        "kbrown:x:1000:1000::/home/kbrown:/bin/bash",
+    ] {
+        let out = event(serde_json::json!({ "message": text }));
+        assert!(!out.contains("brown"), "{out}");
+    }
+    // ... but a web route does not make its last word a user.
+    let out = event(serde_json::json!({
+        "message": "GET /home/dashboard ok; https://example.com/home/about; dashboard, about"
+    }));
+    assert!(out.contains("dashboard, about"), "{out}");
+    // Device names in any device context and in tags; `uname -a` output.
+    let out = event(serde_json::json!({
+        "contexts": {
+            "client": {"type": "device", "name": "katherines-iphone"},
+            "os": {"raw_description": "Linux kbrown-dev 6.5.0-1 #1 SMP x86_64"}
+        },
+        "tags": {"device.name": "Katherine's iPhone"},
+        "message": "katherines-iphone on kbrown-dev"
+    }));
+    assert!(
+        !out.contains("katherine") && !out.contains("Katherine") && !out.contains("kbrown"),
+        "{out}"
+    );
+    // A user's folder on a file share.
+    let out = event(serde_json::json!({ "message": r"\\filesrv01\home$\jsmith\doc.txt" }));
+    assert!(
+        !out.contains("jsmith") && !out.contains("filesrv01"),
+        "{out}"
+    );
+}
+
+#[test]
+fn log_entry_parameters_are_scrubbed_in_their_message() {
+    let out = event(serde_json::json!({
+        "logentry": {"message": "login failed, password=%s", "params": ["hunter22xyz"]},
+        "message": {"message": "token=%(tok)s, 100%% done", "params": {"tok": "Zq9vX2pL8mN4Kd7R"}}
+    }));
+    assert!(
+        !out.contains("hunter22xyz") && !out.contains("Zq9vX2pL8mN4Kd7R"),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#""formatted":"login failed, password=<redacted>""#),
+        "{out}"
+    );
+    assert!(out.contains("100% done"), "{out}");
+    assert!(!out.contains("params"), "{out}");
+}
+
+#[test]
+fn card_numbers_as_json_floats() {
+    let out = event(serde_json::json!({
+        "extra": {"a": 4111111111111111.0_f64, "b": 4.111111111111111e15_f64, "c": 12.5}
+    }));
+    assert!(!out.contains("411111"), "{out}");
+    assert!(out.contains("12.5"), "{out}");
 }
