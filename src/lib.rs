@@ -320,8 +320,13 @@ pub fn capture_anyhow(err: &anyhow::Error) -> Option<EventId> {
         }
         let bt = err.backtrace();
         let captured_bt = bt.status() == std::backtrace::BacktraceStatus::Captured;
+        // `{:#}`: with each frame's address (what the server symbolicates, and what full
+        // names are looked up by) and absolute paths.
         if captured_bt
-            && let Some(st) = report::parsed_stacktrace(&bt.to_string())
+            && let Some(st) = report::parsed_stacktrace(
+                &report::capped_text(bt, true, report::BACKTRACE_TEXT_MAX),
+                Some(&rt.config.app_name),
+            )
             && let Some(top) = event.exception.values.last_mut()
         {
             top.stacktrace = Some(st);

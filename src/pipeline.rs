@@ -678,6 +678,23 @@ mod fingerprint_tests {
         );
     }
 
+    /// `capture_anyhow` with `RUST_BACKTRACE` set: the stack parsed from the error's own
+    /// backtrace groups by the app's innermost function, as a raw stack does.
+    #[test]
+    fn an_anyhow_backtrace_groups_by_the_apps_innermost_function() {
+        for text in [
+            report::tests::STD_BACKTRACE_SHORT,
+            report::tests::STD_BACKTRACE_FULL,
+        ] {
+            let mut captured = error("x");
+            if let Some(top) = captured.event.exception.values.last_mut() {
+                top.stacktrace = report::parsed_stacktrace(text, Some("advapp"));
+            }
+            let fp = &run(Config::new("advapp", "1.0"), captured)["fingerprint"];
+            assert_eq!(fp[1], "advapp::run", "{fp}");
+        }
+    }
+
     #[test]
     fn panics_group_by_location_and_the_app_can_decide() {
         let panic = |loc: &str| Captured {

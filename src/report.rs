@@ -458,23 +458,206 @@ impl RawStack {
     }
 }
 
-/// A stack trace parsed from std's `Backtrace` text (anyhow's), bounded like ours: at most
-/// [`bound::FRAMES_MAX`] frames and the text of each cut.
+/// The most bytes of std's `Backtrace` text read (a deep recursion prints megabytes; the
+/// text starts at the innermost frame, which is what is kept).
+pub(crate) const BACKTRACE_TEXT_MAX: usize = 64 * 1024;
+
+/// `value`'s `Display` (`{:#}` when `alternate`), formatting at most `max` bytes.
 #[cfg_attr(not(feature = "anyhow"), allow(dead_code))]
-pub(crate) fn parsed_stacktrace(text: &str) -> Option<Stacktrace> {
-    // A deep recursion prints megabytes; only the frames that are kept are parsed.
-    let text = bound::cut(text, 64 * 1024);
-    let mut st = sentry::integrations::backtrace::parse_stacktrace(&text)?;
-    for frame in &mut st.frames {
-        if let Some(f) = frame.function.take() {
-            frame.function = Some(bound::cut_owned(f, 1024));
-        }
-        if let Some(p) = frame.abs_path.take() {
-            frame.abs_path = Some(bound::cut_owned(p, 1024));
+pub(crate) fn capped_text(value: &dyn fmt::Display, alternate: bool, max: usize) -> String {
+    struct Capped(String, usize);
+    impl fmt::Write for Capped {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let room = self.1 - self.0.len().min(self.1);
+            if s.len() <= room {
+                self.0.push_str(s);
+                return Ok(());
+            }
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.0.push_str(&s[..end]);
+            Err(fmt::Error)
         }
     }
+    let mut w = Capped(String::new(), max);
+    let _ = if alternate {
+        fmt::write(&mut w, format_args!("{value:#}"))
+    } else {
+        fmt::write(&mut w, format_args!("{value}"))
+    };
+    w.0
+}
+
+/// A stack trace from std's `Backtrace` text (anyhow's), made like [`stacktrace_from`]
+/// makes one from a raw stack: full function names, the capture machinery trimmed from the
+/// innermost end (std's `Backtrace::capture`, anyhow's constructors and the `From`/`Into`
+/// conversions that called them, consentry's own frames), the app's frames marked by crate
+/// and file, and bounded like ours. Both of std's forms are read: `{}` (names without
+/// hashes, paths relative to the working directory) and `{:#}` (addresses, crate
+/// disambiguators and symbol hashes, absolute paths).
+#[cfg_attr(not(feature = "anyhow"), allow(dead_code))]
+pub(crate) fn parsed_stacktrace(text: &str, app_crate: Option<&str>) -> Option<Stacktrace> {
+    // A deep recursion prints megabytes; only the frames that are kept are parsed.
+    let text = bound::cut(text, BACKTRACE_TEXT_MAX);
+    let mut frames = parse_std_backtrace(&text);
+    // Innermost first in the text; Sentry's order is outermost first.
+    frames.reverse();
+    let mut st = Stacktrace {
+        frames,
+        ..Default::default()
+    };
+    // The process entry point's caller: an unknown frame at address 0.
+    if st.frames.first().is_some_and(is_unknown) {
+        st.frames.remove(0);
+    }
+    if st.frames.iter().any(|f| f.instruction_addr.is_some()) {
+        full_names(&mut st.frames);
+    }
+    let stripped = !st
+        .frames
+        .iter()
+        .any(|f| f.function.as_deref().is_some_and(|n| n.contains("::")));
+    while st.frames.last().is_some_and(|f| {
+        (is_machinery(f) || is_ours(f) || is_error_construction(f)) && !(stripped && is_unknown(f))
+    }) {
+        st.frames.pop();
+    }
+    mark_in_app(&mut st, app_crate);
     bound_frames(&mut st);
-    Some(st)
+    (!st.frames.is_empty()).then_some(st)
+}
+
+/// The frames of std's `Backtrace` text, innermost first: `  N: name` (`{:#}`:
+/// `  N:     0x55d5c0a1b2c3 - name::h0123456789abcdef`), each optionally followed by an
+/// indented `at path:line:col`; a function inlined into the frame before has an indented
+/// name without a number (and the same address).
+fn parse_std_backtrace(text: &str) -> Vec<Frame> {
+    let mut frames: Vec<Frame> = Vec::new();
+    // Whether the last frame can still take its `at` line.
+    let mut open = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if let Some(at) = t.strip_prefix("at ") {
+            if open && let Some(frame) = frames.last_mut() {
+                let (path, lineno, colno) = split_location(at);
+                let path = bound::cut(path, 1024).into_owned();
+                frame.filename = Some(path.rsplit(['/', '\\']).next().unwrap_or(&path).to_owned());
+                frame.abs_path = Some(path);
+                frame.lineno = lineno;
+                frame.colno = colno;
+            }
+            open = false;
+            continue;
+        }
+        let numbered = t
+            .split_once(':')
+            .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let (addr, name) = match numbered {
+            Some((_, rest)) => {
+                let rest = rest.trim();
+                match rest.split_once(" - ") {
+                    Some((a, name)) if a.starts_with("0x") => {
+                        (u64::from_str_radix(&a[2..], 16).ok(), name.trim())
+                    }
+                    _ => (None, rest),
+                }
+            }
+            // An inlined function's line: indented, after a frame of the same address.
+            None if line.starts_with(' ') && !frames.is_empty() && !t.starts_with("note:") => (
+                frames.last().and_then(|f| f.instruction_addr).map(|a| a.0),
+                t,
+            ),
+            None => {
+                open = false;
+                continue;
+            }
+        };
+        frames.push(Frame {
+            function: Some(bound::cut_owned(clean_symbol(name), 1024)),
+            instruction_addr: addr.map(Into::into),
+            ..Default::default()
+        });
+        open = true;
+    }
+    frames
+}
+
+/// `path:line:col` (line and column each optional) into its parts; a path may hold a colon
+/// itself (`C:\src\main.rs`).
+fn split_location(at: &str) -> (&str, Option<u64>, Option<u64>) {
+    fn number(s: &str) -> Option<(&str, u64)> {
+        s.rsplit_once(':')
+            .and_then(|(rest, n)| n.parse::<u64>().ok().map(|n| (rest, n)))
+    }
+    match number(at) {
+        Some((rest, last)) => match number(rest) {
+            Some((path, line)) => (path, Some(line), Some(last)),
+            None => (rest, Some(last), None),
+        },
+        None => (at, None, None),
+    }
+}
+
+/// A symbol as std's `{:#}` form prints it, as the `{}` form and our own symbolication do:
+/// without the crate disambiguators (`std[e28293b1aa0f68bd]::`) and the trailing hash
+/// (`::h0123456789abcdef`).
+fn clean_symbol(name: &str) -> String {
+    let is_hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(i) = rest.find('[') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match after.find(']') {
+            Some(j)
+                if is_hex(&after[..j])
+                    && out.ends_with(|c: char| c.is_alphanumeric() || c == '_') =>
+            {
+                rest = &after[j + 1..];
+            }
+            _ => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    if let Some((head, hash)) = out.rsplit_once("::h")
+        && hash.len() == 16
+        && is_hex(hash)
+    {
+        out.truncate(head.len());
+    }
+    out
+}
+
+/// Frames of making an error and capturing its backtrace, inward of the code that made it:
+/// std's `Backtrace::capture`, anyhow's constructors, and the `From`/`Into` conversions
+/// (`?`) that called them.
+fn is_error_construction(frame: &Frame) -> bool {
+    let func = frame.function.as_deref().unwrap_or("");
+    [
+        "anyhow::",
+        "<anyhow::",
+        "std::backtrace",
+        "<std::backtrace",
+        "core::convert::",
+    ]
+    .iter()
+    .any(|p| func.starts_with(p))
+        || func.starts_with('<')
+            && [
+                " as anyhow::",
+                " as core::convert::From<",
+                " as core::convert::Into<",
+            ]
+            .iter()
+            .any(|m| func.contains(m))
 }
 
 /// At most [`bound::FRAMES_MAX`] frames: the outermost and the innermost (a deep recursion
@@ -935,7 +1118,7 @@ impl Breadcrumbs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[inline(never)]
@@ -1088,6 +1271,85 @@ mod tests {
         // The app's files make its frames its own, `main` included (C's has no .rs file).
         assert_eq!(marks, [true, true, false, false, false]);
         assert!(is_ours(&st.frames[3]) && is_ours(&st.frames[4]));
+    }
+
+    /// What `anyhow!(io_err).context("a").context("b")` in `advapp::run` captured, as std
+    /// prints it with `RUST_BACKTRACE=1`: `{}` and `{:#}` (addresses made small: no module
+    /// of this test holds them).
+    pub(crate) const STD_BACKTRACE_SHORT: &str =
+        include_str!("../tests/data/anyhow_backtrace_short.txt");
+    pub(crate) const STD_BACKTRACE_FULL: &str =
+        include_str!("../tests/data/anyhow_backtrace_full.txt");
+
+    #[test]
+    fn std_backtraces_in_both_forms_give_the_frames_a_raw_stack_would() {
+        for (form, text) in [("short", STD_BACKTRACE_SHORT), ("full", STD_BACKTRACE_FULL)] {
+            let st = parsed_stacktrace(text, Some("advapp")).unwrap();
+            let names: Vec<&str> = st
+                .frames
+                .iter()
+                .map(|f| f.function.as_deref().unwrap_or(""))
+                .collect();
+            // Function names only: no `at` line, hash or crate disambiguator taken for one.
+            for name in &names {
+                assert!(
+                    !name.starts_with("at ")
+                        && !name.contains("[e28293b1aa0f68bd]")
+                        && !name.contains("::h"),
+                    "{form}: {name}"
+                );
+            }
+            // The capture machinery (std's `Backtrace::capture`, anyhow's constructors, the
+            // `Into` between them) is trimmed: the innermost frame is the app's.
+            let top = st.frames.last().unwrap();
+            assert_eq!(
+                top.function.as_deref(),
+                Some("advapp::run"),
+                "{form}: {names:?}"
+            );
+            assert_eq!(top.filename.as_deref(), Some("main.rs"), "{form}");
+            assert_eq!((top.lineno, top.colno), (Some(4), Some(5)), "{form}");
+            // The entry point's caller at address 0 is gone; the outer frames stay.
+            assert_eq!(names.first(), Some(&"_start"), "{form}: {names:?}");
+            assert!(names.contains(&"std::rt::lang_start"), "{form}: {names:?}");
+            let in_app: Vec<&str> = st
+                .frames
+                .iter()
+                .filter(|f| f.in_app == Some(true))
+                .map(|f| f.function.as_deref().unwrap_or(""))
+                .collect();
+            assert_eq!(in_app, ["advapp::main", "advapp::run"], "{form}");
+            assert!(
+                st.frames.iter().all(|f| f.in_app.is_some()),
+                "{form}: every frame marked"
+            );
+        }
+        // The full form keeps each frame's address, for the server to symbolicate.
+        let full = parsed_stacktrace(STD_BACKTRACE_FULL, Some("advapp")).unwrap();
+        let top = full.frames.last().unwrap();
+        assert_eq!(top.instruction_addr, Some(0x3e8b3_u64.into()));
+        assert_eq!(
+            top.abs_path.as_deref(),
+            Some("/home/dev/advapp/src/main.rs")
+        );
+    }
+
+    #[test]
+    fn std_symbols_lose_their_hashes_and_disambiguators() {
+        assert_eq!(
+            clean_symbol("<std[e28293b1aa0f68bd]::backtrace::Backtrace>::create"),
+            "<std::backtrace::Backtrace>::create"
+        );
+        assert_eq!(
+            clean_symbol("advapp::run::hccca2ddbb075394d"),
+            "advapp::run"
+        );
+        assert_eq!(clean_symbol("a::b<[u8; 4]>"), "a::b<[u8; 4]>");
+        assert_eq!(
+            split_location(r"C:\src\main.rs:4:5"),
+            (r"C:\src\main.rs", Some(4), Some(5))
+        );
+        assert_eq!(split_location("./x.rs:7"), ("./x.rs", Some(7), None));
     }
 
     #[test]
