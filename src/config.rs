@@ -541,7 +541,11 @@ impl Config {
     /// How reports are grouped into issues on the server. By default consentry sends a
     /// fingerprint of the outermost error's type and the function of the innermost in-app
     /// frame (for a panic: its location), so the same bug from two machines is one issue
-    /// even when its message holds a path or a number. This closure replaces it (return
+    /// even when its message holds a path or a number. The type is the last segment of its
+    /// path (`ParseErr`; `std::io::Error` whole), all that an error captured as a trait
+    /// object (`capture_error(&*boxed)`) tells of it, so one error is one issue whichever
+    /// way it is captured; an error whose `Debug` names no type (anyhow's print their
+    /// message) is an `Error`. This closure replaces it (return
     /// `None` to keep the default for an event); `capture_error_grouped` sets one per call.
     /// Fingerprints are scrubbed like everything else.
     ///

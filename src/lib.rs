@@ -251,7 +251,8 @@ pub fn capture_error_grouped<E: AsError + ?Sized>(
     }
     catch_unwind(AssertUnwindSafe(|| {
         let rt = runtime::current()?;
-        let mut event = report::event_from_dyn_error(err.as_error(), None);
+        let mut event =
+            report::event_from_dyn_error(err.as_error(), Some(std::any::type_name::<E>()));
         event.fingerprint = fingerprint
             .iter()
             .take(8)

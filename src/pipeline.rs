@@ -334,7 +334,7 @@ impl Pipeline {
             .as_ref()
             .and_then(|st| st.frames.iter().rev().find(|f| f.in_app == Some(true)))
             .and_then(|f| f.function.clone());
-        let mut fp = vec![top.ty.clone()];
+        let mut fp = vec![report::grouping_type(&top.ty).to_owned()];
         fp.extend(function);
         Some(fp)
     }
@@ -675,6 +675,35 @@ mod fingerprint_tests {
                 .contains("settings_file::load"),
             "{}",
             a["fingerprint"]
+        );
+    }
+
+    /// The grouping key of one error is the same for `capture_error(&err)` and
+    /// `capture_error(&*boxed)`; anyhow's boxed errors do not group by their message's
+    /// first word.
+    #[test]
+    fn one_error_has_one_fingerprint_whichever_way_it_is_captured() {
+        let with_frame = |mut event: sentry::protocol::Event<'static>| {
+            if let Some(top) = event.exception.values.last_mut() {
+                top.stacktrace = error("x").event.exception.values[0].stacktrace.clone();
+            }
+            Captured {
+                event,
+                backtrace: None,
+                breadcrumb_seq: 0,
+                kind: Kind::Error,
+            }
+        };
+        let fp = |event| run(Config::new("app", "1.0"), with_frame(event))["fingerprint"].clone();
+        let concrete = fp(report::event_from_error(&LoadError("a".into())));
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(LoadError("a".into()));
+        assert_eq!(concrete, fp(report::event_from_dyn_error(&*boxed, None)));
+        assert_eq!(concrete[0], "LoadError");
+        let command: Box<dyn std::error::Error + Send + Sync> =
+            anyhow::anyhow!("command failed: exit 1").into();
+        assert_eq!(
+            fp(report::event_from_dyn_error(&*command, None))[0],
+            "Error"
         );
     }
 

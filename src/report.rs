@@ -59,55 +59,171 @@ fn type_label<E: ?Sized>() -> Option<String> {
 }
 
 /// A type name for an exception: without generic arguments, `std::io::Error` for I/O
-/// errors; `None` for a trait object or a reference (their `Debug` names them better).
+/// errors, the pointee's for a `Box`, `Arc` or `Rc`; `None` for a trait object or a
+/// reference (their `Debug` names them better).
 fn clean_type_name(name: &str) -> Option<String> {
     if name.starts_with("dyn ") || name.starts_with('&') {
         return None;
     }
+    for pointer in ["alloc::boxed::Box<", "alloc::sync::Arc<", "alloc::rc::Rc<"] {
+        if let Some(inner) = name.strip_prefix(pointer) {
+            return clean_type_name(inner.strip_suffix('>').unwrap_or(inner));
+        }
+    }
     let name = name.split('<').next().unwrap_or(name);
     Some(match name {
-        "std::io::error::Error" => "std::io::Error".to_owned(),
+        "std::io::error::Error" => IO_ERROR.to_owned(),
         other => other.to_owned(),
     })
 }
 
+/// The name of `std::io::Error`, whichever way it was found (its static type, a downcast,
+/// or the shape of its `Debug`).
+const IO_ERROR: &str = "std::io::Error";
+
+/// The type of an exception whose `Debug` does not say one: neither a Rust type's name
+/// nor the start of the error's message (the server would group unrelated errors by
+/// their message's first word).
+const GENERIC_TYPE: &str = "Error";
+
 /// The type of a chain link: `std::io::Error` for I/O errors (sentry would say `Custom`, `Os`
-/// or `Kind`), else the first word of its `Debug` output, as sentry does.
-fn link_type(err: &(dyn Error + 'static)) -> String {
+/// or `Kind`), else what its `Debug` output names (see [`debug_type`]).
+fn link_type(err: &(dyn Error + 'static), display: &str) -> String {
     if err.downcast_ref::<std::io::Error>().is_some() {
-        return "std::io::Error".to_owned();
+        return IO_ERROR.to_owned();
     }
-    debug_type(err)
+    debug_type(err, display)
 }
 
-/// The first word of `value`'s `Debug` output, formatting no more than that: the writer
-/// stops the formatting at the first character that cannot be part of a type name, so a
-/// `Debug` that would recurse through a 5,000-link chain (and overflow the stack) or print
-/// megabytes is never run past its type name.
-fn debug_type(value: &dyn fmt::Debug) -> String {
-    struct FirstWord(String);
-    impl fmt::Write for FirstWord {
+/// Whether the first word of a `Debug` output reads as a Rust type's name: an identifier
+/// or a path of them (`ParseErr`, `io::Error`, `reqwest::Error`) whose last segment starts
+/// with an uppercase letter; not a message's first word (`command`, `root:`), a number, or
+/// a token (more than four digits, longer than 64 bytes, or a last segment of more than
+/// eight bytes without a lowercase letter: `AKIAIOSFODNN7EXAMPLE`).
+fn type_like(word: &str) -> bool {
+    let segments: Vec<&str> = word.split("::").collect();
+    let ident = |s: &str| {
+        s.chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+    };
+    word.len() <= 64
+        && segments.iter().all(|s| ident(s))
+        && segments
+            .last()
+            .and_then(|s| s.chars().next())
+            .is_some_and(char::is_uppercase)
+        && word.bytes().filter(u8::is_ascii_digit).count() <= 4
+        && segments
+            .last()
+            .is_some_and(|s| s.len() <= 8 || s.chars().any(char::is_lowercase))
+}
+
+/// What `value`'s `Debug` output names, formatting no more than that: its first word when
+/// it reads as a type's name ([`type_like`]) and the output is not the error's message
+/// (`display`) again (anyhow's errors and many hand-written `Debug`s print the message:
+/// its first word is no type); `std::io::Error` for the shapes of that type's `Debug` (a
+/// trait object cannot be downcast unless it is `'static`); else [`GENERIC_TYPE`]. The
+/// writer stops the formatting as soon as that is known, so a `Debug` that would recurse
+/// through a 5,000-link chain (and overflow the stack) or print megabytes is never run far.
+fn debug_type(value: &dyn fmt::Debug, display: &str) -> String {
+    /// The most bytes of the message compared with the `Debug` output.
+    const COMPARED: usize = 256;
+    /// The most bytes kept of the output's start (`std::io::Error`'s shapes).
+    const HEAD: usize = 64;
+    struct Probe<'a> {
+        word: String,
+        word_done: bool,
+        /// The first bytes of the output (for `std::io::Error`'s shapes).
+        head: String,
+        expect: &'a str,
+        matched: usize,
+        mismatch: bool,
+        /// The output went on past the message.
+        longer: bool,
+    }
+    impl fmt::Write for Probe<'_> {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             for c in s.chars() {
-                if c.is_alphanumeric() || c == '_' || c == ':' {
-                    if self.0.len() >= 128 {
-                        return Err(fmt::Error);
+                if self.head.len() < HEAD {
+                    self.head.push(c);
+                }
+                if !self.word_done {
+                    if c.is_alphanumeric() || c == '_' || c == ':' {
+                        if self.word.len() >= 128 {
+                            // No type's name is that long.
+                            self.word.clear();
+                            self.word_done = true;
+                        } else {
+                            self.word.push(c);
+                        }
+                    } else if !self.word.is_empty() || !c.is_whitespace() {
+                        self.word_done = true;
                     }
-                    self.0.push(c);
-                } else if !self.0.is_empty() || !c.is_whitespace() {
+                }
+                if self.mismatch {
+                } else if self.matched >= self.expect.len() {
+                    self.longer = true;
+                } else if self.expect[self.matched..].starts_with(c) {
+                    self.matched += c.len_utf8();
+                } else {
+                    self.mismatch = true;
+                }
+                let compared = self.mismatch || self.longer;
+                if self.word_done && compared && self.head.len() >= HEAD {
                     return Err(fmt::Error);
                 }
             }
             Ok(())
         }
     }
-    let mut w = FirstWord(String::with_capacity(32));
-    let _ = fmt::write(&mut w, format_args!("{value:?}"));
-    if w.0.is_empty() {
-        "Error".to_owned()
-    } else {
-        w.0
+    let mut end = display.len().min(COMPARED);
+    while !display.is_char_boundary(end) {
+        end -= 1;
     }
+    let mut w = Probe {
+        word: String::with_capacity(32),
+        word_done: false,
+        head: String::with_capacity(HEAD + 4),
+        expect: &display[..end],
+        matched: 0,
+        mismatch: false,
+        longer: false,
+    };
+    let _ = fmt::write(&mut w, format_args!("{value:?}"));
+    // `Os { code: 2, kind: NotFound, message: ".." }`, `Custom { kind: Other, error: ".." }`,
+    // `Kind(NotFound)`, `Error { kind: NotFound, message: ".." }` (a constant message).
+    let io_shapes = ["Os { code: ", "Custom { kind: ", "Kind("];
+    if io_shapes.iter().any(|p| w.head.starts_with(p))
+        || w.head.starts_with("Error { kind: ") && w.head.contains(", message: \"")
+    {
+        return IO_ERROR.to_owned();
+    }
+    // The output starts with the message: the word is the message's. Unless the output is
+    // the message and the message one word: a unit error whose message is its name
+    // (`Timeout`; an anyhow error whose whole message is `Timeout`, without a backtrace,
+    // looks the same).
+    let repeats_message = !w.expect.is_empty()
+        && w.matched >= w.expect.len()
+        && (w.longer || w.expect.trim() != w.word);
+    if type_like(&w.word) && !repeats_message {
+        w.word
+    } else {
+        GENERIC_TYPE.to_owned()
+    }
+}
+
+/// The part of an exception's type that the fingerprint groups by: the last segment of its
+/// path (`ParseErr` for `mylib::parse::ParseErr`), which is all an error's `Debug` says
+/// when it is captured as a trait object (`capture_error(&*boxed)`), so one error has one
+/// fingerprint whichever way it was captured; `std::io::Error` whole (it is named so in
+/// every form).
+pub(crate) fn grouping_type(ty: &str) -> &str {
+    if ty == IO_ERROR {
+        return ty;
+    }
+    ty.rsplit("::").next().unwrap_or(ty)
 }
 
 /// `value`'s `Display`, formatting at most [`bound::TEXT_MAX`] bytes (a 50 MB message is
@@ -152,20 +268,18 @@ fn exception(ty: String, value: String) -> Exception {
 /// outermost and innermost links (the error and its root cause) and says how many were left
 /// out; only the kept links are formatted.
 pub(crate) fn event_from_error<E: Error + ?Sized>(err: &E) -> Event<'static> {
-    let top_type = type_label::<E>().unwrap_or_else(|| debug_type(&err));
-    event_with_top_type(err, top_type)
+    event_with_top_type(err, type_label::<E>())
 }
 
 /// [`event_from_error`] for an error the facade hands over as a trait object, with its
 /// static type's name when the caller's error was not one.
 pub(crate) fn event_from_dyn_error(err: &dyn Error, type_name: Option<&str>) -> Event<'static> {
-    let top_type = type_name
-        .and_then(clean_type_name)
-        .unwrap_or_else(|| debug_type(&err));
-    event_with_top_type(err, top_type)
+    event_with_top_type(err, type_name.and_then(clean_type_name))
 }
 
-fn event_with_top_type<E: Error + ?Sized>(err: &E, top_type: String) -> Event<'static> {
+/// The event of `err`, whose type is `top_type` (its static type's name) when known, else
+/// what its `Debug` says.
+fn event_with_top_type<E: Error + ?Sized>(err: &E, top_type: Option<String>) -> Event<'static> {
     let mut links: Vec<&(dyn Error + 'static)> = Vec::new();
     let mut source = err.source();
     // A cycle in a hand-written `source()` must not loop forever.
@@ -179,10 +293,13 @@ fn event_with_top_type<E: Error + ?Sized>(err: &E, top_type: String) -> Event<'s
     let keep = bound::keep_ends(total, bound::CHAIN_MAX);
     // One allocation for the kept links (each exception is half a kilobyte).
     let mut exceptions = Vec::with_capacity(total.min(bound::CHAIN_MAX));
-    exceptions.push(exception(top_type, bounded_display(&err)));
+    let display = bounded_display(&err);
+    let top_type = top_type.unwrap_or_else(|| debug_type(&err, &display));
+    exceptions.push(exception(top_type, display));
     for (i, link) in links.iter().enumerate() {
         if keep(i + 1) {
-            exceptions.push(exception(link_type(*link), bounded_display(link)));
+            let display = bounded_display(link);
+            exceptions.push(exception(link_type(*link, &display), display));
         }
     }
     exceptions.reverse();
@@ -224,7 +341,15 @@ pub(crate) fn event_from_early(e: consentry_api::EarlyEvent) -> Event<'static> {
     let mut exceptions: Vec<Exception> = e
         .links
         .into_iter()
-        .map(|(ty, value)| exception(ty, value))
+        // The buffer kept the first word of each link's `Debug`: a type's name, or not.
+        .map(|(ty, value)| {
+            let ty = if type_like(&ty) {
+                ty
+            } else {
+                GENERIC_TYPE.to_owned()
+            };
+            exception(ty, value)
+        })
         .collect();
     exceptions.reverse();
     if let Some(top) = exceptions.last_mut() {
@@ -1203,6 +1328,127 @@ pub(crate) mod tests {
             event.exception.last().unwrap().value.as_deref(),
             Some("plain")
         );
+    }
+
+    #[derive(Debug)]
+    struct ParseErr {
+        line: u32,
+    }
+    impl std::fmt::Display for ParseErr {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "bad line {}", self.line)
+        }
+    }
+    impl Error for ParseErr {}
+
+    fn top_type(event: &Event<'static>) -> String {
+        event.exception.last().unwrap().ty.clone()
+    }
+
+    /// A trait object's type comes from its `Debug` only when that names a type: anyhow's
+    /// boxed errors print their message, whose first word is no type.
+    #[test]
+    fn trait_objects_are_never_named_by_their_message() {
+        for message in [
+            "command failed: exit 1",
+            "root: not allowed",
+            "ghp_plantedTokenAbcdefghijklmnopqrstuv0123 refused",
+            "Command failed: exit 1",
+            "AKIAIOSFODNN7EXAMPLE is not a valid key",
+        ] {
+            let boxed: Box<dyn Error + Send + Sync> = anyhow::anyhow!("{message}").into();
+            let event = event_from_dyn_error(&*boxed, None);
+            assert_eq!(top_type(&event), "Error", "{message}");
+            // The context links of an anyhow error too.
+            let err = anyhow::anyhow!("{message}").context(message.to_owned());
+            let boxed: Box<dyn Error + Send + Sync> = err.into();
+            let event = event_from_dyn_error(&*boxed, None);
+            assert!(
+                event.exception.iter().all(|e| e.ty == "Error"),
+                "{message}: {:?}",
+                event.exception
+            );
+        }
+        // What does name a type is kept: a derived `Debug`, a unit error named by its
+        // message, an I/O error whatever its shape.
+        let boxed: Box<dyn Error> = Box::new(ParseErr { line: 3 });
+        assert_eq!(top_type(&event_from_dyn_error(&*boxed, None)), "ParseErr");
+        #[derive(Debug)]
+        struct Timeout;
+        impl std::fmt::Display for Timeout {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("Timeout")
+            }
+        }
+        impl Error for Timeout {}
+        let boxed: Box<dyn Error> = Box::new(Timeout);
+        assert_eq!(top_type(&event_from_dyn_error(&*boxed, None)), "Timeout");
+        for io in [
+            std::io::Error::other("x"),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+            std::io::Error::from_raw_os_error(2),
+        ] {
+            let boxed: Box<dyn Error> = Box::new(io);
+            assert_eq!(
+                top_type(&event_from_dyn_error(&*boxed, None)),
+                "std::io::Error"
+            );
+        }
+    }
+
+    #[test]
+    fn type_names_read_as_rust_types() {
+        for word in [
+            "ParseErr",
+            "io::Error",
+            "Custom",
+            "reqwest::Error",
+            "Utf8Error",
+        ] {
+            assert!(type_like(word), "{word}");
+        }
+        for word in [
+            "command",
+            "root:",
+            "Root:",
+            "io::",
+            "::Error",
+            "mylib::error",
+            "4xx",
+            "AKIAIOSFODNN7EXAMPLE",
+            "",
+        ] {
+            assert!(!type_like(word), "{word}");
+        }
+    }
+
+    /// One error, one grouping key, whichever way it was captured: `capture_error(&err)`
+    /// (the static type's full path), `capture_error(&*boxed)` (its `Debug`), in an `Arc`.
+    #[test]
+    fn one_error_groups_alike_whichever_way_it_is_captured() {
+        let concrete = top_type(&event_from_error(&ParseErr { line: 3 }));
+        assert_eq!(concrete, "consentry::report::tests::ParseErr");
+        let named = top_type(&event_from_dyn_error(
+            &ParseErr { line: 3 },
+            Some(std::any::type_name::<ParseErr>()),
+        ));
+        let arc = top_type(&event_from_dyn_error(
+            &std::sync::Arc::new(ParseErr { line: 3 }),
+            Some(std::any::type_name::<std::sync::Arc<ParseErr>>()),
+        ));
+        assert_eq!(
+            (named.as_str(), arc.as_str()),
+            (concrete.as_str(), concrete.as_str())
+        );
+        let boxed: Box<dyn Error + Send + Sync> = Box::new(ParseErr { line: 3 });
+        let dynamic = top_type(&event_from_dyn_error(&*boxed, None));
+        assert_eq!(grouping_type(&concrete), grouping_type(&dynamic));
+        assert_eq!(grouping_type(&concrete), "ParseErr");
+        let io = top_type(&event_from_error(&std::io::Error::other("x")));
+        let boxed: Box<dyn Error> = Box::new(std::io::Error::other("x"));
+        let io_dynamic = top_type(&event_from_dyn_error(&*boxed, None));
+        assert_eq!(grouping_type(&io), grouping_type(&io_dynamic));
+        assert_eq!(grouping_type(&io), "std::io::Error");
     }
 
     #[test]
