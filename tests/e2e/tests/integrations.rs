@@ -8,9 +8,14 @@ use consentry_e2e::*;
 use serde_json::Value;
 
 fn event_of(scenario: &str) -> Vec<Value> {
+    event_of_with(scenario, &[])
+}
+
+fn event_of_with(scenario: &str, env: &[(&str, &str)]) -> Vec<Value> {
     let server = CaptureServer::start(Plan::Status(200));
     let dirs = Dirs::new();
     let mut cmd = fixture(&fixture_bin!(), &dirs, scenario);
+    cmd.envs(env.iter().copied());
     cmd.env("FIXTURE_TELEMETRY", "1")
         .env("FIXTURE_DSN", server.dsn())
         .env("FIXTURE_SINK", "json")
@@ -53,6 +58,39 @@ fn anyhow_errors_keep_their_context_chain() {
         events[0]["exception"]["values"][2]["stacktrace"]["frames"].is_array(),
         "a backtrace"
     );
+}
+
+/// With `RUST_BACKTRACE` set anyhow captures its own backtrace, and that is the stack sent:
+/// its frames named, trimmed and marked like a raw stack's, grouped by the app's function.
+#[test]
+fn anyhow_backtraces_have_the_apps_frames_and_group_by_them() {
+    for setting in ["1", "full"] {
+        let events = event_of_with("anyhow", &[("RUST_BACKTRACE", setting)]);
+        assert_eq!(events.len(), 1, "{setting}");
+        let frames = events[0]["exception"]["values"][2]["stacktrace"]["frames"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{setting}: a backtrace"));
+        let names: Vec<&str> = frames
+            .iter()
+            .map(|f| f["function"].as_str().unwrap_or(""))
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with("at ")),
+            "{setting}: {names:?}"
+        );
+        let innermost = frames.last().unwrap();
+        assert_eq!(
+            innermost["function"], "fixture::main",
+            "{setting}: {names:?}"
+        );
+        assert_eq!(innermost["in_app"], true, "{setting}");
+        assert!(innermost["lineno"].is_u64(), "{setting}: {innermost}");
+        assert_eq!(
+            events[0]["fingerprint"],
+            serde_json::json!(["Error", "fixture::main"]),
+            "{setting}"
+        );
+    }
 }
 
 #[test]
