@@ -72,6 +72,19 @@ thread_local! {
     static INTERNAL: Cell<bool> = const { Cell::new(false) };
     /// Set while this thread's panic is being reported.
     static REPORTING: Cell<bool> = const { Cell::new(false) };
+    /// The deadline of the panic this thread last reported: the guard dropped while that
+    /// panic unwinds shares it (one wait per process, not one for the hook and another for
+    /// the drop).
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The deadline the panic hook set for the panic this thread is unwinding from, if it
+/// reported one: the guard dropped during that unwinding waits no longer than it.
+pub(crate) fn unwinding_deadline() -> Option<Instant> {
+    if !std::thread::panicking() {
+        return None;
+    }
+    DEADLINE.try_with(Cell::get).ok().flatten()
 }
 
 /// Marks the current thread as one of consentry's own.
@@ -96,6 +109,7 @@ fn install() {
             if again {
                 return;
             }
+            let _ = DEADLINE.try_with(|d| d.set(None));
             report(info);
             let _ = REPORTING.try_with(|f| f.set(false));
         }));
@@ -115,6 +129,7 @@ fn report(info: &PanicHookInfo<'_>) {
     };
     let start = Instant::now();
     let deadline = start + rt.deadline();
+    let _ = DEADLINE.try_with(|d| d.set(Some(deadline)));
     let payload = info.payload();
     let message = payload
         .downcast_ref::<&str>()

@@ -240,6 +240,11 @@ impl Pings {
             return;
         }
         self.stash(cx.pipeline, cx.anonymous_id);
+        // A flush skips a paused or recently silent sink at once, before waiting for the
+        // worker's request to it.
+        if deadline.is_some() && self.held(SystemTime::now(), true) {
+            return;
+        }
         let _sending = match deadline {
             Some(d) => match lock_until(&self.sending, d) {
                 Some(g) => g,
@@ -258,15 +263,10 @@ impl Pings {
         if self.debug {
             return;
         }
-        let now = SystemTime::now();
         // A server's pause holds for everyone; an endpoint that did not answer is skipped
         // only by flushes with a deadline (a short CLI at exit), while the worker of a
         // long-running process keeps trying with its own backoff.
-        if let Some(file) = &self.pauses
-            && Pauses::load(file)
-                .usage
-                .holds(&sink.display_url(), now, deadline.is_some())
-        {
+        if self.held(SystemTime::now(), deadline.is_some()) {
             // Look again later, not at every wake-up.
             if let Ok(mut state) = self.state.lock() {
                 state.retry_at = Some(Instant::now() + Duration::from_secs(30));
@@ -323,6 +323,19 @@ impl Pings {
             for path in taken {
                 store.remove(path);
             }
+        }
+    }
+
+    /// Whether the sink is held off now: by its server's pause, or, for a flush with a
+    /// deadline (`at_exit`), by its recent silence.
+    fn held(&self, now: SystemTime, at_exit: bool) -> bool {
+        match (&self.pauses, &self.sink) {
+            (Some(file), Some(sink)) => {
+                Pauses::load(file)
+                    .usage
+                    .holds(&sink.display_url(), now, at_exit)
+            }
+            _ => false,
         }
     }
 

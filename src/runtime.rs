@@ -1125,13 +1125,17 @@ impl Runtime {
     /// deadline is written to the audit log as such (its payload stays on disk).
     pub(crate) fn shutdown(&self) {
         let start = Instant::now();
+        let mut crash_deadline = start + self.config.flush_timeout;
+        let mut usage_deadline = start + self.config.usage_flush_timeout;
+        // Dropped while a panic unwinds: the panic hook already waited, and this drop shares
+        // its deadline (from the panic to the end of the drop: one `flush_timeout`).
+        if let Some(panic_deadline) = crate::panic::unwinding_deadline() {
+            crash_deadline = crash_deadline.min(panic_deadline);
+            usage_deadline = usage_deadline.min(panic_deadline);
+        }
         // Whatever happens in the flush, the worker stops and everything turns off below.
         let _ = catch_unwind(AssertUnwindSafe(|| {
-            self.flush_until(
-                start + self.config.flush_timeout,
-                start + self.config.usage_flush_timeout,
-                true,
-            )
+            self.flush_until(crash_deadline, usage_deadline, true)
         }));
         // Nothing starts past this point; what is still on the wire is logged, and its
         // endpoint is skipped by the next runs' exit flushes for a while (it did not answer

@@ -173,6 +173,12 @@ impl Uploads {
         deadline: Option<Instant>,
         only: Option<&Path>,
     ) -> Option<Outcome> {
+        // A flush (the guard, the panic hook) skips a paused or recently silent endpoint at
+        // once, before waiting for the worker's request to it: an offline user does not pay
+        // a timeout on every run, whoever holds the lock.
+        if deadline.is_some() && self.paused(SystemTime::now(), true) {
+            return None;
+        }
         let _sending = match deadline {
             Some(d) => lock_until(&self.sending, d)?,
             None => match self.sending.try_lock() {
@@ -452,6 +458,28 @@ mod tests {
         };
         s.uploads
             .run(&cx, Some(Instant::now() + Duration::from_secs(5)), None)
+    }
+
+    #[test]
+    fn a_flush_skips_a_silent_endpoint_without_waiting_for_the_workers_request() {
+        let s = setup(1, vec![]);
+        Pauses::record_unreachable(
+            &s.pauses,
+            egress::Kind::Crash,
+            s.uploads.endpoint(),
+            SystemTime::now(),
+        );
+        // The worker's request to that endpoint is on the wire (it holds the send lock).
+        let _worker = s.uploads.sending.lock().unwrap();
+        let start = Instant::now();
+        assert!(flush(&s, &YesFor(AtomicUsize::new(100))).is_none());
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "a 5 s flush waited {:?} for a request to an endpoint it skips",
+            start.elapsed()
+        );
+        assert_eq!(s.seen.load(Ordering::SeqCst), 0);
+        assert_eq!(s.outbox.list().len(), 1, "kept for later");
     }
 
     #[test]

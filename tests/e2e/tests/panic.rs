@@ -143,6 +143,44 @@ fn a_panic_with_a_server_that_never_answers_waits_at_most_the_flush_deadline() {
     check_panic_event_frames(&got[0].envelope_event(), "main", false);
 }
 
+/// The event id in the panic hook's line (`crash report <id> was ...`), without dashes.
+fn reported_id(err: &str) -> String {
+    let rest = &err[err.find("crash report ").expect("our one line") + "crash report ".len()..];
+    rest.split_whitespace().next().unwrap().replace('-', "")
+}
+
+#[test]
+fn a_panic_and_the_guards_drop_share_one_deadline_and_later_runs_skip_a_silent_server() {
+    let hanging = CaptureServer::start(Plan::Hang);
+    let dirs = Dirs::new();
+    let deadline = Duration::from_millis(2000);
+    for n in 1..=3 {
+        let mut cmd = panic_run(&fixture_bin!(), &dirs, &hanging.dsn(), "panic");
+        // Symbolication slower than the deadline: the report's helper thread is still at
+        // work when the hook gives up, and the guard's drop must not wait for it again.
+        cmd.env("FIXTURE_FLUSH_MS", deadline.as_millis().to_string())
+            .env("CONSENTRY_TEST_SYMBOLICATION_DELAY_MS", "30000");
+        let (out, elapsed) = run(cmd, LIMIT);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(101), "{err}");
+        // One deadline from the panic to the end of the drop (plus start-up and exit).
+        assert!(
+            elapsed < deadline + Duration::from_millis(1200),
+            "run {n} took {elapsed:?}:\n{err}"
+        );
+        assert!(err.contains("will be sent later"), "{err}");
+        if n > 1 {
+            // The first run marked the server unreachable: the panic sends nothing to it.
+            let id = reported_id(&err);
+            assert!(
+                hanging.requests().iter().all(|r| r.envelope_id() != id),
+                "run {n}'s panic report was sent to a server marked unreachable"
+            );
+        }
+    }
+    assert_eq!(dirs.outbox_files().len(), 3, "all kept for a later run");
+}
+
 /// Runs `scenario` against a server that never answers, kills the process with SIGKILL as
 /// soon as a report is in the outbox, then runs the app again against a working server and
 /// returns the one event that next run delivers.
