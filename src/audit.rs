@@ -43,6 +43,23 @@ pub(crate) fn append(
     }
 }
 
+/// Whether a line can be appended now (its directory made, the file opened for appending,
+/// never through a link or into a FIFO). The egress gate asks before every request: nothing
+/// may reach a server that this log cannot show. A failure is reported once.
+pub(crate) fn ready(path: &Path) -> bool {
+    let opened = crate::fsx::create_private_dir(crate::fsx::parent_dir(path))
+        .and_then(|()| crate::fsx::append(path, b""));
+    if let Err(e) = &opened {
+        crate::diag::warn_once("audit-log", || {
+            format!(
+                "cannot write the audit log {}: {e}; nothing is sent",
+                path.display()
+            )
+        });
+    }
+    opened.is_ok()
+}
+
 fn try_append(path: &Path, record: &Value) -> io::Result<()> {
     crate::fsx::create_private_dir(crate::fsx::parent_dir(path))?;
     if crate::fsx::regular_len(path).unwrap_or(0) >= ROTATE_AT {

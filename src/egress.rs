@@ -8,7 +8,8 @@
 //!      the deletion request is the one send that needs no consent: it is the user's
 //!      request to be forgotten, and carries only the retired anonymous id
 //!   2. send: Wire::post (the HTTP client; a trait, so tests substitute it)
-//!   3. audit: one line in sent.jsonl for every request that may have reached a server,
+//!   3. audit: the log must be writable before the request starts (else nothing is sent);
+//!      one line in sent.jsonl for every request that may have reached a server,
 //!      whatever it answered; a request still in flight when the process exits is written
 //!      there by `abandon_in_flight` with no status
 //!   4. outcome: `classify`, the same table for crash reports, usage batches and deletions
@@ -264,6 +265,12 @@ impl Egress {
                 error: None,
             };
         }
+        // Nothing reaches a server that the audit log cannot show: without a log that can
+        // be written now (no data directory, a file in its way, a full disk), nothing is
+        // sent, whatever the kind (fail closed; the payload stays where it is).
+        if !self.audit_log.as_deref().is_some_and(crate::audit::ready) {
+            return Outcome::NotAllowed;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let Ok(mut flights) = self.in_flight.lock() else {
@@ -349,6 +356,8 @@ impl Egress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
 
     fn answer(status: u16, retry_after: Option<&str>, limits: Option<&str>) -> Answer {
         Answer {
@@ -487,6 +496,45 @@ mod tests {
             .map(|r| r["kind"].as_str().unwrap_or("").to_owned())
             .collect();
         assert_eq!(kinds, ["deletion", "usage"]);
+    }
+
+    #[test]
+    fn nothing_is_sent_without_an_audit_log_that_can_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the data directory should be: the log cannot be created.
+        let blocker = dir.path().join("f");
+        std::fs::write(&blocker, "x").unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        for log in [None, Some(blocker.join("data").join("sent.jsonl"))] {
+            let egress = Egress::new(Box::new(Counting(seen.clone())), log);
+            for kind in [Kind::Crash, Kind::Usage, Kind::Deletion] {
+                assert_eq!(
+                    egress.send(&Consent(true), request(kind)),
+                    Outcome::NotAllowed
+                );
+            }
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 0, "no request started");
+        let log = dir.path().join("sent.jsonl");
+        let egress = Egress::new(Box::new(Counting(seen.clone())), Some(log.clone()));
+        assert!(egress.send(&Consent(true), request(Kind::Usage)).is_final());
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        assert_eq!(crate::audit::read(&log).len(), 1);
+    }
+
+    /// A server that answers 200 and counts the requests.
+    struct Counting(Arc<AtomicUsize>);
+    impl Wire for Counting {
+        fn post(
+            &self,
+            _: &str,
+            _: &[(&str, String)],
+            _: &[u8],
+            _: Duration,
+        ) -> Result<Answer, NetError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(answer(200, None, None))
+        }
     }
 
     #[test]

@@ -45,8 +45,6 @@ pub(crate) struct Pings {
     pauses: Option<PathBuf>,
     interval: Duration,
     debug: bool,
-    /// Events that could not be stored (no data directory, a full disk): sent from memory.
-    unstored: Mutex<Vec<Scrubbed<UsageRecord>>>,
     /// Held while queued events are being scrubbed and stored, so that an exiting process
     /// waits for events the worker already took from the queue.
     storing: Mutex<()>,
@@ -82,7 +80,6 @@ impl Pings {
             pauses,
             interval,
             debug,
-            unstored: Mutex::new(Vec::new()),
             storing: Mutex::new(()),
             sending: Mutex::new(()),
             state: Mutex::new(SendState::default()),
@@ -97,9 +94,7 @@ impl Pings {
     }
 
     fn has_pending(&self) -> bool {
-        !self.queue.is_empty()
-            || self.unstored.lock().map(|u| !u.is_empty()).unwrap_or(false)
-            || !self.stored_files().is_empty()
+        !self.queue.is_empty() || !self.stored_files().is_empty()
     }
 
     /// Whether nothing is waiting (in memory or on disk).
@@ -181,14 +176,21 @@ impl Pings {
                 );
                 continue;
             }
-            let stored = self
-                .store
-                .as_ref()
-                .is_some_and(|store| store.write_usage(chunk).is_ok());
-            if !stored && let Ok(mut unstored) = self.unstored.lock() {
-                unstored.extend(chunk.iter().cloned());
-                let excess = unstored.len().saturating_sub(STORE_FILES);
-                unstored.drain(..excess);
+            // Lose nothing, send nothing unstored: a batch that cannot be written to disk
+            // (no data directory, a full disk) is dropped, never sent from memory.
+            let stored = match &self.store {
+                Some(store) => store.write_usage(chunk).map(drop).map_err(|e| {
+                    format!(
+                        "cannot write to the usage store {}: {e}",
+                        store.dir().display()
+                    )
+                }),
+                None => Err("no data directory for the usage store".to_owned()),
+            };
+            if let Err(e) = stored {
+                crate::diag::warn_once("usage-store", || {
+                    format!("{e}; usage events were dropped, not sent")
+                });
             }
         }
     }
@@ -273,21 +275,7 @@ impl Pings {
             }
             return;
         }
-        // Events kept in memory first (they have no file), then the store, oldest first.
-        let unstored = self
-            .unstored
-            .lock()
-            .map(|mut u| std::mem::take(&mut *u))
-            .unwrap_or_default();
-        if !unstored.is_empty() {
-            let records: Vec<UsageRecord> = unstored.iter().map(|r| r.get().clone()).collect();
-            if !self.send_batch(cx, sink, &records, deadline) {
-                if let Ok(mut u) = self.unstored.lock() {
-                    u.extend(unstored);
-                }
-                return;
-            }
-        }
+        // The store, oldest first (only what is on disk is ever sent).
         let Some(store) = &self.store else { return };
         let files = self.stored_files();
         let max = sink.max_events_per_request().max(1);
@@ -446,9 +434,6 @@ impl Pings {
     /// Consent for usage withdrawn: everything waiting is deleted, in memory and on disk.
     pub(crate) fn clear(&self) {
         self.queue.clear();
-        if let Ok(mut u) = self.unstored.lock() {
-            u.clear();
-        }
         if let Some(store) = &self.store {
             store.clear();
         }
@@ -622,13 +607,49 @@ mod tests {
     }
 
     #[test]
+    fn events_that_cannot_be_stored_are_never_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the data directory should be: nothing can be stored there.
+        let blocker = dir.path().join("f");
+        std::fs::write(&blocker, "x").unwrap();
+        let pipeline = Pipeline::new(crate::Config::new("app", "1.0"), "salt".into(), Uuid::nil());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let egress = Egress::new(
+            Box::new(Answers(Mutex::new(vec![]), seen.clone())),
+            Some(dir.path().join("sent.jsonl")),
+        );
+        let cx = Context {
+            egress: &egress,
+            gate: &Yes,
+            pipeline: &pipeline,
+            anonymous_id: Uuid::nil(),
+            local_log: None,
+        };
+        for store in [Some(blocker.join("data").join("usage")), None] {
+            let p = Pings::new(
+                UsageQueue::new(25),
+                Some(Sink::json("http://127.0.0.1:9/u")),
+                store,
+                None,
+                Duration::from_secs(30),
+                false,
+            );
+            p.queue.push(queued("parse"));
+            p.tick(&cx, Some(Instant::now() + Duration::from_secs(1)));
+            p.tick(&cx, None);
+            assert!(p.is_empty(), "dropped, not kept in memory");
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 0, "nothing sent unstored");
+    }
+
+    #[test]
     fn an_endpoint_that_timed_out_is_skipped_by_the_next_runs() {
         let dir = tempfile::tempdir().unwrap();
         let pipeline = Pipeline::new(crate::Config::new("app", "1.0"), "salt".into(), Uuid::nil());
         let seen = Arc::new(AtomicUsize::new(0));
         let egress = Egress::new(
             Box::new(Answers(Mutex::new(vec![Err(())]), seen.clone())),
-            None,
+            Some(dir.path().join("sent.jsonl")),
         );
         let cx = Context {
             egress: &egress,

@@ -525,3 +525,27 @@ fn a_deletion_owed_by_the_standalone_cli_is_sent_by_the_app_at_its_next_start() 
     assert_eq!(requests[0].json()["client_id"], old_id.as_str());
     assert!(settings(&dirs).get("pending_deletion").is_none(), "settled");
 }
+
+/// An unusable data directory (a file in its way): usage pings cannot be stored first nor
+/// logged, so nothing is sent, whatever the app tracked (fail closed), and the app goes on.
+#[test]
+fn nothing_is_sent_when_the_data_directory_cannot_be_written() {
+    let server = CaptureServer::start(Plan::Status(200));
+    let dirs = Dirs::new();
+    let blocker = dirs.root.path().join("f");
+    std::fs::write(&blocker, "x\n").unwrap();
+    let mut cmd = usage_run(&dirs, &server, "json", "track");
+    cmd.env("FIXTURE_DATA_DIR", blocker.join("data"))
+        .env("FIXTURE_DSN", server.dsn());
+    let (out, _) = run(cmd, LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(300));
+    let requests = server.requests();
+    assert!(
+        requests.is_empty(),
+        "sent although nothing could be stored or logged: {:?}\n{}",
+        requests.iter().map(|r| r.url.clone()).collect::<Vec<_>>(),
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&blocker).unwrap(), "x\n");
+}
