@@ -388,9 +388,41 @@ pub(crate) fn init(config: Config) -> Guard {
         *slot = Some(runtime.clone());
     }
     runtime.apply(&decision);
+    persist_at_exit();
     runtime.settle_deletions(pending_deletion);
     Guard {
         runtime: Some(runtime),
+    }
+}
+
+/// `std::process::exit` (or a return from `main` with the guard leaked) skips the guard's
+/// drop: an `atexit` handler stores what was captured or tracked and still waits in memory,
+/// scrubbed, through the pipeline, to the outbox and the usage store, for the next start to
+/// send. Bounded by `Config::usage_flush_timeout`; no network. A no-op once the guard was
+/// dropped (or `consentry::exit` ran), with reporting off, and in a forked child.
+fn persist_at_exit() {
+    #[cfg(unix)]
+    #[allow(unsafe_code)]
+    {
+        extern "C" fn at_exit() {
+            // Never unwinds across the FFI boundary.
+            let _ = catch_unwind(|| {
+                if switch::forked() {
+                    return;
+                }
+                if let Some(rt) = current() {
+                    rt.store_at_exit();
+                }
+            });
+        }
+        static REGISTER: std::sync::Once = std::sync::Once::new();
+        REGISTER.call_once(|| {
+            // SAFETY: registers a plain `extern "C"` function with no captures, which
+            // catches every panic.
+            unsafe {
+                libc::atexit(at_exit);
+            }
+        });
     }
 }
 
@@ -632,7 +664,7 @@ impl Runtime {
         let _ = catch_unwind(AssertUnwindSafe(|| self.pipeline.warm_up()));
         while !self.stop.load(Ordering::Acquire) {
             let step = catch_unwind(AssertUnwindSafe(|| {
-                self.run_jobs(None);
+                self.run_jobs(None, true);
                 // During a flush, the flush counts repeats and sends: a first occurrence
                 // sent from here would leave the repeats it is still counting to an event
                 // of their own.
@@ -683,7 +715,8 @@ impl Runtime {
     /// Runs queued jobs. Past 3/4 of `deadline` (a flush's), or on the worker while a flush
     /// waits, events are still stored, but with bare addresses instead of a symbolicated
     /// stack trace: symbolication can take seconds, and a flush must leave time to send.
-    fn run_jobs(&self, deadline: Option<Instant>) {
+    /// Without `network` (at `exit`), a deletion request waits for the next start.
+    fn run_jobs(&self, deadline: Option<Instant>, network: bool) {
         let start = Instant::now();
         let symbolicate_until =
             deadline.map(|d| start + d.saturating_duration_since(start) * 3 / 4);
@@ -712,7 +745,12 @@ impl Runtime {
                         self.process(captured, stack);
                     }
                 }
-                Job::Deletion(id) => self.send_deletion(id),
+                Job::Deletion(id) => {
+                    // Still owed in the settings file: the next start sends it.
+                    if network {
+                        self.send_deletion(id);
+                    }
+                }
                 Job::Native(path) => {
                     if switch::crash_on() {
                         self.adopt_native(&path, symbolicate_until);
@@ -1109,7 +1147,7 @@ impl Runtime {
             let send_until = Instant::now() + usage_deadline.saturating_duration_since(started);
             self.usage_tick(Some(send_until));
         }
-        self.run_jobs(Some(crash_deadline));
+        self.run_jobs(Some(crash_deadline), true);
         self.flushing.fetch_sub(1, Ordering::AcqRel);
         if switch::crash_on() {
             self.expire_dedup(all_repeats);
@@ -1118,6 +1156,34 @@ impl Runtime {
         let outbox_empty =
             self.uploads.is_none() || self.outbox.as_ref().is_none_or(|o| o.list().is_empty());
         outbox_empty && (self.pings.is_empty() || self.config.usage_sink.is_none())
+    }
+
+    /// At `exit` without the guard's drop ([`persist_at_exit`]): what waits in memory is
+    /// stored (scrubbed) within the usage budget, and nothing is sent. Symbolication gets
+    /// three quarters of it, then stack traces keep bare addresses.
+    fn store_at_exit(&self) {
+        // `exit` from inside the app's `before_send`: this thread holds the pipeline.
+        if IN_PIPELINE.with(Cell::get) || (!switch::crash_on() && !switch::usage_on()) {
+            return;
+        }
+        // A bug of ours here is not reported as the app's panic.
+        crate::panic::mark_internal_thread();
+        let start = Instant::now();
+        let deadline = start + self.config.usage_flush_timeout;
+        if let Ok(mut t) = self.flush_symbols_until.lock() {
+            *t = Some(start + self.config.usage_flush_timeout * 3 / 4);
+        }
+        // The worker finishes its job with symbolication cut short and leaves the queue to
+        // this thread.
+        self.flushing.fetch_add(1, Ordering::AcqRel);
+        if switch::usage_on() {
+            self.usage_store_now(deadline);
+        }
+        if switch::crash_on() {
+            self.run_jobs(Some(deadline), false);
+            self.expire_dedup(true);
+        }
+        self.flushing.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// The guard was dropped: report pending repeat counts, flush with the configured

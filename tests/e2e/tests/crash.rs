@@ -164,6 +164,45 @@ fn error_chain_arrives_scrubbed_with_tags_and_no_identity() {
     assert_no_pii(&log);
 }
 
+/// `std::process::exit` right after `capture_error` and `track` (the guard's drop never
+/// runs): what was accepted is stored at exit, scrubbed, and the next run sends it.
+#[test]
+fn process_exit_right_after_a_capture_keeps_it_for_the_next_run() {
+    for ms in [0, 20, 100] {
+        let server = CaptureServer::start(Plan::Status(200));
+        let dirs = Dirs::new();
+        let with_sink = |mut cmd: std::process::Command| {
+            cmd.env("FIXTURE_SINK", "json")
+                .env("FIXTURE_SINK_URL", format!("{}/v1/usage", server.url()));
+            cmd
+        };
+        let mut cmd = with_sink(errors_run(&dirs, &server.dsn(), "capture-then-exit"));
+        cmd.arg(ms.to_string());
+        let (out, _) = run(cmd, LIMIT);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        for file in dirs.outbox_files() {
+            assert_no_pii(&std::fs::read_to_string(file).unwrap());
+        }
+        let (out, _) = run(with_sink(errors_run(&dirs, &server.dsn(), "noop")), LIMIT);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let got = server.wait_for(2, Duration::from_secs(5));
+        let reports: Vec<Value> = got
+            .iter()
+            .filter(|r| r.url.ends_with("/envelope/"))
+            .map(Recorded::envelope_event)
+            .collect();
+        assert_eq!(reports.len(), 1, "{ms} ms: the report, once");
+        assert_eq!(
+            reports[0]["exception"]["values"].as_array().unwrap().len(),
+            3
+        );
+        let usage: Vec<&Recorded> = got.iter().filter(|r| r.url == "/v1/usage").collect();
+        assert_eq!(usage.len(), 1, "{ms} ms: the usage event, once");
+        assert!(usage[0].text().contains("\"ran\""), "{}", usage[0].text());
+        assert!(dirs.outbox_files().is_empty());
+    }
+}
+
 #[test]
 fn a_server_that_never_answers_does_not_hold_the_app_and_nothing_is_lost() {
     let hanging = CaptureServer::start(Plan::Hang);

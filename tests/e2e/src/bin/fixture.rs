@@ -570,6 +570,14 @@ fn main() {
             consentry::capture_error(&ChainError::new(3));
             consentry::exit(3);
         }
+        // Capture, wait N ms, then `std::process::exit(3)` with the guard alive (its drop
+        // never runs): `capture-then-exit N`.
+        "capture-then-exit" => {
+            consentry::capture_error(&ChainError::new(3));
+            consentry::track("ran", [("command", "build")]);
+            std::thread::sleep(Duration::from_millis(count(2, 0) as u64));
+            std::process::exit(3);
+        }
         // Capture, flush, then sleep: the test kills the process.
         "capture-and-wait" => {
             consentry::capture_error(&ChainError::new(3));
