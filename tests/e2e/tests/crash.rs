@@ -186,19 +186,27 @@ fn process_exit_right_after_a_capture_keeps_it_for_the_next_run() {
         let (out, _) = run(with_sink(errors_run(&dirs, &server.dsn(), "noop")), LIMIT);
         assert!(out.status.success(), "{}", stderr(&out));
         let got = server.wait_for(2, Duration::from_secs(5));
-        let reports: Vec<Value> = got
+        // (A request on the wire at the exit may arrive and be sent again by the next run,
+        // with the same event id: at least once, one report.)
+        let envelopes: Vec<&Recorded> = got
             .iter()
             .filter(|r| r.url.ends_with("/envelope/"))
-            .map(Recorded::envelope_event)
             .collect();
-        assert_eq!(reports.len(), 1, "{ms} ms: the report, once");
+        let mut ids: Vec<String> = envelopes.iter().map(|r| r.envelope_id()).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "{ms} ms: the report");
         assert_eq!(
-            reports[0]["exception"]["values"].as_array().unwrap().len(),
+            envelopes[0].envelope_event()["exception"]["values"]
+                .as_array()
+                .unwrap()
+                .len(),
             3
         );
-        let usage: Vec<&Recorded> = got.iter().filter(|r| r.url == "/v1/usage").collect();
-        assert_eq!(usage.len(), 1, "{ms} ms: the usage event, once");
-        assert!(usage[0].text().contains("\"ran\""), "{}", usage[0].text());
+        assert!(
+            got.iter()
+                .any(|r| r.url == "/v1/usage" && r.text().contains("\"ran\"")),
+            "{ms} ms: the usage event"
+        );
         assert!(dirs.outbox_files().is_empty());
     }
 }
