@@ -1160,7 +1160,9 @@ impl Runtime {
 
     /// At `exit` without the guard's drop ([`persist_at_exit`]): what waits in memory is
     /// stored (scrubbed) within the usage budget, and nothing is sent. Symbolication gets
-    /// three quarters of it, then stack traces keep bare addresses.
+    /// three quarters of it, then stack traces keep bare addresses. (Registered on Unix only:
+    /// on Windows, `std::process::exit` calls `ExitProcess`; not handled there yet.)
+    #[cfg_attr(not(unix), allow(dead_code))]
     fn store_at_exit(&self) {
         // `exit` from inside the app's `before_send`: this thread holds the pipeline.
         if IN_PIPELINE.with(Cell::get) || (!switch::crash_on() && !switch::usage_on()) {

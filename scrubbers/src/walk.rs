@@ -829,7 +829,18 @@ mod tests {
         let named = serde_json::json!({"u": "bob"});
         assert_eq!(format_message("%(u)s {u} %(x)s", &named), "bob bob %(x)s");
         // Cut-off and odd placeholders stay as they are, whatever the text around them.
-        for text in ["%", "%(", "%(x", "%5", "{", "{}}", "é%é{é}", "%(é)s", "%%%", "{9999}"] {
+        for text in [
+            "%",
+            "%(",
+            "%(x",
+            "%5",
+            "{",
+            "{}}",
+            "é%é{é}",
+            "%(é)s",
+            "%%%",
+            "{9999}",
+        ] {
             let _ = format_message(text, &params);
             let _ = format_message(text, &named);
         }
