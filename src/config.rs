@@ -52,14 +52,17 @@ pub enum Policy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Ignore {
-    /// Drop events whose exception type (any link of the chain) equals this.
+    /// Drop events whose exception type (any link of the chain) is this: see
+    /// [`Ignore::error_type`].
     ErrorType(String),
     /// Drop events whose message or any exception value contains this (case-sensitive).
     MessageContains(String),
 }
 
 impl Ignore {
-    /// Drop events whose exception type, in any link of the error chain, equals `name`.
+    /// Drop events whose exception type, in any link of the error chain, is `name`: the
+    /// type's path (`mytool::ParseErr`), its last segment (`ParseErr`), or, for a
+    /// `std::io::Error`, its `ErrorKind` (`NotFound`, `Interrupted`, `PermissionDenied`).
     ///
     /// ```
     /// let rule = consentry::Ignore::error_type("NotFound");

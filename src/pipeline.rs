@@ -342,7 +342,13 @@ impl Pipeline {
     /// Whether an app ignore rule drops the event.
     fn ignored(&self, event: &sentry::protocol::Event<'static>) -> bool {
         self.config.ignore.iter().any(|rule| match rule {
-            Ignore::ErrorType(ty) => event.exception.iter().any(|e| &e.ty == ty),
+            Ignore::ErrorType(name) => event.exception.iter().any(|e| {
+                e.ty == *name
+                    || report::grouping_type(&e.ty) == name
+                    || e.mechanism.as_ref().is_some_and(|m| {
+                        m.data.get(report::IO_KIND_KEY).and_then(|k| k.as_str()) == Some(name)
+                    })
+            }),
             Ignore::MessageContains(needle) => {
                 event
                     .message
@@ -567,6 +573,51 @@ mod tests {
             p.run(captured("x"), Stack::Addresses, None, Uuid::nil()),
             Verdict::Failed(_)
         ));
+    }
+
+    #[test]
+    fn an_ignore_rule_names_a_type_by_its_path_its_last_segment_or_an_io_errors_kind() {
+        #[derive(Debug)]
+        struct ParseErr(std::io::Error);
+        impl std::fmt::Display for ParseErr {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("cannot parse")
+            }
+        }
+        impl std::error::Error for ParseErr {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let not_found = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let os = || std::io::Error::from_raw_os_error(2);
+        let events = || {
+            [
+                report::event_from_error(&not_found()),
+                report::event_from_error(&os()),
+                report::event_from_error(&ParseErr(not_found())),
+                report::event_from_error(&*Box::<dyn std::error::Error>::from(not_found())),
+            ]
+        };
+        let dropped = |rule: &str, event| {
+            let p = pipeline(Config::new("app", "1.0").ignore(Ignore::error_type(rule)));
+            let captured = Captured {
+                event,
+                ..captured("x")
+            };
+            matches!(
+                p.run(captured, Stack::Addresses, None, Uuid::nil()),
+                Verdict::Dropped
+            )
+        };
+        for event in events() {
+            assert!(dropped("NotFound", event.clone()), "{:?}", event.exception);
+            assert!(!dropped("Interrupted", event.clone()));
+            assert!(dropped("std::io::Error", event));
+        }
+        let [.., chained, _] = events();
+        assert!(dropped("ParseErr", chained.clone()), "the last segment");
+        assert!(!dropped("Parse", chained));
     }
 
     #[test]

@@ -214,6 +214,42 @@ fn debug_type(value: &dyn fmt::Debug, display: &str) -> String {
     }
 }
 
+/// The key under which an I/O error's `ErrorKind` (`NotFound`, `Interrupted`) is kept in
+/// its exception's mechanism: what [`crate::Ignore::error_type`] also matches.
+pub(crate) const IO_KIND_KEY: &str = "io_error_kind";
+
+fn io_kind_data(kind: String) -> BTreeMap<String, SentryValue> {
+    BTreeMap::from([(IO_KIND_KEY.to_owned(), SentryValue::from(kind))])
+}
+
+/// The `ErrorKind` of an I/O error from its `Debug` (`Kind(NotFound)`, `Os { code: 2,
+/// kind: NotFound, .. }`, `Custom { kind: Other, .. }`), formatting at most 128 bytes.
+fn io_kind_of_debug(value: &dyn fmt::Debug) -> Option<String> {
+    struct Head(String);
+    impl fmt::Write for Head {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for c in s.chars() {
+                if self.0.len() >= 128 {
+                    return Err(fmt::Error);
+                }
+                self.0.push(c);
+            }
+            Ok(())
+        }
+    }
+    let mut head = Head(String::new());
+    let _ = fmt::write(&mut head, format_args!("{value:?}"));
+    let text = head.0;
+    let rest = text
+        .strip_prefix("Kind(")
+        .or_else(|| text.split_once("kind: ").map(|(_, r)| r))?;
+    let kind: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    (!kind.is_empty()).then_some(kind)
+}
+
 /// The part of an exception's type that the fingerprint groups by: the last segment of its
 /// path (`ParseErr` for `mylib::parse::ParseErr`), which is all an error's `Debug` says
 /// when it is captured as a trait object (`capture_error(&*boxed)`), so one error has one
@@ -295,11 +331,22 @@ fn event_with_top_type<E: Error + ?Sized>(err: &E, top_type: Option<String>) -> 
     let mut exceptions = Vec::with_capacity(total.min(bound::CHAIN_MAX));
     let display = bounded_display(&err);
     let top_type = top_type.unwrap_or_else(|| debug_type(&err, &display));
+    let top_kind = (top_type == IO_ERROR)
+        .then(|| io_kind_of_debug(&err))
+        .flatten();
     exceptions.push(exception(top_type, display));
     for (i, link) in links.iter().enumerate() {
         if keep(i + 1) {
             let display = bounded_display(link);
-            exceptions.push(exception(link_type(*link, &display), display));
+            let mut e = exception(link_type(*link, &display), display);
+            if let Some(io) = link.downcast_ref::<std::io::Error>() {
+                e.mechanism = Some(Mechanism {
+                    ty: "chained".into(),
+                    data: io_kind_data(format!("{:?}", io.kind())),
+                    ..Default::default()
+                });
+            }
+            exceptions.push(e);
         }
     }
     exceptions.reverse();
@@ -307,6 +354,7 @@ fn event_with_top_type<E: Error + ?Sized>(err: &E, top_type: Option<String>) -> 
         top.mechanism = Some(Mechanism {
             ty: "generic".into(),
             handled: Some(true),
+            data: top_kind.map(io_kind_data).unwrap_or_default(),
             ..Default::default()
         });
     }
