@@ -1020,9 +1020,56 @@ fn parse(bytes: &[u8]) -> Result<(SettingsData, bool), String> {
             json_type(&value)
         ));
     };
+    // A key this version does not know is kept (a newer version's); one that reads as a
+    // misspelled setting (`Sync`, `crash-reports`, `usages`) was meant as that setting, and
+    // ignoring it could turn the user's "no" into a "yes".
+    for key in map.keys() {
+        if let Some(meant) = misspelled_setting(key) {
+            return Err(format!(
+                "the key '{key}' is not a setting; did you mean '{meant}'?"
+            ));
+        }
+    }
     let complete = map.contains_key("anonymous_id") && map.contains_key("salt");
     let data: SettingsData = serde_json::from_str(text).map_err(|e| describe_json_error(&e))?;
     Ok((data, complete))
+}
+
+/// The setting an unknown key misspells: the same but for case, `-` or spaces for `_`, or
+/// one letter added, left out or changed.
+fn misspelled_setting(key: &str) -> Option<&'static str> {
+    if key.len() > 32 || SETTABLE_KEYS.contains(&key) {
+        return None;
+    }
+    let folded: Vec<char> = key
+        .trim()
+        .chars()
+        .map(|c| match c {
+            '-' | ' ' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
+    SETTABLE_KEYS.iter().copied().find(|setting| {
+        let setting: Vec<char> = setting.chars().collect();
+        within_one_edit(&folded, &setting)
+    })
+}
+
+/// Whether `a` and `b` are equal or one insertion, deletion or substitution apart.
+fn within_one_edit(a: &[char], b: &[char]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if long.len() - short.len() > 1 {
+        return false;
+    }
+    let prefix = short.iter().zip(long).take_while(|(x, y)| x == y).count();
+    if short.len() == long.len() {
+        short[prefix..]
+            .iter()
+            .skip(1)
+            .eq(long[prefix..].iter().skip(1))
+    } else {
+        short[prefix..] == long[prefix + 1..]
+    }
 }
 
 fn describe_json_error(e: &serde_json::Error) -> String {
@@ -1179,6 +1226,33 @@ mod tests {
         let (data, _) = parse(br#"{"sync": true, "theme": {"dark": 1}}"#).unwrap();
         let text = serde_json::to_string(&data).unwrap();
         assert!(text.contains(r#""theme":{"dark":1}"#), "{text}");
+        // Not misspellings: other words, and the generated fields.
+        for key in ["synced_at", "use", "usage_id", "reviewer", "theme", "salt"] {
+            let text = format!(r#"{{"sync": true, "{key}": "x"}}"#);
+            assert!(parse(text.as_bytes()).is_ok(), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_misspelled_setting_makes_the_file_unreadable() {
+        // `"Sync": false` means no; read past, it would leave the default yes.
+        for (key, meant) in [
+            ("Sync", "sync"),
+            ("SYNC", "sync"),
+            ("synk", "sync"),
+            ("crash-reports", "crash_reports"),
+            ("crash_report", "crash_reports"),
+            ("Usage ", "usage"),
+            ("usages", "usage"),
+            ("minidump", "minidumps"),
+        ] {
+            let text = format!(r#"{{"sync": true, "{key}": false}}"#);
+            let err = parse(text.as_bytes()).unwrap_err();
+            assert!(
+                err.contains(&format!("'{key}'")) && err.contains(&format!("'{meant}'")),
+                "{key}: {err}"
+            );
+        }
     }
 
     #[test]
