@@ -508,8 +508,9 @@ fn phone_national(hay: &str, span: Range<usize>, text: &str) -> bool {
     if groups == [3, 2, 4] || (groups.len() == 3 && text.starts_with('0') && digits < 10) {
         return false;
     }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        // A bare number: only with a word before it saying what it is.
+    if text.bytes().all(|b| b.is_ascii_digit()) || (text.starts_with('0') && text.contains(' ')) {
+        // A bare number, or digits in spaced groups (`020 7946 0958`, also the shape of
+        // ordinary counts): only with a word before it saying what it is.
         let from = span.start.saturating_sub(32);
         let mut from = from;
         while !hay.is_char_boundary(from) {

@@ -2393,3 +2393,33 @@ fn card_numbers_as_json_floats() {
     assert!(!out.contains("411111"), "{out}");
     assert!(out.contains("12.5"), "{out}");
 }
+
+#[test]
+fn national_phone_numbers_in_spaced_groups_after_a_phone_word() {
+    check(
+        "phone-national",
+        "phone: 020 7946 0958, tel 06 12 34 56 78",
+        "phone: <phone>, tel <phone>",
+    );
+    // Without a word saying what they are, spaced digits are counts, ids, times.
+    keep("took 020 7946 0958 ms; ids 06 12 34 56 78");
+}
+
+#[test]
+fn password_keys_in_other_languages() {
+    for key in [
+        "passwort",
+        "Kennwort",
+        "mot_de_passe",
+        "contraseña",
+        "senha",
+        "пароль",
+        "密码",
+    ] {
+        check_key(
+            key,
+            serde_json::json!("geheim-42"),
+            serde_json::json!("<redacted>"),
+        );
+    }
+}
