@@ -98,7 +98,7 @@
 //! | `iban` | IBANs, length and mod-97 checked, also grouped with spaces or dashes | `<iban>` |
 //! | `us-ssn` | US social security numbers in valid ranges (`123-45-6789`, also with spaces or dots) | `<ssn>` |
 //! | `phone` | phone numbers in international format (`+44 20 7946 0958`) | `<phone>` |
-//! | `phone-national` | phone numbers in national formats (`(415) 555-0132`, `415-555-0132`, `090-1234-5678`, `09-7625400`), and Chinese mobile numbers (`13812345678`) after a word like `phone` or `tel` | `<phone>` |
+//! | `phone-national` | phone numbers in national formats (`(415) 555-0132`, `415-555-0132`, `090-1234-5678`, `09-7625400`), and, after a word like `phone` or `tel`, Chinese mobile numbers (`13812345678`) and trunk-prefixed numbers in spaced groups (`020 7946 0958`) | `<phone>` |
 //! | `crypto-address` | Bitcoin addresses (`1...`, `3...`, `bc1...`, checksums checked) | `<crypto>` |
 //! | `imei` | device IMEIs (15 digits, Luhn-checked), grouped `35-209900-176148-1` or after the word `IMEI` | `<imei>` |
 //! | `national-id` | national identity and tax numbers, check digits or ranges checked: UK National Insurance and NHS numbers, US ITINs, Canadian SINs, Indian Aadhaar and PAN, Finnish, Swedish and Korean personal numbers, Spanish NIF/NIE, Italian fiscal codes | `<national-id>` |
@@ -108,7 +108,7 @@
 //! | `hostname` | hostnames and their short form, given or learned from `server_name`, `contexts.device.name`, `HOSTNAME=` / `COMPUTERNAME=` and UNC paths `\\host\share`; `server_name` and `contexts.device.name` are replaced whole, however short the name | `<hostname>` |
 //! | `hostname-shape` | machine names by their shape anywhere: Windows defaults (`DESKTOP-1A2B3C4`, `LAPTOP-...`, `WIN-...`, `WS-...`), personal machines (`alices-MBP`, `Alices-MacBook-Pro.local`, `bob-thinkpad`, `bob-XPS-13`, `bob-laptop`), single-label `.local`, `.lan`, `.localdomain`, `.home.arpa` names (not `svc.cluster.local`) | `<hostname>` |
 //! | `user-position` | a quoted name where a user name stands (`for user "bob"`, `as user 'bob'`, `login 'bob'`, `owner: "bob"`), whoever it is | `<user>` |
-//! | `deny-key` | the whole value under a secret-looking map key (`password`, `pass`, `pwd`, `secret`, `token`, `jwt`, `bearer`, `api_key`, `authorization`, `cookie`, `session`, `csrf`, `private_key`, `credentials`, `username`, ...; and keys naming personal data: `first_name`, `ssn`, `date_of_birth`, `card_number`, `iban`, `passport_number`, ...; compared by words, so `X-Api-Key` and `apiKey` match) | `<redacted>` (numbers become `0`) |
+//! | `deny-key` | the whole value under a secret-looking map key (`password`, `pass`, `pwd`, `secret`, `token`, `jwt`, `bearer`, `api_key`, `authorization`, `cookie`, `session`, `csrf`, `private_key`, `credentials`, `username`, ...; `passwort`, `mot_de_passe`, `contraseña`, `пароль` and other languages' words for password; and keys naming personal data: `first_name`, `ssn`, `date_of_birth`, `card_number`, `iban`, `passport_number`, ...; compared by words, so `X-Api-Key` and `apiKey` match) | `<redacted>` (numbers become `0`) |
 //!
 //! Short or common names (`root`, `admin`, `user`, `test`, `vm`, `dev`, names under 3
 //! characters) are not chased through free text, where they are ordinary words (`root
