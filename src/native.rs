@@ -940,6 +940,24 @@ pub(crate) fn format_record(
     buf.put(b"end\n");
 }
 
+/// An absolute Windows path in the `\\?\` form (`C:\x` → `\\?\C:\x`, `\\srv\share` →
+/// `\\?\UNC\srv\share`), which has no `MAX_PATH` limit; `None` when it is in that form
+/// already, or not absolute.
+#[cfg(any(windows, test))]
+fn long_form(path: &str) -> Option<String> {
+    if path.starts_with(r"\\?\") || path.starts_with(r"\\.\") {
+        return None;
+    }
+    let long = if let Some(share) = path.strip_prefix(r"\\") {
+        format!(r"\\?\UNC\{share}")
+    } else if path.as_bytes().get(1) == Some(&b':') && path.as_bytes().get(2).is_some() {
+        format!(r"\\?\{path}")
+    } else {
+        return None;
+    };
+    Some(long.replace('/', r"\"))
+}
+
 /// Whether native crashes are caught in this build (Linux on x86-64 or ARM64, with the
 /// `native` feature).
 pub(crate) const SUPPORTED: bool = imp::SUPPORTED;
@@ -1545,6 +1563,15 @@ mod imp {
         fn ReleaseSemaphore(semaphore: *mut c_void, count: i32, previous: *mut i32) -> i32;
         fn WaitForSingleObject(handle: *mut c_void, ms: u32) -> u32;
         fn GetCurrentThreadId() -> u32;
+        fn ExitThread(code: u32) -> !;
+        fn GetCurrentProcess() -> *mut c_void;
+        fn ReadProcessMemory(
+            process: *mut c_void,
+            address: *const c_void,
+            buffer: *mut c_void,
+            size: usize,
+            read: *mut usize,
+        ) -> i32;
         fn AddVectoredExceptionHandler(
             first: u32,
             handler: unsafe extern "system" fn(*const ExceptionPointers) -> i32,
@@ -1598,8 +1625,7 @@ mod imp {
     };
 
     pub(super) fn install(dir: &Path, release: &str, _minidumps: bool) -> Result<(), String> {
-        use std::os::windows::ffi::OsStrExt;
-        let mut prefix: Vec<u16> = dir.as_os_str().encode_wide().collect();
+        let mut prefix = long_path(dir);
         if prefix.len() > 3000 || prefix.contains(&0) {
             return Err("the data directory's path is too long for the crash handler".to_owned());
         }
@@ -1684,6 +1710,8 @@ mod imp {
     /// The recording thread's two semaphores (a crash to record; recorded), once it runs.
     static REQUEST: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
     static DONE: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    /// The recording thread's id (0 before it runs).
+    static RECORDER_TID: AtomicU32 = AtomicU32::new(0);
     /// How long a crashed thread waits for its record.
     const RECORD_WAIT_MS: u32 = 10_000;
 
@@ -1708,6 +1736,8 @@ mod imp {
             .stack_size(256 * 1024)
             .spawn(move || {
                 let (request, done) = (request_n as *mut c_void, done_n as *mut c_void);
+                // SAFETY: no arguments.
+                RECORDER_TID.store(unsafe { GetCurrentThreadId() }, Ordering::Release);
                 loop {
                     // SAFETY: our semaphore, never closed.
                     if unsafe { WaitForSingleObject(request, u32::MAX) } != 0 {
@@ -1725,6 +1755,20 @@ mod imp {
             DONE.store(done, Ordering::Release);
             REQUEST.store(request, Ordering::Release);
         }
+    }
+
+    /// `dir` as an absolute path in the `\\?\` form, which the handler's `CreateFileW` takes
+    /// past `MAX_PATH` (260 characters; `std::fs` adds the prefix itself, so the directory
+    /// exists however long its path is).
+    fn long_path(dir: &Path) -> Vec<u16> {
+        use std::os::windows::ffi::OsStrExt;
+        let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        let wide: Vec<u16> = absolute.as_os_str().encode_wide().collect();
+        // A path that is not valid UTF-16 keeps its own form.
+        String::from_utf16(&wide)
+            .ok()
+            .and_then(|text| super::long_form(&text))
+            .map_or(wide, |long| long.encode_utf16().collect())
     }
 
     fn on_crash(cc: &crash_handler::CrashContext) {
@@ -1751,23 +1795,42 @@ mod imp {
     /// "has overflowed its stack", which may use it all up) and lets the exception go on.
     /// An overflow that a handler after it recovers from leaves a record that the process's
     /// normal end deletes, as on Linux.
+    ///
+    /// It also guards the recording thread: a fault there (an unwind through a smashed
+    /// stack, a module unloaded by another thread meanwhile) must not become the process's
+    /// crash in place of the real one. That thread gives up: the crashed thread is told the
+    /// record is done (there is none), later crashes are recorded on their own thread, and
+    /// the recording thread ends.
     unsafe extern "system" fn overflow_first(pointers: *const ExceptionPointers) -> i32 {
         // SAFETY: the system passes a valid EXCEPTION_POINTERS.
         let code = unsafe { (*pointers).record.as_ref().map_or(0, |r| r.code) };
-        if code == EXCEPTION_STACK_OVERFLOW {
-            // SAFETY: no arguments.
-            let tid = unsafe { GetCurrentThreadId() };
-            hand_over(pointers, code, std::process::id(), tid);
+        // SAFETY: no arguments.
+        let tid = unsafe { GetCurrentThreadId() };
+        if tid == RECORDER_TID.load(Ordering::Acquire) && BUSY.load(Ordering::Acquire) {
+            let done = DONE.swap(std::ptr::null_mut(), Ordering::AcqRel);
+            REQUEST.store(std::ptr::null_mut(), Ordering::Release);
+            // SAFETY: our semaphore; then this thread (ours, holding no lock of ours) ends.
+            unsafe {
+                if !done.is_null() {
+                    ReleaseSemaphore(done, 1, std::ptr::null_mut());
+                }
+                ExitThread(0);
+            }
+        }
+        if code == EXCEPTION_STACK_OVERFLOW && hand_over(pointers, code, std::process::id(), tid) {
             OVERFLOW_RECORDED.store(tid, Ordering::Release);
         }
         0 // EXCEPTION_CONTINUE_SEARCH
     }
 
     /// On the crashed thread: hands the crash to the recording thread and waits (at most
-    /// [`RECORD_WAIT_MS`]); records it here if that thread does not run.
-    fn hand_over(pointers: *const ExceptionPointers, code: u32, pid: u32, tid: u32) {
+    /// [`RECORD_WAIT_MS`]); records it here if that thread does not run. Whether this call
+    /// handled the crash (`false`: another crash is being recorded). When the wait times
+    /// out, the recording thread may still use the crash's memory: nothing more is recorded
+    /// in this process (`BUSY` stays set).
+    fn hand_over(pointers: *const ExceptionPointers, code: u32, pid: u32, tid: u32) -> bool {
         if BUSY.swap(true, Ordering::AcqRel) {
-            return;
+            return false;
         }
         // An abort from a panic (`panic = "abort"`): the panic hook reported it.
         let from_panic = matches!(code, 0x4000_0015 | 0xC000_0409) && std::thread::panicking();
@@ -1794,12 +1857,15 @@ mod imp {
                     if let Some(crash) = &*CRASH.0.get() {
                         record(crash);
                     }
-                } else if ReleaseSemaphore(request, 1, std::ptr::null_mut()) != 0 {
-                    WaitForSingleObject(done, RECORD_WAIT_MS);
+                } else if ReleaseSemaphore(request, 1, std::ptr::null_mut()) != 0
+                    && WaitForSingleObject(done, RECORD_WAIT_MS) != 0
+                {
+                    return true;
                 }
             }
         }
         BUSY.store(false, Ordering::Release);
+        true
     }
 
     fn record(crash: &Crash) {
@@ -1948,8 +2014,22 @@ mod imp {
                 if sp + 8 > high {
                     break;
                 }
-                // SAFETY: within this thread's stack, checked above.
-                let ret = unsafe { std::ptr::read_unaligned(sp as *const u64) };
+                // Read without faulting, whatever the stack pointer became.
+                let mut ret = 0u64;
+                let mut read = 0usize;
+                // SAFETY: our process; 8 bytes into a local.
+                let ok = unsafe {
+                    ReadProcessMemory(
+                        GetCurrentProcess(),
+                        sp as *const c_void,
+                        (&raw mut ret).cast(),
+                        8,
+                        &mut read,
+                    )
+                };
+                if ok == 0 || read != 8 {
+                    break;
+                }
                 ctx.set(RIP, ret);
                 ctx.set(RSP, sp + 8);
             } else {
@@ -2093,6 +2173,23 @@ mod tests {
         }
         many.push_str("end\n");
         assert_eq!(parse(many.as_bytes()).unwrap().frames.len(), MAX_FRAMES);
+    }
+
+    #[test]
+    fn windows_paths_take_the_long_form() {
+        assert_eq!(
+            long_form(r"C:\data\app").as_deref(),
+            Some(r"\\?\C:\data\app")
+        );
+        assert_eq!(long_form("Z:/tmp/x").as_deref(), Some(r"\\?\Z:\tmp\x"));
+        assert_eq!(
+            long_form(r"\\srv\share\d").as_deref(),
+            Some(r"\\?\UNC\srv\share\d")
+        );
+        assert_eq!(long_form(r"\\?\C:\x"), None);
+        assert_eq!(long_form(r"\\.\pipe\x"), None);
+        assert_eq!(long_form("relative"), None);
+        assert_eq!(long_form("C:"), None);
     }
 
     #[test]

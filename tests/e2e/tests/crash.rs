@@ -1381,4 +1381,32 @@ mod windows_under_wine {
             }
         }
     }
+
+    /// The handler writes through the `\\?\` long-path form (Windows' `MAX_PATH` is 260
+    /// characters). Wine does not enforce that limit, so this checks that the long form
+    /// works for a deep directory, not that the limit is passed.
+    #[test]
+    fn a_deep_data_directory_gets_its_record_through_the_long_path_form() {
+        let Some((exe, wine)) = prepared() else {
+            return;
+        };
+        // More than MAX_PATH (260) characters before the record's own name.
+        let dirs = Dirs::new();
+        let mut data = dirs.data();
+        for i in 0..8 {
+            data.push(format!("{i}-{}", "d".repeat(40)));
+        }
+        assert!(data.as_os_str().len() > 300);
+        let mut cmd = under_wine(&wine, &exe, &dirs, "native-null");
+        cmd.env("FIXTURE_TELEMETRY", "1")
+            .env("FIXTURE_DSN", "http://publickey@127.0.0.1:9/42")
+            .env("FIXTURE_DATA_DIR", &data);
+        assert!(run_until(cmd, || false).is_some_and(|c| c != 0));
+        let records: Vec<_> = std::fs::read_dir(data.join("native"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "crash"))
+            .collect();
+        assert_eq!(records.len(), 1, "one record in {}", data.display());
+    }
 }
