@@ -545,7 +545,8 @@ impl Config {
     /// fingerprint of the outermost error's type and the function of the innermost in-app
     /// frame (for a panic: its location), so the same bug from two machines is one issue
     /// even when its message holds a path or a number. The type is the last segment of its
-    /// path (`ParseErr`; `std::io::Error` whole), all that an error captured as a trait
+    /// path (`ParseErr`; `std::io::Error` whole, and a generic last segment such as
+    /// `reqwest::Error` whole, so two crates' errors stay apart), all that an error captured as a trait
     /// object (`capture_error(&*boxed)`) tells of it, so one error is one issue whichever
     /// way it is captured; an error whose `Debug` names no type (anyhow's print their
     /// message) is an `Error`. This closure replaces it (return

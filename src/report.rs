@@ -254,12 +254,15 @@ fn io_kind_of_debug(value: &dyn fmt::Debug) -> Option<String> {
 /// path (`ParseErr` for `mylib::parse::ParseErr`), which is all an error's `Debug` says
 /// when it is captured as a trait object (`capture_error(&*boxed)`), so one error has one
 /// fingerprint whichever way it was captured; `std::io::Error` whole (it is named so in
-/// every form).
+/// every form), and so is any path whose last segment is a generic name (`reqwest::Error`,
+/// `serde_json::Error`: cut to `Error`, two crates' errors would group as one).
 pub(crate) fn grouping_type(ty: &str) -> &str {
-    if ty == IO_ERROR {
+    const GENERIC: &[&str] = &["Error", "Errors", "ErrorKind", "Failure", "Fault"];
+    let last = ty.rsplit("::").next().unwrap_or(ty);
+    if ty == IO_ERROR || GENERIC.contains(&last) {
         return ty;
     }
-    ty.rsplit("::").next().unwrap_or(ty)
+    last
 }
 
 /// `value`'s `Display`, formatting at most [`bound::TEXT_MAX`] bytes (a 50 MB message is
@@ -1497,6 +1500,13 @@ pub(crate) mod tests {
         let io_dynamic = top_type(&event_from_dyn_error(&*boxed, None));
         assert_eq!(grouping_type(&io), grouping_type(&io_dynamic));
         assert_eq!(grouping_type(&io), "std::io::Error");
+        // Two crates' `Error`s stay apart.
+        assert_eq!(grouping_type("reqwest::Error"), "reqwest::Error");
+        assert_ne!(
+            grouping_type("reqwest::Error"),
+            grouping_type("serde_json::Error")
+        );
+        assert_eq!(grouping_type("mylib::parse::ParseErr"), "ParseErr");
     }
 
     #[test]

@@ -87,7 +87,7 @@ fn anyhow_backtraces_have_the_apps_frames_and_group_by_them() {
         assert!(innermost["lineno"].is_u64(), "{setting}: {innermost}");
         assert_eq!(
             events[0]["fingerprint"],
-            serde_json::json!(["Error", "fixture::main"]),
+            serde_json::json!(["anyhow::Error", "fixture::main"]),
             "{setting}"
         );
     }
