@@ -102,7 +102,8 @@ pub(crate) enum Validator {
     PemBody,
     SlackToken,
     EnvName,
-    /// The match is not a placeholder or a harmless word (`'***'`, `'<password>'`, `''`).
+    /// The match, without its quotes, is not a placeholder or a harmless word (`'***'`,
+    /// `'<password>'`).
     NotPlaceholder,
 }
 

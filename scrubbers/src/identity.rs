@@ -72,6 +72,8 @@ const COMMON_NAMES: &[&str] = &[
     "www-data",
     "data",
     "nobody",
+    "anonymous",
+    "unknown",
     "system",
     "local",
     "localhost",
@@ -555,9 +557,10 @@ static LEARN: LazyLock<Option<LearnPatterns>> = LazyLock::new(|| {
     )
     .ok()?;
     // `uname -a` (an OS context's `raw_description`, pasted output): the second word is the
-    // machine's name, before the kernel's version.
+    // machine's name, before the kernel's release and its build (`#1 SMP ...` on Linux and
+    // the BSDs, `Darwin Kernel Version` on macOS); not `/proc/version`'s `Linux version 6.5`.
     let uname = Regex::new(
-        r"(?-u:\b)(?:Linux|Darwin|FreeBSD|OpenBSD|NetBSD|SunOS) (?P<host>[A-Za-z0-9][A-Za-z0-9._-]{0,62}) \d+\.\d+",
+        r"(?-u:\b)(?:(?:Linux|FreeBSD|OpenBSD|NetBSD) (?P<host>[A-Za-z0-9][A-Za-z0-9._-]{0,62}) \d+\.\d+\S* #|Darwin (?P<mac>[A-Za-z0-9][A-Za-z0-9._-]{0,62}) \d+\.\d+\S* Darwin Kernel)",
     )
     .ok()?;
     Some(LearnPatterns {
@@ -601,12 +604,13 @@ fn learn_uname(text: &str, learned: &mut Learned) {
     };
     let bytes = text.as_bytes();
     let cue = |word: &[u8]| memchr::memmem::find(bytes, word).is_some();
-    if !(cue(b"Linux ") || cue(b"Darwin ") || cue(b"BSD ") || cue(b"SunOS ")) {
+    if !(cue(b"Linux ") || cue(b"Darwin ") || cue(b"BSD ")) {
         return;
     }
     for caps in patterns.uname.captures_iter(text) {
-        if let Some(host) = caps.name("host")
+        if let Some(host) = caps.name("host").or_else(|| caps.name("mac"))
             && names_machine(host.as_str())
+            && !host.as_str().eq_ignore_ascii_case("version")
         {
             learned.push_host(host.as_str());
         }
@@ -814,6 +818,21 @@ pub(crate) fn learn_from_entry(key: &str, value: &str, learned: &mut Learned) {
         "device.name",
     ];
     const USER_KEYS: &[&str] = &["user", "username", "user_name", "logname", "login_name"];
+    // `["username", "password"]`, `["user", "token"]`: a list of field names, not an entry.
+    let name_of_a_field = |v: &str| {
+        let v = v.trim();
+        USER_KEYS
+            .iter()
+            .chain(HOST_KEYS)
+            .any(|k| v.eq_ignore_ascii_case(k))
+            || crate::keys::is_secret_key(v)
+            || ["email", "mail", "name", "id", "uid", "host", "password"]
+                .iter()
+                .any(|k| v.eq_ignore_ascii_case(k))
+    };
+    if name_of_a_field(value) {
+        return;
+    }
     if HOST_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) {
         learn_host(value, learned);
     } else if USER_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) {

@@ -80,8 +80,8 @@
 //! | `secret-attribute` | the value in `key="Password" value="v"` attribute pairs | `<redacted>` |
 //! | `secret-pair` | a quoted secret name and its quoted value in calls and lists (`setProperty("api_token", "v")`, `["--password", "v"]`) | `<redacted>` |
 //! | `secret-flag` | the value of a secret-looking command-line flag (`--token v`, `--api-key "v"`, curl's `-u user:pass`) | `<redacted>` |
-//! | `sql-password` | passwords in SQL statements (`WITH PASSWORD 'v'`, `IDENTIFIED BY "v"`) | `<redacted>` |
-//! | `client-password-flag` | passwords on the command line of database and SSH clients (`mysql -pv`, `sshpass -p v`) | `<redacted>` |
+//! | `sql-password` | passwords in SQL statements (`WITH PASSWORD 'v'`, `IDENTIFIED BY "v"`, doubled `''` inside), quotes included | `<redacted>` |
+//! | `client-password-flag` | passwords on the command line of database and SSH clients, quoted or not (`mysql -pv`, `mysqldump -p'v'`, `sshpass -p "v"`) | `<redacted>` |
 //! | `auth-header` | the credential of `Authorization:` / `Proxy-Authorization:` headers (after the scheme, whatever it looks like), `Cookie:` / `Set-Cookie:` header values, and the value after `Bearer` / `Basic` elsewhere when it has letters and digits or 16 characters or more | `<redacted>` |
 //! | `url-credentials` | `user:pass` in `scheme://user:pass@host`, also `scheme://:pass@host` and JSON-escaped `scheme:\/\/...` | `<redacted>` |
 //! | `secret-query-param` | values of secret-looking query parameters (`?token=`, `&api_key=`, `&password=`, `&pwd=`, `&jwt=`, `&sig=`) | `<redacted>` |

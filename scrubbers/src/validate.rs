@@ -66,7 +66,7 @@ pub(crate) fn check(
         Validator::RandomAssignment => return random_assignment(hay, caps?, span),
         Validator::KubernetesSecret => kubernetes_secret(hay, span.clone(), text),
         Validator::SlackToken => slack_token(text),
-        Validator::NotPlaceholder => !harmless_value(text),
+        Validator::NotPlaceholder => !harmless_value(text.trim_matches(['\'', '"'])),
         Validator::EnvName => {
             let name = caps.and_then(|caps| caps.name("name"))?.as_str();
             let inner = value_span(hay, span.clone());

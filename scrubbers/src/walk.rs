@@ -272,9 +272,23 @@ fn format_log_entries(root: &mut Value) {
     }
 }
 
+/// At most this many bytes of parameters are filled into one message; past them the
+/// placeholders stay as they are (a thousand `{0}` of a 10 KB parameter would make 10 MB).
+const FILLED_MAX: usize = 64 * 1024;
+
+/// The start of `s`, at most `n` bytes, cut at a character boundary.
+fn window(s: &str, n: usize) -> &str {
+    let mut end = s.len().min(n);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Fills `params` into `message` as Python's `%` formatting and `str.format` do (`%s`,
 /// `%(name)s`, `%5.2f`, `%%`, `{}`, `{0}`, `{name}`); a placeholder without a parameter
-/// stays. Linear in the message and the parameters.
+/// stays, and so does every one past [`FILLED_MAX`] bytes of parameters. Linear in the
+/// message: each placeholder is looked for within a few bytes of where it starts.
 fn format_message(message: &str, params: &Value) -> String {
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
@@ -290,6 +304,7 @@ fn format_message(message: &str, params: &Value) -> String {
     };
     let mut out = String::with_capacity(message.len());
     let mut next = 0;
+    let mut filled = 0;
     let mut rest = message;
     while let Some(at) = rest.find(['%', '{']) {
         out.push_str(&rest[..at]);
@@ -299,11 +314,10 @@ fn format_message(message: &str, params: &Value) -> String {
             rest = after;
             continue;
         } else if let Some(after) = tail.strip_prefix("%(") {
-            match after.find(')') {
-                Some(close) if close <= 64 => {
-                    let spec = after[close + 1..]
-                        .find(|c: char| c.is_ascii_alphabetic())
-                        .filter(|n| *n <= 8);
+            match window(after, 65).find(')') {
+                Some(close) => {
+                    let spec =
+                        window(&after[close + 1..], 9).find(|c: char| c.is_ascii_alphabetic());
                     match spec {
                         Some(n) => (2 + close + 1 + n + 1, named(&after[..close])),
                         None => (1, None),
@@ -312,9 +326,8 @@ fn format_message(message: &str, params: &Value) -> String {
                 _ => (1, None),
             }
         } else if let Some(after) = tail.strip_prefix('%') {
-            let spec = after
-                .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | ' ' | '#')))
-                .filter(|n| *n <= 8);
+            let spec = window(after, 9)
+                .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | ' ' | '#')));
             match spec.and_then(|n| after[n..].chars().next().map(|c| (n, c))) {
                 Some((n, c)) if "sdifrxXuoeEgGca".contains(c) => {
                     next += 1;
@@ -323,8 +336,8 @@ fn format_message(message: &str, params: &Value) -> String {
                 _ => (1, None),
             }
         } else {
-            match tail.find('}') {
-                Some(close) if close <= 66 => {
+            match window(tail, 67).find('}') {
+                Some(close) => {
                     let field = tail[1..close].split(':').next().unwrap_or("");
                     let value = if field.is_empty() {
                         next += 1;
@@ -340,8 +353,11 @@ fn format_message(message: &str, params: &Value) -> String {
             }
         };
         match value {
-            Some(v) => out.push_str(&v),
-            None => out.push_str(&tail[..consumed]),
+            Some(v) if filled + v.len() <= FILLED_MAX => {
+                filled += v.len();
+                out.push_str(&v);
+            }
+            _ => out.push_str(&tail[..consumed]),
         }
         rest = &tail[consumed..];
     }
@@ -845,5 +861,25 @@ mod tests {
             let _ = format_message(text, &named);
         }
         assert_eq!(format_message("é%é{é}", &params), "é%é{é}");
+        // Bounded: a thousand copies of a 10 KB parameter fill at most FILLED_MAX bytes.
+        let big = serde_json::json!(["x".repeat(10_000)]);
+        let out = format_message(&"{0}".repeat(1000), &big);
+        assert!(out.len() <= super::FILLED_MAX + 3000, "{}", out.len());
+    }
+
+    #[test]
+    fn formatting_is_linear_in_unclosed_placeholders() {
+        // Each `%(` or `{` without a closer nearby is given up within a few bytes, not
+        // after a scan of the rest of the message.
+        let params = serde_json::json!({"a": "b"});
+        let time = |n: usize| {
+            let text = "%(".repeat(n) + &"{".repeat(n);
+            let start = std::time::Instant::now();
+            assert_eq!(format_message(&text, &params), text);
+            start.elapsed()
+        };
+        let (small, large) = (time(20_000), time(160_000));
+        let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
+        assert!(ratio < 24.0, "8x the input took {ratio:.1}x the time");
     }
 }

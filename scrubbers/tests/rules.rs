@@ -2267,13 +2267,22 @@ fn passwords_in_sql_and_database_client_command_lines() {
     for (input, expected) in [
         (
             "ALTER USER bob WITH PASSWORD 'hunter22xyz'",
-            "ALTER USER bob WITH PASSWORD '<redacted>'",
+            "ALTER USER bob WITH PASSWORD <redacted>",
         ),
         (
             r#"ALTER LOGIN app IDENTIFIED BY "s3cr3t-pw";"#,
-            r#"ALTER LOGIN app IDENTIFIED BY "<redacted>";"#,
+            "ALTER LOGIN app IDENTIFIED BY <redacted>;",
         ),
-        ("set password = 'Zq9vX2pL'", "set password = '<redacted>'"),
+        ("set password = 'Zq9vX2pL'", "set password = <redacted>"),
+        // SQL's doubled quote, and the other quote inside.
+        (
+            "IDENTIFIED BY 'p''ssw0rdTail9';",
+            "IDENTIFIED BY <redacted>;",
+        ),
+        (
+            r#"IDENTIFIED BY 'ab"cdSecretTail9'"#,
+            "IDENTIFIED BY <redacted>",
+        ),
     ] {
         check("sql-password", input, expected);
     }
@@ -2287,16 +2296,29 @@ fn passwords_in_sql_and_database_client_command_lines() {
             "mysqldump -p<redacted> db > x",
         ),
         (
+            "mysql -h db -P 3306 -u root -p'S3cr3t Pass' db",
+            "mysql -h db -P 3306 -u root -p<redacted> db",
+        ),
+        (
+            r#"mysql --host=db -p"S3cr3tPass""#,
+            "mysql --host=db -p<redacted>",
+        ),
+        (
             "sshpass -p hunter22xyz ssh host",
+            "sshpass -p <redacted> ssh host",
+        ),
+        (
+            "sshpass -p 'S3cr3tPass' ssh host",
             "sshpass -p <redacted> ssh host",
         ),
     ] {
         check("client-password-flag", input, expected);
     }
-    // A placeholder, a prompt for one, a port: nothing to remove.
+    // A placeholder, a prompt for one, a port, prose: nothing to remove.
     keep("WITH PASSWORD '***'");
     keep("mysql -u app -p db");
     keep("mysql -u app -P 3306 db");
+    keep("mysql backup for db1 -prod cluster");
 }
 
 /// A scrubber that knows nothing of the machine: what an event teaches is all there is.
@@ -2422,4 +2444,23 @@ fn password_keys_in_other_languages() {
             serde_json::json!("<redacted>"),
         );
     }
+}
+
+#[test]
+fn learning_takes_no_field_list_or_kernel_banner_for_a_name() {
+    // `/proc/version` and prose name no machine; lists of field names name no user.
+    let out = event(serde_json::json!({
+        "message": "Linux version 6.5 built; Linux kernel 6.5.0 released; version 2 kernel",
+        "columns": ["username", "email"], "pair": ["user", "token"],
+        "extra": {"user": "anonymous"},
+        "text": "token and email and anonymous access"
+    }));
+    assert!(
+        out.contains("Linux version 6.5 built; Linux kernel 6.5.0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("token and email and anonymous access"),
+        "{out}"
+    );
 }
