@@ -90,7 +90,7 @@
 //! | `kubernetes-secret` | the base64 values in the `data:` of a Kubernetes `kind: Secret` manifest | `<redacted>` |
 //! | `env-secret` | values of the given environment whose name looks secret (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*KEY*`, `*AUTH*`, `*SESSION*`, `*COOKIE*`, ...) or that hold URL credentials, anywhere; plain words only under `*PASSWORD*`, `*PASSWD*`, `*SECRET*`, `*TOKEN*` names, as whole words | `<redacted>` |
 //! | `env-assignment` | the value in `NAME=value` environment dumps when the name looks secret (a quoted value whole) | `<redacted>` |
-//! | `email` | email addresses (not `git@host` remotes, not `icon@2x.png`) | `<email>` |
+//! | `email` | email addresses, internationalised ones too (`müller@bücher.de`), with `@` as is, percent-encoded once or twice or as an HTML entity (not `git@host` remotes, not `icon@2x.png`) | `<email>` |
 //! | `ipv4` | IPv4 addresses except loopback, `0.0.0.0`, `255.255.255.255` and versions (`v1.2.3.4`, `version 1.2.3.4`) | `<ip>` |
 //! | `mac-address` | MAC addresses | `<mac>` |
 //! | `ipv6` | IPv6 addresses except `::1` and `::` (Rust paths stay) | `<ip>` |

@@ -837,8 +837,12 @@ const FILE_EXTENSIONS: &[&str] = &[
 fn email(text: &str) -> bool {
     let Some((local, domain)) = text.split_once('@').or_else(|| {
         let lower = text.to_ascii_lowercase();
-        let at = lower.find("%40")?;
-        Some((text.get(..at)?, text.get(at + 3..)?))
+        ["%2540", "%40", "&#64;", "&#x40;"]
+            .iter()
+            .find_map(|at_sign| {
+                let at = lower.find(at_sign)?;
+                Some((text.get(..at)?, text.get(at + at_sign.len()..)?))
+            })
     }) else {
         return false;
     };

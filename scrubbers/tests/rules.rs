@@ -1233,6 +1233,13 @@ fn email() {
     check("email", "icon@2x.png", "icon@2x.png");
     check("email", "serde@1.0.219", "serde@1.0.219");
     check("email", "@scope/pkg", "@scope/pkg");
+    // Internationalised, and the `@` encoded twice or as an HTML entity.
+    check("email", "from müller@bücher.de now", "from <email> now");
+    check("email", "Ärger.Ölbaum@例え.テスト x", "<email> x");
+    check("email", "jane.doe&#64;example.com", "<email>");
+    check("email", "jane.doe&#x40;example.com", "<email>");
+    check("email", "mailto:jane%2540example.com", "mailto:<email>");
+    check("email", "résumé@2x.png", "résumé@2x.png");
 }
 
 #[test]
