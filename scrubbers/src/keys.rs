@@ -86,6 +86,9 @@ const STRONG_SECRET_NAMES: &[&str] = &[
 /// Query parameters that carry credentials beyond [`SECRET_NAMES`]: signed URLs, OAuth codes,
 /// `?key=` API keys.
 const SECRET_PARAM_EXTRA: &[&str] = &[
+    "jsessionid",
+    "aspxauth",
+    "sessid",
     "key",
     "sig",
     "signature",

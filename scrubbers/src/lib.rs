@@ -81,7 +81,9 @@
 //! | `secret-pair` | a quoted secret name and its quoted value in calls and lists (`setProperty("api_token", "v")`, `["--password", "v"]`) | `<redacted>` |
 //! | `secret-flag` | the value of a secret-looking command-line flag (`--token v`, `--api-key "v"`, curl's `-u user:pass`) | `<redacted>` |
 //! | `sql-password` | passwords in SQL statements (`WITH PASSWORD 'v'`, `IDENTIFIED BY "v"`, doubled `''` inside), quotes included | `<redacted>` |
-//! | `client-password-flag` | passwords on the command line of database and SSH clients, quoted or not (`mysql -pv`, `mysqldump -p'v'`, `sshpass -p "v"`) | `<redacted>` |
+//! | `client-password-flag` | passwords given to command-line clients, in a shell line or an argument list, quoted or not: `mysql -pv` (glued), `sshpass -p v`, `docker login -p v`, `redis-cli -a v`, `ldapsearch -w v`, `zip -P v`, `keytool -storepass v`, `7z a -pv` | `<redacted>` |
+//! | `oracle-credentials` | the password of Oracle connect strings (`jdbc:oracle:thin:scott/v@//db`, `sqlplus system/v@ORCL`) | `<redacted>` |
+//! | `netrc-password` | the password of `.netrc` lines (`machine h login u password v`) | `<redacted>` |
 //! | `auth-header` | the credential of `Authorization:` / `Proxy-Authorization:` headers (after the scheme, whatever it looks like), `Cookie:` / `Set-Cookie:` header values, and the value after `Bearer` / `Basic` elsewhere when it has letters and digits or 16 characters or more | `<redacted>` |
 //! | `url-credentials` | `user:pass` in `scheme://user:pass@host`, also `scheme://:pass@host` and JSON-escaped `scheme:\/\/...` | `<redacted>` |
 //! | `secret-query-param` | values of secret-looking query parameters (`?token=`, `&api_key=`, `&password=`, `&pwd=`, `&jwt=`, `&sig=`) | `<redacted>` |

@@ -667,6 +667,7 @@ impl Walk<'_> {
                 if denied.is_none() {
                     self.redact_pair(items, path);
                     self.redact_argv(items, path);
+                    self.redact_client_argv(items, path);
                 }
                 stack.push(Frame {
                     children: Children::Array(items.iter_mut()),
@@ -721,6 +722,81 @@ impl Walk<'_> {
             return None;
         }
         self.inner.enabled_rule("deny-key")
+    }
+
+    /// `["mysql", "-u", "root", "-pX"]`, `["sshpass", "-p", "X", ...]`: the password flags of
+    /// command-line clients in an argument list (see the `client-password-flag` rule for
+    /// the same in a command line).
+    fn redact_client_argv(&mut self, items: &mut [Value], path: &[Seg<'_>]) {
+        const GLUED: &[&str] = &[
+            "mysql",
+            "mysqldump",
+            "mysqladmin",
+            "mariadb",
+            "mariadb-dump",
+            "mysqlimport",
+            "mysqlshow",
+            "mysqlcheck",
+            "7z",
+            "7za",
+        ];
+        let Some(rule) = self.inner.enabled_rule("client-password-flag") else {
+            return;
+        };
+        let Some(Value::String(program)) = items.first() else {
+            return;
+        };
+        let tool = program
+            .rsplit(['/', '\\'])
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(".exe")
+            .to_ascii_lowercase();
+        let login = items.iter().any(|v| v.as_str() == Some("login"));
+        let separate: &[&str] = match tool.as_str() {
+            "sshpass" => &["-p"],
+            "docker" | "podman" if login => &["-p", "--password"],
+            "redis-cli" => &["-a"],
+            "zip" | "unzip" => &["-P"],
+            "keytool" => &["-storepass", "-keypass", "-srcstorepass", "-deststorepass"],
+            t if t.starts_with("ldap") => &["-w"],
+            _ => &[],
+        };
+        let glued = GLUED.contains(&tool.as_str());
+        if !glued && separate.is_empty() {
+            return;
+        }
+        let mut i = 1;
+        while i < items.len() {
+            let Some(Value::String(arg)) = items.get(i) else {
+                i += 1;
+                continue;
+            };
+            if separate.contains(&arg.as_str()) {
+                if let Some(Value::String(value)) = items.get_mut(i + 1)
+                    && !validate::harmless_value(value)
+                    && let Some(new) = self.inner.redact_whole(rule, value)
+                {
+                    *value = new;
+                    self.hits.push((rule, 1));
+                    self.record(path, "[]");
+                }
+                i += 2;
+                continue;
+            }
+            if glued
+                && let Some(Value::String(arg)) = items.get_mut(i)
+                && let Some(value) = arg.strip_prefix("-p")
+                && !value.is_empty()
+                && !validate::harmless_value(value)
+                && let Some(new) = self.inner.redact_whole(rule, value)
+            {
+                *arg = format!("-p{new}");
+                self.hits.push((rule, 1));
+                self.record(path, "[]");
+            }
+            i += 1;
+        }
     }
 
     /// `["--password", "x"]`, `["-u", "user:pass"]`: command lines as argument lists, where

@@ -2471,3 +2471,91 @@ fn learning_takes_no_field_list_or_kernel_banner_for_a_name() {
         "{out}"
     );
 }
+
+#[test]
+fn passwords_of_command_line_clients_in_argument_lists_and_other_tools() {
+    for (input, expected) in [
+        (
+            "Command '['mysql', '-u', 'root', '-pXk9pQ2mZ7wLr']' returned 1",
+            "Command '['mysql', '-u', 'root', '-p<redacted>']' returned 1",
+        ),
+        (
+            "Cannot run program [mysql, -u, root, -pXk9pQ2mZ7wLr]",
+            "Cannot run program [mysql, -u, root, -p<redacted>]",
+        ),
+        (
+            "docker login -u jdoe -p Ab3dE6gH9jK2mN5 registry.corp",
+            "docker login -u jdoe -p <redacted> registry.corp",
+        ),
+        (
+            "['redis-cli', '-a', 'Xk9pQ2mZ7wLr', 'ping']",
+            "['redis-cli', '-a', '<redacted>', 'ping']",
+        ),
+        (
+            "ldapsearch -x -D cn=admin -w Xk9pQ2mZ7wLr -b dc=x",
+            "ldapsearch -x -D cn=admin -w <redacted> -b dc=x",
+        ),
+        (
+            "keytool -list -storepass Xk9pQ2mZ7wLr",
+            "keytool -list -storepass <redacted>",
+        ),
+        ("zip -P Xk9pQ2mZ7wLr a.zip d", "zip -P <redacted> a.zip d"),
+        ("7z a -pXk9pQ2mZ7wLr x.7z", "7z a -p<redacted> x.7z"),
+    ] {
+        check("client-password-flag", input, expected);
+    }
+    keep("docker login registry; zip -r a.zip dir; ls -p x");
+    check(
+        "oracle-credentials",
+        "logon denied (url=jdbc:oracle:thin:scott/Tiger123@//db:1521/ORCL)",
+        "logon denied (url=jdbc:oracle:thin:scott/<redacted>@//db:1521/ORCL)",
+    );
+    check(
+        "oracle-credentials",
+        "sqlplus system/Manager123@ORCL",
+        "sqlplus system/<redacted>@ORCL",
+    );
+    check(
+        "netrc-password",
+        "machine api.corp.com login jdoe password Xk9pQ2mZ7wLr4",
+        "machine api.corp.com login jdoe password <redacted>",
+    );
+    // The same flags in argument lists (a frame's variables, a subprocess's arguments).
+    let out = event(serde_json::json!({
+        "a": ["sshpass", "-p", "Xk9pQ2mZ7wLr", "ssh", "host"],
+        "b": ["/usr/bin/mysql", "-u", "root", "-pXk9pQ2mZ7wLr"],
+        "c": ["docker", "login", "-u", "x", "-p", "Ab3dE6gH9jK2"],
+        "d": ["ls", "-p", "kept-as-is"]
+    }));
+    assert!(
+        !out.contains("Xk9pQ2mZ7wLr") && !out.contains("Ab3dE6gH9jK2"),
+        "{out}"
+    );
+    assert!(out.contains("kept-as-is"), "{out}");
+}
+
+#[test]
+fn personal_data_and_session_keys() {
+    for key in [
+        "phone",
+        "phoneNumber",
+        "msisdn",
+        "telephone",
+        "surname",
+        "forename",
+        "drivers_license_number",
+        "security_code",
+        "JSESSIONID",
+        "pw",
+    ] {
+        check_key(
+            key,
+            serde_json::json!("x-4155550132"),
+            serde_json::json!("<redacted>"),
+        );
+    }
+    let out = event(serde_json::json!({
+        "url": "https://app.example.com/cart;jsessionid=8F3A2B1C9D8E7F6A5B4C3D2E1F0A9B8C"
+    }));
+    assert!(!out.contains("8F3A2B1C"), "{out}");
+}
