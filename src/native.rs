@@ -958,6 +958,36 @@ fn long_form(path: &str) -> Option<String> {
     Some(long.replace('/', r"\"))
 }
 
+/// Attaches `crash-handler` with `on_crash`, which lets every crash go on: not handled, so
+/// the handler (or filter) that was there before runs, then the default end, and the
+/// process ends as it would have without consentry. A panic inside `attach` (it asserts on
+/// a failed `sigaltstack`) does not reach the app.
+#[cfg(any(
+    all(
+        feature = "native",
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ),
+    all(feature = "native", windows, target_arch = "x86_64")
+))]
+fn attach(
+    on_crash: fn(&crash_handler::CrashContext),
+) -> Result<crash_handler::CrashHandler, String> {
+    // SAFETY: each platform's `on_crash` does only what may be done while crashing (see
+    // its module).
+    let event = unsafe {
+        crash_handler::make_crash_event(move |cc: &crash_handler::CrashContext| {
+            on_crash(cc);
+            crash_handler::CrashEventResult::Handled(false)
+        })
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crash_handler::CrashHandler::attach(event)
+    }))
+    .map_err(|_| "installing the crash handler failed".to_owned())?
+    .map_err(|e| e.to_string())
+}
+
 /// Whether native crashes are caught in this build (Linux on x86-64 or ARM64, with the
 /// `native` feature).
 pub(crate) const SUPPORTED: bool = imp::SUPPORTED;
@@ -1168,24 +1198,10 @@ mod imp {
         if slot.is_some() {
             return Ok(());
         }
-        // SAFETY: `on_crash` does only async-signal-safe work: atomics, the unwinder's walk
-        // (as sentry-native's in-process backend), `dl_iterate_phdr`, and
-        // open/write/rename/close on memory prepared here.
-        let event = unsafe {
-            crash_handler::make_crash_event(|cc: &crash_handler::CrashContext| {
-                on_crash(cc);
-                // Not handled: the handler that was there before runs (Rust's own stack
-                // overflow message, the app's), then the default action.
-                crash_handler::CrashEventResult::Handled(false)
-            })
-        };
-        // `attach` asserts on a failed `sigaltstack`: a panic there must not reach the app.
-        let attached = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crash_handler::CrashHandler::attach(event)
-        }))
-        .map_err(|_| "installing the signal handler failed".to_owned())?;
-        let handler = attached.map_err(|e| e.to_string())?;
-        *slot = Some(handler);
+        // `on_crash` does only async-signal-safe work: atomics, the unwinder's walk (as
+        // sentry-native's in-process backend), `dl_iterate_phdr`, and open/write/rename/close
+        // on memory prepared here.
+        *slot = Some(super::attach(on_crash)?);
         Ok(())
     }
 
@@ -1657,19 +1673,8 @@ mod imp {
             return Ok(());
         }
         start_recorder();
-        // SAFETY: `on_crash` allocates nothing and takes no lock of ours.
-        let event = unsafe {
-            crash_handler::make_crash_event(|cc: &crash_handler::CrashContext| {
-                on_crash(cc);
-                // Not handled: the filter before ours, or the system's end of the process.
-                crash_handler::CrashEventResult::Handled(false)
-            })
-        };
-        let attached = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crash_handler::CrashHandler::attach(event)
-        }))
-        .map_err(|_| "installing the exception handler failed".to_owned())?;
-        *slot = Some(attached.map_err(|e| e.to_string())?);
+        // `on_crash` allocates nothing and takes no lock of ours.
+        *slot = Some(super::attach(on_crash)?);
         // SAFETY: registers a plain function, first in line; never removed.
         unsafe { AddVectoredExceptionHandler(1, overflow_first) };
         Ok(())
@@ -2112,8 +2117,6 @@ mod imp {
     //! written; records another build left are still reported.
 
     use std::path::Path;
-
-    use super::Fault;
 
     pub(super) const SUPPORTED: bool = false;
 

@@ -225,21 +225,7 @@ fn io_kind_data(kind: String) -> BTreeMap<String, SentryValue> {
 /// The `ErrorKind` of an I/O error from its `Debug` (`Kind(NotFound)`, `Os { code: 2,
 /// kind: NotFound, .. }`, `Custom { kind: Other, .. }`), formatting at most 128 bytes.
 fn io_kind_of_debug(value: &dyn fmt::Debug) -> Option<String> {
-    struct Head(String);
-    impl fmt::Write for Head {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            for c in s.chars() {
-                if self.0.len() >= 128 {
-                    return Err(fmt::Error);
-                }
-                self.0.push(c);
-            }
-            Ok(())
-        }
-    }
-    let mut head = Head(String::new());
-    let _ = fmt::write(&mut head, format_args!("{value:?}"));
-    let text = head.0;
+    let text = capped_text(&format_args!("{value:?}"), false, 128);
     let rest = text
         .strip_prefix("Kind(")
         .or_else(|| text.split_once("kind: ").map(|(_, r)| r))?;
@@ -268,30 +254,49 @@ pub(crate) fn grouping_type(ty: &str) -> &str {
 /// `value`'s `Display`, formatting at most [`bound::TEXT_MAX`] bytes (a 50 MB message is
 /// never built), cut at a token boundary.
 pub(crate) fn bounded_display(value: &dyn fmt::Display) -> String {
-    struct Capped(String);
-    impl fmt::Write for Capped {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            let room = bound::TEXT_MAX + 1 - self.0.len().min(bound::TEXT_MAX + 1);
-            if s.len() <= room {
-                self.0.push_str(s);
-                return Ok(());
-            }
-            let mut end = room;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            self.0.push_str(&s[..end]);
-            // One byte past the limit is what tells `cut` that something was dropped.
-            if self.0.len() <= bound::TEXT_MAX {
-                self.0.push('\u{0}');
-            }
-            Err(fmt::Error)
+    // One byte past the limit (or the mark) is what tells `cut` that something was dropped.
+    let mut w = Capped::new(bound::TEXT_MAX + 1, true);
+    let _ = fmt::write(&mut w, format_args!("{value}"));
+    bound::cut_owned(w.text, bound::TEXT_MAX)
+}
+
+/// A writer that keeps at most `max` bytes (cut at a character boundary) and stops the
+/// formatting past them, so a 50 MB message is never built; with `mark`, a NUL after what
+/// was kept says that something was dropped when the cut fell short of `max`.
+struct Capped {
+    text: String,
+    max: usize,
+    mark: bool,
+}
+
+impl Capped {
+    fn new(max: usize, mark: bool) -> Capped {
+        // Most texts fit: one allocation instead of a doubling series.
+        Capped {
+            text: String::with_capacity(max.min(128)),
+            max,
+            mark,
         }
     }
-    // Most messages fit: one allocation instead of a doubling series.
-    let mut w = Capped(String::with_capacity(128));
-    let _ = fmt::write(&mut w, format_args!("{value}"));
-    bound::cut_owned(w.0, bound::TEXT_MAX)
+}
+
+impl fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.max - self.text.len().min(self.max);
+        if s.len() <= room {
+            self.text.push_str(s);
+            return Ok(());
+        }
+        let mut end = room;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.push_str(&s[..end]);
+        if self.mark && self.text.len() < self.max {
+            self.text.push('\u{0}');
+        }
+        Err(fmt::Error)
+    }
 }
 
 fn exception(ty: String, value: String) -> Exception {
@@ -639,31 +644,14 @@ impl RawStack {
 pub(crate) const BACKTRACE_TEXT_MAX: usize = 64 * 1024;
 
 /// `value`'s `Display` (`{:#}` when `alternate`), formatting at most `max` bytes.
-#[cfg_attr(not(feature = "anyhow"), allow(dead_code))]
 pub(crate) fn capped_text(value: &dyn fmt::Display, alternate: bool, max: usize) -> String {
-    struct Capped(String, usize);
-    impl fmt::Write for Capped {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            let room = self.1 - self.0.len().min(self.1);
-            if s.len() <= room {
-                self.0.push_str(s);
-                return Ok(());
-            }
-            let mut end = room;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            self.0.push_str(&s[..end]);
-            Err(fmt::Error)
-        }
-    }
-    let mut w = Capped(String::new(), max);
+    let mut w = Capped::new(max, false);
     let _ = if alternate {
         fmt::write(&mut w, format_args!("{value:#}"))
     } else {
         fmt::write(&mut w, format_args!("{value}"))
     };
-    w.0
+    w.text
 }
 
 /// A stack trace from std's `Backtrace` text (anyhow's), made like [`stacktrace_from`]
