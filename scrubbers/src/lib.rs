@@ -100,7 +100,7 @@
 //! | `iban` | IBANs, length and mod-97 checked, also grouped with spaces or dashes | `<iban>` |
 //! | `us-ssn` | US social security numbers in valid ranges (`123-45-6789`, also with spaces or dots) | `<ssn>` |
 //! | `phone` | phone numbers in international format (`+44 20 7946 0958`) | `<phone>` |
-//! | `phone-national` | phone numbers in national formats (`(415) 555-0132`, `415-555-0132`, `090-1234-5678`, `09-7625400`), and, after a word like `phone` or `tel`, Chinese mobile numbers (`13812345678`) and trunk-prefixed numbers in spaced groups (`020 7946 0958`) | `<phone>` |
+//! | `phone-national` | phone numbers in national formats (`(415) 555-0132`, `415-555-0132`, `090-1234-5678`, `09-7625400`), and, after a word like `phone`, `tel` or `sms`, Chinese mobile numbers (`13812345678`), trunk-prefixed numbers in spaced groups (`020 7946 0958`) and bare 10- or 11-digit numbers (`07911123456`) | `<phone>` |
 //! | `crypto-address` | Bitcoin addresses (`1...`, `3...`, `bc1...`, checksums checked) | `<crypto>` |
 //! | `imei` | device IMEIs (15 digits, Luhn-checked), grouped `35-209900-176148-1` or after the word `IMEI` | `<imei>` |
 //! | `national-id` | national identity and tax numbers, check digits or ranges checked: UK National Insurance and NHS numbers, US ITINs, Canadian SINs, Indian Aadhaar and PAN, Finnish, Swedish and Korean personal numbers, Spanish NIF/NIE, Italian fiscal codes | `<national-id>` |

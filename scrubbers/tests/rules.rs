@@ -2432,6 +2432,14 @@ fn national_phone_numbers_in_spaced_groups_after_a_phone_word() {
     );
     // Without a word saying what they are, spaced digits are counts, ids, times.
     keep("took 020 7946 0958 ms; ids 06 12 34 56 78");
+    // Bare mobile numbers, after a word saying what they are.
+    check(
+        "phone-national",
+        "SMS to 07911123456 failed",
+        "SMS to <phone> failed",
+    );
+    check("phone-national", "mobile: 9876543210", "mobile: <phone>");
+    keep("took 9876543210 ns; id 0123456789; ts 1700000000");
 }
 
 #[test]
