@@ -1253,25 +1253,29 @@ mod windows_under_wine {
         )
     }
 
-    /// Runs `cmd` until it ends, or until `done` holds (then kills it); its exit code.
-    fn run_until(mut cmd: Command, done: impl Fn() -> bool) -> Option<i32> {
+    /// Runs `cmd` until it ends, or until `done` holds (then kills it): its exit code, and
+    /// what it wrote to stderr (Wine's own messages too), for the assertions to show.
+    fn run_until(mut cmd: Command, done: impl Fn() -> bool) -> (Option<i32>, String) {
+        let log = tempfile::NamedTempFile::new().unwrap();
         let mut child = cmd
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
         let start = std::time::Instant::now();
-        loop {
+        let code = loop {
             if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
+                break status.code();
             }
             if start.elapsed() > LIMIT || done() {
                 let _ = child.kill();
                 let _ = child.wait();
-                return None;
+                break None;
             }
             std::thread::sleep(Duration::from_millis(50));
-        }
+        };
+        let text = std::fs::read(log.path()).unwrap_or_default();
+        (code, String::from_utf8_lossy(&text).into_owned())
     }
 
     #[test]
@@ -1313,7 +1317,7 @@ mod windows_under_wine {
             let off = Dirs::new();
             let mut cmd = under_wine(&wine, &exe, &off, scenario);
             cmd.env("FIXTURE_TELEMETRY", "0");
-            let reference = run_until(cmd, || false);
+            let (reference, _) = run_until(cmd, || false);
             assert!(records(&off).is_empty(), "{scenario}: recorded under a no");
 
             let server = CaptureServer::start(Plan::Status(200));
@@ -1321,9 +1325,12 @@ mod windows_under_wine {
             let mut cmd = under_wine(&wine, &exe, &dirs, scenario);
             cmd.env("FIXTURE_TELEMETRY", "1")
                 .env("FIXTURE_DSN", server.dsn());
-            let status = run_until(cmd, || overflow && !records(&dirs).is_empty());
+            let (status, err) = run_until(cmd, || overflow && !records(&dirs).is_empty());
             if !overflow {
-                assert_eq!(status, reference, "{scenario}: the same end as without");
+                assert_eq!(
+                    status, reference,
+                    "{scenario}: the same end as without: {err}"
+                );
                 assert!(status.is_some_and(|c| c != 0), "{scenario}: {status:?}");
             }
             assert_eq!(records(&dirs).len(), 1, "{scenario}: one record on disk");
@@ -1336,7 +1343,8 @@ mod windows_under_wine {
             next.env("FIXTURE_TELEMETRY", "1")
                 .env("FIXTURE_DSN", server.dsn())
                 .env("FIXTURE_FLUSH_MS", "20000");
-            assert_eq!(run_until(next, || false), Some(0), "{scenario}: next start");
+            let (status, err) = run_until(next, || false);
+            assert_eq!(status, Some(0), "{scenario}: next start: {err}");
             let requests = server.wait_for(1, Duration::from_secs(5));
             assert_eq!(requests.len(), 1, "{scenario}");
             assert_no_pii(&requests[0].text());
@@ -1401,7 +1409,8 @@ mod windows_under_wine {
         cmd.env("FIXTURE_TELEMETRY", "1")
             .env("FIXTURE_DSN", "http://publickey@127.0.0.1:9/42")
             .env("FIXTURE_DATA_DIR", &data);
-        assert!(run_until(cmd, || false).is_some_and(|c| c != 0));
+        let (status, err) = run_until(cmd, || false);
+        assert!(status.is_some_and(|c| c != 0), "{status:?}: {err}");
         let records: Vec<_> = std::fs::read_dir(data.join("native"))
             .unwrap()
             .filter_map(Result::ok)
