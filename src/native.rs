@@ -323,12 +323,7 @@ fn pe_ids(id: &[u8]) -> Option<(DebugId, CodeId)> {
     let (stamp, size) = (word(0)?, word(4)?);
     let guid = id.get(8..24)?;
     let age = word(24)?;
-    let mut data = [0u8; 16];
-    data.copy_from_slice(guid);
-    data[0..4].reverse();
-    data[4..6].reverse();
-    data[6..8].reverse();
-    let debug = DebugId::from_parts(Uuid::from_bytes(data), age);
+    let debug = DebugId::from_parts(Uuid::from_bytes_le(guid.try_into().ok()?), age);
     Some((debug, CodeId::new(format!("{stamp:08X}{size:x}"))))
 }
 
@@ -340,10 +335,7 @@ fn debug_id(build_id: &[u8]) -> Option<DebugId> {
     let mut data = [0u8; 16];
     let n = build_id.len().min(16);
     data[..n].copy_from_slice(&build_id[..n]);
-    data[0..4].reverse();
-    data[4..6].reverse();
-    data[6..8].reverse();
-    Some(DebugId::from_uuid(Uuid::from_bytes(data)))
+    Some(DebugId::from_uuid(Uuid::from_bytes_le(data)))
 }
 
 fn hex(bytes: &[u8]) -> String {
