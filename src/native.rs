@@ -346,6 +346,21 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Whether a frame is `crash-handler`'s own: by its full name, or, where only a short name
+/// is known (`simulate_exception` in a build with line tables only), by its source file in
+/// that crate.
+fn handler_frame(frame: &Frame) -> bool {
+    frame
+        .function
+        .as_deref()
+        .is_some_and(|name| name.starts_with("crash_handler::"))
+        || frame.abs_path.as_deref().is_some_and(|path| {
+            let path = path.replace('\\', "/");
+            (path.contains("/crash-handler-") || path.contains("/crash-handler/"))
+                && path.contains("/src/")
+        })
+}
+
 /// Turns a record into a report: a fatal exception named after the signal, the crashed
 /// thread's frames (symbolicated where this process has the same module), and the debug
 /// images of the modules they fall in, with their file names only.
@@ -394,12 +409,7 @@ pub(crate) fn event_of(record: &Record, app_crate: Option<&str>, symbolicate: bo
     }
     // The handler's own frames, where the crash context was taken inside it (Windows: the C
     // runtime's `abort` reaches `crash-handler` through a signal handler).
-    while resolved.len() > 1
-        && resolved
-            .last()
-            .and_then(|f| f.function.as_deref())
-            .is_some_and(|name| name.starts_with("crash_handler::"))
-    {
+    while resolved.len() > 1 && resolved.last().is_some_and(handler_frame) {
         resolved.pop();
     }
     let stacktrace = report::native_stacktrace(resolved, app_crate);
@@ -2125,6 +2135,31 @@ mod imp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_handlers_frames_are_known_by_name_or_by_source() {
+        let frame = |function: &str, path: Option<&str>| Frame {
+            function: Some(function.to_owned()),
+            abs_path: path.map(str::to_owned),
+            ..Frame::default()
+        };
+        assert!(handler_frame(&frame(
+            "crash_handler::windows::signal::signal_handler",
+            None
+        )));
+        // A build with line tables only names some functions without their path.
+        assert!(handler_frame(&frame(
+            "simulate_exception",
+            Some(
+                r"C:\Users\u\.cargo\registry\src\index-1\crash-handler-0.8.1\src\windows\state.rs"
+            )
+        )));
+        assert!(!handler_frame(&frame(
+            "simulate_exception",
+            Some("/src/app/src/main.rs")
+        )));
+        assert!(!handler_frame(&frame("app::crash", None)));
+    }
 
     #[test]
     fn faults_are_kinds_never_addresses() {
