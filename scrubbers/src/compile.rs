@@ -60,6 +60,8 @@ pub(crate) struct Stats {
     pub(crate) digit_dots: usize,
     /// Colons and dashes between two hex digits (a MAC address has five).
     pub(crate) hex_seps: usize,
+    /// Dots between two hex digits (Cisco's `001a.2b3c.4d5e` has two).
+    pub(crate) hex_dots: usize,
     /// The most ASCII letters and digits in a row (a random token has many).
     pub(crate) alnum_run: usize,
 }
@@ -73,6 +75,7 @@ impl Stats {
         let mut digit_run = 0;
         let mut digit_dots = 0;
         let mut hex_seps = 0;
+        let mut hex_dots = 0;
         let mut alnum = 0usize;
         let mut alnum_run = 0usize;
         // The two bytes before the current one.
@@ -96,6 +99,7 @@ impl Stats {
             hex_seps += usize::from(
                 b.is_ascii_hexdigit() && (p1 == b':' || p1 == b'-') && p2.is_ascii_hexdigit(),
             );
+            hex_dots += usize::from(b.is_ascii_hexdigit() && p1 == b'.' && p2.is_ascii_hexdigit());
             p2 = p1;
             p1 = b;
         }
@@ -106,6 +110,7 @@ impl Stats {
             digit_run,
             digit_dots,
             hex_seps,
+            hex_dots,
             alnum_run,
         }
     }
@@ -118,7 +123,7 @@ fn precheck(validator: Option<Validator>, stats: &Stats) -> bool {
         Some(Validator::Ssn) => stats.digit_run >= 9,
         Some(Validator::Iban) => stats.upper >= 2 && stats.digits >= 6,
         Some(Validator::Ipv4) => stats.digit_dots >= 3,
-        Some(Validator::Mac) => stats.hex_seps >= 5,
+        Some(Validator::Mac) => stats.hex_seps >= 5 || stats.hex_dots >= 2,
         Some(Validator::PhoneNational) => stats.digit_run >= 7,
         Some(Validator::CryptoAddress) => stats.alnum_run >= 25,
         Some(Validator::RandomAssignment) => {

@@ -105,6 +105,14 @@ pub(crate) enum Validator {
     /// The match, without its quotes, is not a placeholder or a harmless word (`'***'`,
     /// `'<password>'`).
     NotPlaceholder,
+    /// `DOMAIN\user` after a word naming an account: not a registry key, a longer path, a
+    /// built-in account or an escape sequence.
+    DomainAccount,
+    /// A shell prompt's `user@host` or an SSH public key's comment (the `value` or
+    /// `comment` group): not a `git@` remote.
+    UserAtHost,
+    /// A value after a secret's name in prose: random-looking or all hex, not a word.
+    SecretWordValue,
 }
 
 /// One scrubbing rule: a name, what it matches, and how it redacts.

@@ -1,6 +1,7 @@
-//! Home directories in paths: `/home/<user>`, `/Users/<user>`, `C:\Users\<user>` in every
-//! spelling, WSL's `/mnt/c/Users/<user>` and `\\wsl$\<distro>\home\<user>`, and their
-//! percent-encoded forms.
+//! Home directories in paths: `/home/<user>`, `/homes/<user>`, `/Users/<user>`,
+//! `C:\Users\<user>` in every spelling, WSL's `/mnt/c/Users/<user>` and
+//! `\\wsl$\<distro>\home\<user>`, AFS homes (`/afs/<cell>/user/j/<user>`), `~<user>/`, and
+//! their JSON-escaped (`\/`, `\u002f`) and percent-encoded forms.
 //!
 //! One regex finds them all; the code around it does what the regex crate cannot (no
 //! look-behind): it checks that a match starts a path rather than continuing one
@@ -17,9 +18,11 @@ use regex::Regex;
 
 use crate::error::BuildError;
 
-/// A path separator as it appears in paths, JSON-escaped text (`\\`, `\/`) and
-/// percent-encoded URLs.
-const SEP: &str = r"(?:\\/|/|\\{1,4}|%2[Ff]|%5[Cc])";
+/// A path separator as it appears in paths, JSON-escaped text (`\\`, `\/`, `\u002f`,
+/// `\u005c`) and percent-encoded URLs.
+const SEP: &str = r"(?:\\/|/|\\u00(?:2[Ff]|5[Cc])|\\{1,4}|%2[Ff]|%5[Cc])";
+/// A Unix path separator, also JSON-escaped (`\/`, `\u002f`).
+const USEP: &str = r"(?:\\?/|\\u002[Ff])";
 /// A percent-encoded byte other than a separator (`%2F`, `%5C`): `j%C3%B6rg`, `O%27Brien`,
 /// `bob%20smith`.
 const PCT: &str = r"%(?:[01346-9A-Fa-f][0-9A-Fa-f]|2[0-9A-Ea-e]|5[0-9ABD-Fabd-f])";
@@ -37,12 +40,12 @@ static USER_SPACED: LazyLock<String> = LazyLock::new(|| {
 /// The home-path regex and the indices of its groups, looked up once.
 struct HomeRegex {
     re: Regex,
-    groups: [usize; 14],
+    groups: [usize; 18],
 }
 
-const GROUP_NAMES: [&str; 14] = [
+const GROUP_NAMES: [&str; 18] = [
     "wsl", "u_wsl", "mnt", "u_mnt1", "u_mnt2", "win", "u_win1", "u_win2", "unc", "u_unc1",
-    "u_unc2", "unix", "u_unix", "u_pct",
+    "u_unc2", "afs", "u_afs", "unix", "u_unix", "tilde", "u_tilde", "u_pct",
 ];
 
 static HOME_RE: LazyLock<Result<HomeRegex, regex::Error>> = LazyLock::new(|| {
@@ -66,16 +69,23 @@ static HOME_RE: LazyLock<Result<HomeRegex, regex::Error>> = LazyLock::new(|| {
         format!(
             r#"(?P<unc>(?:\\{{2,4}}(?:\?\\{{1,2}}(?i:unc)\\{{1,2}})?|//)[A-Za-z0-9][A-Za-z0-9._$-]*(?:{SEP}[^\\/\s"'<>|?*:%]+)?{SEP}(?i:users\$?|homes?\$?|profiles?\$?){SEP})(?:(?P<u_unc1>{spaced}){SEP}|(?P<u_unc2>{spaced}))"#
         ),
-        // /home/bob, /Users/bob, /var/home/bob, /export/home/bob, JSON-escaped \/home\/bob
+        // AFS homes: /afs/cern.ch/user/j/jdoe, /afs/example.edu/home/jdoe
         format!(
-            r"(?P<unix>(?:\\?/(?:var|usr|export))?\\?/(?:home|Users)\\?/)(?P<u_unix>{user})"
+            r#"(?P<afs>{USEP}afs{USEP}[^/\\\s"'<>|]+{USEP}(?:user|usr|home){USEP}(?:[a-z0-9]{USEP}){{0,2}})(?P<u_afs>{user})"#
         ),
+        // /home/bob, /homes/bob, /Users/bob, /var/home/bob, /export/home/bob, JSON-escaped
+        // \/home\/bob and \u002fhome\u002fbob
+        format!(
+            r"(?P<unix>(?:{USEP}(?:var|usr|export))?{USEP}(?:homes?|Users){USEP})(?P<u_unix>{user})"
+        ),
+        // ~bob/ (the shell's home of bob); [`home_hits`] checks that a separator follows
+        r"(?P<tilde>~)(?P<u_tilde>[A-Za-z_][A-Za-z0-9_.-]{0,31})".to_owned(),
         // %2Fhome%2Fbob
         format!(r"(?P<pct>%2[Ff](?:home|Users)%2[Ff])(?P<u_pct>(?:[A-Za-z0-9._-]|{PCT})+)"),
     ]
     .join("|");
     let re = Regex::new(&pattern)?;
-    let mut groups = [0; 14];
+    let mut groups = [0; 18];
     for (slot, name) in groups.iter_mut().zip(GROUP_NAMES) {
         // Every name is in the pattern above; index 0 (the whole match) is never returned
         // by `group` as a sub-match, so a missing name simply never matches.
@@ -133,7 +143,7 @@ fn after_mount(before: &str) -> bool {
 static HOME_WORDS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
     AhoCorasick::builder()
         .ascii_case_insensitive(true)
-        .build(["home", "users", "documents and settings"])
+        .build(["home", "users", "documents and settings", "afs", "~"])
         .ok()
 });
 
@@ -212,6 +222,9 @@ impl HomeHit {
                 || rest
                     .get(..3)
                     .is_some_and(|p| p.eq_ignore_ascii_case("%2f") || p.eq_ignore_ascii_case("%5c"))
+                || rest.get(..6).is_some_and(|p| {
+                    p.eq_ignore_ascii_case("\\u002f") || p.eq_ignore_ascii_case("\\u005c")
+                })
         })
     }
 }
@@ -351,6 +364,27 @@ pub(crate) fn home_hits(text: &str) -> Vec<HomeHit> {
             group("u_unc1")
                 .or_else(|| group("u_unc2").map(spaced))
                 .map(|u| (u, Shape::Unc, starts_unc(text, start)))
+        } else if group("afs").is_some() {
+            // A one-letter segment is the initial's directory (`user/j/jdoe`), seen as the
+            // user only where the user after it is already a placeholder.
+            group("u_afs").map(|u| {
+                let initial = u.len() == 1;
+                (u, Shape::Unix, !prev.is_some_and(is_path_char) && !initial)
+            })
+        } else if group("tilde").is_some() {
+            // `~bob/x`, not `PROGRA~1`, `a~b` or `~bob` alone (a word, a version).
+            let ok = !prev.is_some_and(|c| is_path_char(c) || c == '/' || c == '\\');
+            group("u_tilde").map(|u| {
+                let named = text.get(u.clone()).unwrap_or("");
+                let ends_path = text
+                    .get(u.end..)
+                    .is_some_and(|rest| rest.starts_with('/') || rest.starts_with("\\/"));
+                (
+                    u,
+                    Shape::Unix,
+                    ok && ends_path && !named.eq_ignore_ascii_case("root"),
+                )
+            })
         } else if group("unix").is_some() {
             // In `x\/home\/bob` the path starts before the escaping backslash.
             let prev =
@@ -585,6 +619,29 @@ mod tests {
         assert!(users("/Users/Shared/x").is_empty());
         assert!(users("/home/<user>/x").is_empty());
         assert!(users("~/src/main.rs").is_empty());
+    }
+
+    #[test]
+    fn finds_homes_in_other_spellings() {
+        // JSON with every slash escaped as \u002f (Java's and .NET's encoders, PHP's `\/`).
+        assert_eq!(users(r"open \u002fhome\u002fjdoe\u002fx"), ["jdoe"]);
+        assert_eq!(users(r"open \u002FUsers\u002Fjdoe"), ["jdoe"]);
+        assert_eq!(users(r"C:\u005cUsers\u005cjdoe\u005cx"), ["jdoe"]);
+        assert!(users(r"x\u002fhome\u002fbob").is_empty());
+        // NFS and AFS layouts.
+        assert_eq!(users("/homes/jdoe/x"), ["jdoe"]);
+        assert_eq!(users("/nfs/homes/jdoe/x"), ["jdoe"]);
+        assert_eq!(users("/afs/cern.ch/user/j/jdoe/x"), ["jdoe"]);
+        assert_eq!(users("/afs/example.edu/home/jdoe"), ["jdoe"]);
+        assert!(users("/opt/afs/cern.ch/user/j/jdoe/x").is_empty());
+        assert!(users("/afs/cern.ch/user/j/<user>/x").is_empty());
+        // The shell's ~user.
+        assert_eq!(
+            users("cannot open ~jdoe/notes and '~kim/x'"),
+            ["jdoe", "kim"]
+        );
+        assert!(users(r"C:\PROGRA~1\app and ~root/x and ~jdoe alone").is_empty());
+        assert!(users("a~b/c and https://example.com/~jdoe/x").is_empty());
     }
 
     #[test]

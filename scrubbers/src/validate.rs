@@ -22,6 +22,7 @@ pub(crate) fn needs_captures(validator: Validator) -> bool {
             | Validator::RandomAssignment
             | Validator::EnvName
             | Validator::AuthCredential
+            | Validator::UserAtHost
     )
 }
 
@@ -67,6 +68,9 @@ pub(crate) fn check(
         Validator::KubernetesSecret => kubernetes_secret(hay, span.clone(), text),
         Validator::SlackToken => slack_token(text),
         Validator::NotPlaceholder => !harmless_value(text.trim_matches(['\'', '"'])),
+        Validator::DomainAccount => domain_account(hay, span.clone(), text),
+        Validator::UserAtHost => return user_at_host(caps?),
+        Validator::SecretWordValue => secret_word_value(text),
         Validator::EnvName => {
             let name = caps.and_then(|caps| caps.name("name"))?.as_str();
             let inner = value_span(hay, span.clone());
@@ -80,6 +84,125 @@ pub(crate) fn check(
         }
     };
     ok.then_some(span)
+}
+
+/// Domains and users of Windows' built-in accounts and registry roots, upper case:
+/// `NT AUTHORITY\SYSTEM`, `BUILTIN\Administrators`, `IIS APPPOOL\DefaultAppPool`,
+/// `HKLM\Software`.
+const NOT_ACCOUNT_DOMAINS: &[&str] = &[
+    "AUTHORITY",
+    "BUILTIN",
+    "SERVICE",
+    "APPPOOL",
+    "MANAGER",
+    "HOST",
+    "HKLM",
+    "HKCU",
+    "HKCR",
+    "HKU",
+    "HKCC",
+    "NT",
+    "NTFS",
+    "SYSTEM",
+    "SOFTWARE",
+];
+const NOT_ACCOUNT_USERS: &[&str] = &[
+    "SYSTEM",
+    "ADMINISTRATORS",
+    "ADMINISTRATOR",
+    "USERS",
+    "GUESTS",
+    "GUEST",
+    "EVERYONE",
+    "DEFAULTAPPPOOL",
+    "TRUSTEDINSTALLER",
+    "LOCALSERVICE",
+    "NETWORKSERVICE",
+    "DOMAIN USERS",
+    "DOMAIN ADMINS",
+];
+
+fn domain_account(hay: &str, span: Range<usize>, text: &str) -> bool {
+    let Some((domain, user)) = text.split_once('\\') else {
+        return false;
+    };
+    let user = user.trim_start_matches('\\');
+    // A longer path (`SOFTWARE\Microsoft\Windows`, `share\dir/x`) or a file (`docs\a.txt`).
+    if matches!(after(hay, span.end), Some('\\' | '/'))
+        || user.rsplit_once('.').is_some_and(|(_, ext)| {
+            FILE_EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e))
+                || matches!(
+                    ext.to_ascii_lowercase().as_str(),
+                    "log" | "csv" | "xml" | "ini" | "cfg" | "dat" | "db" | "bak" | "zip"
+                )
+        })
+    {
+        return false;
+    }
+    let domain_upper = domain.to_ascii_uppercase();
+    let user_upper = user.to_ascii_uppercase();
+    if domain_upper.starts_with("HKEY_")
+        || NOT_ACCOUNT_DOMAINS.contains(&domain_upper.as_str())
+        || NOT_ACCOUNT_USERS.contains(&user_upper.as_str())
+    {
+        return false;
+    }
+    // An escape sequence glued to words: `FAILED\nCaused by`, `A\tB`, `x\u002fy`.
+    let mut chars = user.chars();
+    let first = chars.next();
+    let second = chars.next();
+    if matches!(first, Some('n' | 'r' | 't')) && second.is_some_and(|c| c.is_ascii_uppercase())
+        || first == Some('u')
+            && user.len() >= 5
+            && user
+                .get(1..5)
+                .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+        || first == Some('x')
+            && user
+                .get(1..3)
+                .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return false;
+    }
+    // After a weak word (`saved as`, `waiting for`, `owned by`), only a NetBIOS-style domain
+    // in upper case: `for CORP\jdoe`, not `saved as reports\q3`.
+    let word: String = hay
+        .get(..span.start)
+        .unwrap_or("")
+        .trim_end_matches(['"', '\'', '(', '\\', ' ', '\t', ':', '='])
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_alphabetic)
+        .collect();
+    let weak = matches!(word.to_ascii_lowercase().as_str(), "sa" | "rof" | "yb");
+    !weak
+        || domain
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The user and host of a shell prompt, or an SSH key's comment, to redact.
+fn user_at_host(caps: &Captures<'_>) -> Option<Range<usize>> {
+    if let Some(comment) = caps.name("comment") {
+        return (!harmless_value(comment.as_str())).then(|| comment.range());
+    }
+    let value = caps.name("value")?;
+    let (user, _) = value.as_str().split_once('@')?;
+    // `git@github.com:org/repo` is a remote; `root@` names no person, but its host does.
+    (user != "git").then(|| value.range())
+}
+
+/// A value after a secret's name in prose (`token 8f3a9b2c...`): random-looking, or all hex
+/// with letters and digits; not a word, an identifier of words or a placeholder.
+fn secret_word_value(text: &str) -> bool {
+    let text = text.trim_end_matches(['.', ',', ';', ')', '\'', '"', '`']);
+    if text.len() < 16 || harmless_value(text) {
+        return false;
+    }
+    let hex = text.bytes().all(|b| b.is_ascii_hexdigit());
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+    let letters = text.bytes().filter(u8::is_ascii_alphabetic).count();
+    (hex && digits >= 2 && letters >= 2) || very_random(text)
 }
 
 fn before(hay: &str, at: usize) -> Option<char> {
@@ -183,6 +306,19 @@ fn ipv6(hay: &str, span: Range<usize>) -> Option<Range<usize>> {
 }
 
 fn mac(hay: &str, span: Range<usize>, text: &str) -> bool {
+    // Cisco's `001a.2b3c.4d5e`: not part of a longer dotted number, and with a hex letter, so
+    // that versions and dates (`2023.1101.0930`) stay.
+    if text.contains('.') {
+        let dot_then_hex = |dot: Option<char>, hex: Option<char>| {
+            dot == Some('.') && hex.is_some_and(|c| c.is_ascii_hexdigit())
+        };
+        let hex: String = text.chars().filter(char::is_ascii_hexdigit).collect();
+        return !dot_then_hex(after(hay, span.end), second_after(hay, span.end))
+            && !dot_then_hex(before(hay, span.start), second_before(hay, span.start))
+            && hex.bytes().any(|b| b.is_ascii_alphabetic())
+            && hex.bytes().any(|b| b.is_ascii_digit())
+            && !hex.bytes().all(|b| b == b'f' || b == b'F');
+    }
     let mut seps = text.chars().filter(|c| *c == ':' || *c == '-');
     let first = seps.next();
     if !seps.all(|c| Some(c) == first) {
@@ -1419,6 +1555,11 @@ pub(crate) fn harmless_value(value: &str) -> bool {
     let v = value.trim();
     if v.is_empty() || v.chars().count() > 4096 {
         return v.is_empty();
+    }
+    // An opening bracket alone: the start of a structure (`password: {"type": ...}`,
+    // `token: [`), not a value.
+    if matches!(v, "{" | "[" | "(" | "{{" | "[[") {
+        return true;
     }
     // Markup (`<xsd:element ...`), a file path, or a word followed by a colon.
     if v.starts_with('<')

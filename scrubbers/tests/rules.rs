@@ -81,6 +81,32 @@ fn home_path() {
     check("home-path", r"\\?\C:\Users\alice\x", r"~\x");
     check("home-path", "/Users/alice/Library/Logs", "~/Library/Logs");
     check("home-path", "/home/bob/x", "/home/<user>/x");
+    check(
+        "home-path",
+        r"open \u002fhome\u002fjdoe\u002fx failed",
+        r"open \u002fhome\u002f<user>\u002fx failed",
+    );
+    check(
+        "home-path",
+        r"open \u002fhome\u002falice\u002fx failed",
+        r"open ~\u002fx failed",
+    );
+    check(
+        "home-path",
+        "/afs/cern.ch/user/j/jdoe/x",
+        "/afs/cern.ch/user/j/<user>/x",
+    );
+    check("home-path", "/nfs/homes/jdoe/x", "/nfs/homes/<user>/x");
+    check(
+        "home-path",
+        "cannot open ~mwilliams/notes",
+        "cannot open ~<user>/notes",
+    );
+    check(
+        "home-path",
+        "cannot open ~alice/notes",
+        "cannot open ~/notes",
+    );
     check("home-path", "/Users/bob/x", "/Users/<user>/x");
     check("home-path", r"C:\Users\bob\x", r"C:\Users\<user>\x");
     check("home-path", r"D:\Users\bob\x", r"D:\Users\<user>\x");
@@ -1284,6 +1310,22 @@ fn mac_address() {
     check("mac-address", "00-1A-2B-3C-4D-5E", "<mac>");
     check("mac-address", "00:1a-2b:3c:4d:5e", "00:1a-2b:3c:4d:5e");
     check("mac-address", "00:00:00:00:00:00", "00:00:00:00:00:00");
+    check(
+        "mac-address",
+        "iface 00-1a-2b-3c-4d-5e down",
+        "iface <mac> down",
+    );
+    check("mac-address", "cisco 001a.2b3c.4d5e up", "cisco <mac> up");
+    check(
+        "mac-address",
+        "build 2023.1101.0930",
+        "build 2023.1101.0930",
+    );
+    check(
+        "mac-address",
+        "v 1a2b.3c4d.5e6f.7a8b",
+        "v 1a2b.3c4d.5e6f.7a8b",
+    );
     check(
         "mac-address",
         "550e8400-e29b-41d4-a716-446655440000",
@@ -2566,4 +2608,134 @@ fn personal_data_and_session_keys() {
         "url": "https://app.example.com/cart;jsessionid=8F3A2B1C9D8E7F6A5B4C3D2E1F0A9B8C"
     }));
     assert!(!out.contains("8F3A2B1C"), "{out}");
+}
+
+#[test]
+fn windows_accounts() {
+    check(
+        "windows-sid",
+        "access denied for S-1-5-21-3623811015-3361044348-30300820-1013",
+        "access denied for <sid>",
+    );
+    check(
+        "windows-sid",
+        "run as S-1-5-18 (LocalSystem)",
+        "run as S-1-5-18 (LocalSystem)",
+    );
+    check(
+        "domain-account",
+        r"logon failure for CORP\mwilliams on server",
+        r"logon failure for <user> on server",
+    );
+    check("domain-account", r"User: corp\mwilliams", "User: <user>");
+    check(
+        "domain-account",
+        r#"{"owner": "CORP\\jdoe"}"#,
+        r#"{"owner": "<user>"}"#,
+    );
+    check(
+        "domain-account",
+        r"logged in as desktop-7k2\kim",
+        r"logged in as desktop-7k2\kim",
+    );
+    check(
+        "domain-account",
+        r"logged in as DESKTOP-7K2\kim",
+        r"logged in as <user>",
+    );
+    for kept in [
+        r"service runs as NT AUTHORITY\SYSTEM",
+        r"owner BUILTIN\Administrators",
+        r"access denied for HKLM\SOFTWARE\Vendor",
+        r"waiting for HKEY_LOCAL_MACHINE\x",
+        r"saved as reports\q3.csv",
+        r"failed for ERROR\nCaused by",
+        r"user: CORP\team\share",
+        r"account: IIS APPPOOL\DefaultAppPool",
+    ] {
+        check("domain-account", kept, kept);
+    }
+}
+
+#[test]
+fn user_at_host() {
+    check(
+        "user-at-host",
+        "mwilliams@buildbox:~/src$ cargo run",
+        "<user>@<hostname>:~/src$ cargo run",
+    );
+    check(
+        "user-at-host",
+        "[mwilliams@buildbox src]$ make",
+        "[<user>@<hostname> src]$ make",
+    );
+    check(
+        "user-at-host",
+        "key ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMq mwilliams@laptop-7 rejected",
+        "key ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMq <user>@<hostname> rejected",
+    );
+    for kept in [
+        "git@github.com:org/repo.git and git@gitlab:/srv/repo",
+        "see icon@2x.png",
+        "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 <comment>",
+    ] {
+        check("user-at-host", kept, kept);
+    }
+}
+
+#[test]
+fn secrets_in_prose() {
+    check(
+        "secret-word-value",
+        "auth with token 8f3a9b2c7d1e4f5a6b7c8d9e0f1a2b3c failed",
+        "auth with token <redacted> failed",
+    );
+    check(
+        "secret-word-value",
+        "the API key is AKx9QpL2mZ7vW4rT8sN3bY6 now",
+        "the API key is <redacted> now",
+    );
+    check(
+        "twilio-key",
+        "twilio key SK2c9e4d1f0a8b7c6d5e4f3a2b1c0d9e8f rejected",
+        "twilio key <secret:token> rejected",
+    );
+    check(
+        "secret-query-param",
+        "Server=db;User Id=sa;Password={pa;ss;w0rd};Encrypt=true",
+        "Server=db;User Id=sa;Password=<redacted>;Encrypt=true",
+    );
+    check(
+        "secret-key-value",
+        "Password={pa;ss;w0rd};Server=db",
+        "Password=<redacted>;Server=db",
+    );
+    check(
+        "secret-key-value",
+        r#"password: {"type": "string"}"#,
+        r#"password: {"type": "string"}"#,
+    );
+    check(
+        "multipart-field",
+        "--b\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nhunter2secret\r\n--b",
+        "--b\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n<redacted>\r\n--b",
+    );
+    check(
+        "multipart-field",
+        r#"Content-Disposition: form-data; name=\"api_key\"\r\n\r\nk3y-Xy9\r\n"#,
+        r#"Content-Disposition: form-data; name=\"api_key\"\r\n\r\n<redacted>\r\n"#,
+    );
+    check(
+        "multipart-field",
+        "Content-Disposition: form-data; name=\"comment\"\r\n\r\nhello there\r\n",
+        "Content-Disposition: form-data; name=\"comment\"\r\n\r\nhello there\r\n",
+    );
+    for kept in [
+        "token refresh_endpoint_configuration failed",
+        "password reset requested for the account",
+        "secret rotation scheduled 2026-11-30T10:00:00Z",
+        "token 12345678901234567890 expired",
+    ] {
+        check("secret-word-value", kept, kept);
+    }
 }
