@@ -13,6 +13,7 @@ pub(crate) const ROTATE_AT: u64 = 1024 * 1024;
 
 /// The most read back from one log file (the current one is rotated at [`ROTATE_AT`]; a
 /// larger file was not written by us and is skipped).
+#[cfg(any(feature = "cli", test))] // used by the CLI only
 const READ_MAX: u64 = 64 * ROTATE_AT;
 
 /// Appends one record. Failures are reported once and otherwise ignored: the audit log must
@@ -79,6 +80,7 @@ pub(crate) fn rotated(path: &Path) -> PathBuf {
 }
 
 /// The records, oldest first (the rotated file, then the current one).
+#[cfg(any(feature = "cli", test))] // used by the CLI only
 pub(crate) fn read(path: &Path) -> Vec<Value> {
     [rotated(path), path.to_owned()]
         .iter()

@@ -6,7 +6,7 @@
 //! the app asks for review, as desktop crash reporters let a user share one report. It still
 //! goes through the egress gate (audit log, status table) and to the configured server only.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -165,6 +165,7 @@ pub fn waiting_reports(config: &Config) -> Vec<Waiting> {
 
 /// A batch of usage events waiting in the usage store: sent in the background (it is not
 /// reviewed one by one; `disable --usage` deletes it).
+#[cfg(any(feature = "cli", test))] // used by the CLI only
 #[derive(Debug, Clone)]
 pub(crate) struct WaitingUsage {
     /// When its first event was recorded (RFC 3339, UTC).
@@ -178,6 +179,7 @@ pub(crate) struct WaitingUsage {
 }
 
 /// The usage batches waiting in `config`'s app's usage store, oldest first.
+#[cfg(any(feature = "cli", test))] // used by the CLI only
 pub(crate) fn waiting_usage(config: &Config) -> Vec<WaitingUsage> {
     let Some(dir) = Paths::of(config).usage_dir() else {
         return Vec::new();
@@ -306,7 +308,8 @@ pub(crate) fn send(config: &Config, report: &Waiting) -> Result<(), ReviewError>
 }
 
 /// Writes one waiting report, scrubbed, to `to` (to attach to a bug report by hand).
-pub(crate) fn export(report: &Waiting, to: &Path) -> Result<(), ReviewError> {
+#[cfg(any(feature = "cli", test))] // used by the CLI only
+pub(crate) fn export(report: &Waiting, to: &std::path::Path) -> Result<(), ReviewError> {
     let mut text = serde_json::to_string_pretty(&report.event).unwrap_or_default();
     text.push('\n');
     std::fs::write(to, text).map_err(|source| ReviewError::Io {

@@ -987,6 +987,7 @@ pub(crate) fn validate_change(
 
 /// Splits a `key=value` command-line argument. The value stays a string; [`Settings::update`]
 /// types it.
+#[cfg(any(feature = "cli", test))] // used by the CLI only
 pub(crate) fn parse_assignment(arg: &str) -> Result<(String, Value), SettingsError> {
     match arg.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => Ok((
