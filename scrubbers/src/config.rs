@@ -113,6 +113,13 @@ pub(crate) enum Validator {
     UserAtHost,
     /// A value after a secret's name in prose: random-looking or all hex, not a word.
     SecretWordValue,
+    /// The user (and password) of a URL: the user alone where the password is already a
+    /// placeholder; not `git@` or `anonymous@`.
+    UrlCredentials,
+    /// The user of an AWS ARN (`value`) or the name of an LDAP DN (`dn`).
+    Principal,
+    /// The values of a `Key (...)=(...)` detail, unless all are numbers or UUIDs.
+    KeyDetail,
 }
 
 /// One scrubbing rule: a name, what it matches, and how it redacts.

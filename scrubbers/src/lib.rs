@@ -75,6 +75,9 @@
 //! | `aws-secret-key` | AWS secret access keys next to a name saying so | `<secret:aws>` |
 //! | `vendor-token` | API tokens of other services by their documented prefix and shape (Notion `ntn_`, Sourcegraph `sgp_`, Vault `hvs.`, Sentry `sntrys_`, SendGrid `SG.`, PyPI `pypi-`, Hugging Face `hf_`, DigitalOcean `dop_v1_`, Mailgun `key-`, npm `npm_`, 1Password, Facebook `EAA`, and about forty more), anywhere in a word | `<secret:token>` |
 //! | `vendor-token-shape` | Telegram bot tokens, Facebook app tokens, Mailchimp keys (`...-us12`), Azure AD client secrets (`...Q~...`), Discord and Teams webhooks | `<secret:token>` |
+//! | `password-hash` | password hashes in crypt formats (bcrypt `$2b$`, Argon2, scrypt, PBKDF2, yescrypt, glibc `$1$`/`$5$`/`$6$`) | `<secret:password-hash>` |
+//! | `redis-auth` | the password of a Redis `AUTH` command, when letters and digits mix | `<redacted>` |
+//! | `secret-label-intl` | a value after the word for password in other languages (`Passwort:`, `senha=`, `пароль:`, `密码：`) | `<redacted>` |
 //! | `twilio-key` | Twilio API key SIDs (`SK` and 32 hex digits) | `<secret:token>` |
 //! | `discord-bot-token` | Discord bot tokens | `<secret:token>` |
 //! | `secret-element` | the text of an XML element named like a secret (`<password>v</password>`) | `<redacted>` |
@@ -110,6 +113,10 @@
 //! | `windows-sid` | Windows security identifiers of accounts (`S-1-5-21-...`, `S-1-12-1-...`); well-known SIDs stay | `<sid>` |
 //! | `domain-account` | Windows accounts written `DOMAIN\\user` after a word naming an account (`logon failure for CORP\\jdoe`); registry keys, longer paths and built-in accounts stay | `<user>` |
 //! | `user-at-host` | a shell prompt's `user@host` (`jdoe@laptop:~/src$`) and an SSH public key's comment; `git@` remotes stay | `<user>@<hostname>` |
+//! | `user-at-address` | the user before an IP address (`jdoe@10.0.4.17`); `git@` stays | `<user>` |
+//! | `user-in-log` | the user in sshd, PAM and login lines, unquoted (`Failed password for jdoe from`, `session opened for user jdoe`, `logged in as jdoe`, `user=jdoe`) | `<user>` |
+//! | `cloud-principal` | the user of AWS IAM and STS ARNs, the name of LDAP DNs (`CN=John Smith,OU=...`, `uid=jdoe,ou=...`) | `<user>` |
+//! | `sql-key-detail` | the values of PostgreSQL's `Key (col)=(value)` constraint details, unless all are numbers or UUIDs | `<redacted>` |
 //! | `home-path` | home directories: `/home/u`, `/homes/u`, `/Users/u`, `C:\Users\u` (any separator, JSON-escaped as `\/` or `\u002f`, `\\?\`, any drive; names with spaces or apostrophes), user folders on shares (`\\host\Users\u`, `\\host\c$\Users\u`, `\\host\home\u`, `//host/Users/u`), WSL `/mnt/c/Users/u` and `\\wsl$\distro\home\u`, AFS `/afs/cell/user/j/u`, the shell's `~u/`, `file://` and percent-encoded forms (any `%XX` in the name) | the running user's home becomes `~`; in others the user becomes `<user>` |
 //! | `user-name` | user names, given or learned from the event's home paths (`/home/u` and `/Users/u` only when a path follows; `u` also from `u.DOMAIN` profile folders) and `USER=` pairs, as whole words in any case, not in Rust paths (`a::u`); learned ones also not next to `_` nor as a file's name (`u.rs`) | `<user>` |
 //! | `full-name` | the user's full name, also as `alice.smith`, `alice_smith`, ... | `<user>` |

@@ -62,7 +62,7 @@ static HOME_RE: LazyLock<Result<HomeRegex, regex::Error>> = LazyLock::new(|| {
         ),
         // C:\Users\bob, c:/users/bob, C:\\Users\\bob, \\?\C:\Users\bob, C%3A%5CUsers%5Cbob
         format!(
-            r"(?P<win>(?:\\{{2,4}}[?.]\\{{1,2}})?[A-Za-z](?::|%3[Aa]){SEP}(?i:users|documents and settings){SEP})(?:(?P<u_win1>{spaced}){SEP}|(?P<u_win2>{spaced}))"
+            r"(?P<win>(?:\\{{2,4}}[?.]\\{{1,2}})?[A-Za-z](?::|%3[Aa]){SEP}(?i:users|profiles|documents and settings){SEP})(?:(?P<u_win1>{spaced}){SEP}|(?P<u_win2>{spaced}))"
         ),
         // UNC shares of user folders: \\server\Users\bob, \\server\c$\Users\bob,
         // \\server\home\bob, \\?\UNC\server\Users\bob, //server/Users/bob
@@ -73,10 +73,11 @@ static HOME_RE: LazyLock<Result<HomeRegex, regex::Error>> = LazyLock::new(|| {
         format!(
             r#"(?P<afs>{USEP}afs{USEP}[^/\\\s"'<>|]+{USEP}(?:user|usr|home){USEP}(?:[a-z0-9]{USEP}){{0,2}})(?P<u_afs>{user})"#
         ),
-        // /home/bob, /homes/bob, /Users/bob, /var/home/bob, /export/home/bob, JSON-escaped
+        // /home/bob, /homes/bob, /home2/bob (shared hosting), /Users/bob, /var/home/bob,
+        // /export/home/bob, JSON-escaped
         // \/home\/bob and \u002fhome\u002fbob
         format!(
-            r"(?P<unix>(?:{USEP}(?:var|usr|export))?{USEP}(?:homes?|Users){USEP})(?P<u_unix>{user})"
+            r"(?P<unix>(?:{USEP}(?:var|usr|export))?{USEP}(?:home[0-9]{{0,2}}|homes|Users){USEP})(?P<u_unix>{user})"
         ),
         // ~bob/ (the shell's home of bob); [`home_hits`] checks that a separator follows
         r"(?P<tilde>~)(?P<u_tilde>[A-Za-z_][A-Za-z0-9_.-]{0,31})".to_owned(),
@@ -143,7 +144,14 @@ fn after_mount(before: &str) -> bool {
 static HOME_WORDS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
     AhoCorasick::builder()
         .ascii_case_insensitive(true)
-        .build(["home", "users", "documents and settings", "afs", "~"])
+        .build([
+            "home",
+            "users",
+            "profile",
+            "documents and settings",
+            "afs",
+            "~",
+        ])
         .ok()
 });
 
@@ -635,6 +643,9 @@ mod tests {
         assert_eq!(users("/afs/example.edu/home/jdoe"), ["jdoe"]);
         assert!(users("/opt/afs/cern.ch/user/j/jdoe/x").is_empty());
         assert!(users("/afs/cern.ch/user/j/<user>/x").is_empty());
+        assert_eq!(users(r"open \\fs01\profiles$\mkowalski\x"), ["mkowalski"]);
+        assert_eq!(users(r"D:\Profiles\mkowalski\AppData"), ["mkowalski"]);
+        assert_eq!(users("in /home2/jdoe/public_html/index.php"), ["jdoe"]);
         // The shell's ~user.
         assert_eq!(
             users("cannot open ~jdoe/notes and '~kim/x'"),

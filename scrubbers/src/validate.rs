@@ -23,6 +23,7 @@ pub(crate) fn needs_captures(validator: Validator) -> bool {
             | Validator::EnvName
             | Validator::AuthCredential
             | Validator::UserAtHost
+            | Validator::Principal
     )
 }
 
@@ -48,7 +49,7 @@ pub(crate) fn check(
         Validator::CryptoAddress => crypto_address(text),
         Validator::Imei => return imei(hay, caps, span),
         Validator::NationalId => national_id(hay, caps?, span.clone(), text),
-        Validator::Email => email(text),
+        Validator::Email => return email(hay, span),
         Validator::HostShape => host_shape(hay, span.clone(), text),
         Validator::TokenLike => token_like(text),
         Validator::AuthCredential => return auth_credential(hay, caps?, span),
@@ -71,6 +72,9 @@ pub(crate) fn check(
         Validator::DomainAccount => domain_account(hay, span.clone(), text),
         Validator::UserAtHost => return user_at_host(caps?),
         Validator::SecretWordValue => secret_word_value(text),
+        Validator::UrlCredentials => return url_credentials(text, span),
+        Validator::Principal => return principal(caps?),
+        Validator::KeyDetail => key_detail(text),
         Validator::EnvName => {
             let name = caps.and_then(|caps| caps.name("name"))?.as_str();
             let inner = value_span(hay, span.clone());
@@ -192,6 +196,65 @@ fn user_at_host(caps: &Captures<'_>) -> Option<Range<usize>> {
     (user != "git").then(|| value.range())
 }
 
+/// The user of an ARN, or the name of an LDAP DN unless it is a built-in container.
+fn principal(caps: &Captures<'_>) -> Option<Range<usize>> {
+    if let Some(user) = caps.name("value") {
+        return Some(user.range());
+    }
+    let dn = caps.name("dn")?;
+    let name = dn.as_str().trim();
+    let builtin = [
+        "users",
+        "computers",
+        "builtin",
+        "system",
+        "configuration",
+        "schema",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n));
+    (!builtin && !name.is_empty() && !harmless_value(name)).then(|| dn.range())
+}
+
+/// The values of a `Key (...)=(...)` detail: not when all are numbers or UUIDs (row ids).
+fn key_detail(text: &str) -> bool {
+    let id_like = |v: &str| {
+        let v = v.trim();
+        !v.is_empty()
+            && (v.bytes().all(|b| b.is_ascii_digit())
+                || (v.len() == 36 && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')))
+    };
+    !text.is_empty() && !text.split(',').all(id_like)
+}
+
+/// What to redact of a URL's `user:password` or `user`.
+fn url_credentials(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    match text.split_once(':') {
+        // The password is already a placeholder: the user alone.
+        Some((user, pass)) if pass.starts_with('<') => {
+            (!user.is_empty()).then(|| span.start..span.start + user.len())
+        }
+        Some(_) => Some(span),
+        None => {
+            // No person: `git@`, `anonymous@`; nor the word in `for invalid user x`.
+            let anonymous = [
+                "git",
+                "anonymous",
+                "ftp",
+                "guest",
+                "invalid",
+                "illegal",
+                "unknown",
+            ]
+            .iter()
+            .any(|u| text.eq_ignore_ascii_case(u));
+            // A sentence's full stop is not part of the name (`logged in as jdoe.`).
+            let name = text.trim_end_matches('.');
+            (!name.is_empty() && !anonymous).then(|| span.start..span.start + name.len())
+        }
+    }
+}
+
 /// A value after a secret's name in prose (`token 8f3a9b2c...`): random-looking, or all hex
 /// with letters and digits; not a word, an identifier of words or a placeholder.
 fn secret_word_value(text: &str) -> bool {
@@ -235,6 +298,14 @@ fn ipv4(hay: &str, span: Range<usize>, text: &str) -> bool {
         || matches!(after(hay, span.end), Some('-' | '+' | '_'))
         || matches!(before(hay, span.start), Some('-' | '_' | 'v' | 'V'))
         || after_version_word(hay, span.start)
+        // A product's version (`Chrome/120.0.0.0`, `Electron/28.1.0.0` in user agents), a
+        // library's (`libssl.so.1.1.1.1`) or a file's (`app-1.2.3.4.jar`).
+        || (before(hay, span.start) == Some('/')
+            && second_before(hay, span.start).is_some_and(char::is_alphanumeric))
+        || (before(hay, span.start) == Some('.')
+            && second_before(hay, span.start).is_some_and(char::is_alphabetic))
+        || (after(hay, span.end) == Some('.')
+            && second_after(hay, span.end).is_some_and(char::is_alphabetic))
     {
         return false;
     }
@@ -252,7 +323,9 @@ fn ipv4(hay: &str, span: Range<usize>, text: &str) -> bool {
         }
         n += 1;
     }
-    n == 4 && octets[0] != 127 && octets != [0, 0, 0, 0] && octets != [255, 255, 255, 255]
+    // An address ending in `.0` names a network, not a host (and is how versions end:
+    // `8.0.0.0`, `3.0.2.0`).
+    n == 4 && octets[0] != 127 && octets[3] != 0 && octets != [255, 255, 255, 255]
 }
 
 /// Whether `hay[..at]` ends with `version`, `ver` or `v` as a word, then spaces or a colon:
@@ -970,8 +1043,44 @@ const FILE_EXTENSIONS: &[&str] = &[
     "yaml", "yml", "txt", "md", "html", "css", "lock", "wasm", "so", "dll", "exe",
 ];
 
-fn email(text: &str) -> bool {
-    let Some((local, domain)) = text.split_once('@').or_else(|| {
+/// Where the mailbox starts in the local part of a percent-encoded text: after the last
+/// encoded delimiter (`next=%2Fhome%3Femail%3Djane%40example.com` is `jane`), once or twice
+/// encoded.
+fn encoded_local_start(local: &str) -> usize {
+    let bytes = local.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            i += 1;
+            continue;
+        }
+        // `%25XX` is `%XX` encoded once more.
+        let at = if local.get(i + 1..i + 3) == Some("25") {
+            i + 3
+        } else {
+            i + 1
+        };
+        let Some(hex) = local.get(at..at + 2) else {
+            break;
+        };
+        match u8::from_str_radix(hex, 16) {
+            Ok(b)
+                if b < 0x80
+                    && !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-')) =>
+            {
+                start = at + 2;
+                i = at + 2;
+            }
+            _ => i += 1,
+        }
+    }
+    start
+}
+
+fn email(hay: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let text = hay.get(span.clone())?;
+    let (local, domain) = text.split_once('@').or_else(|| {
         let lower = text.to_ascii_lowercase();
         ["%2540", "%40", "&#64;", "&#x40;"]
             .iter()
@@ -979,17 +1088,25 @@ fn email(text: &str) -> bool {
                 let at = lower.find(at_sign)?;
                 Some((text.get(..at)?, text.get(at + at_sign.len()..)?))
             })
-    }) else {
-        return false;
-    };
+    })?;
     // `git@github.com:org/repo` is an SSH remote, not a mailbox.
     if local == "git" {
-        return false;
+        return None;
+    }
+    // The user of a URL (`https://jdoe@bitbucket.org/x`) is not a mailbox: the URL's
+    // credentials rule takes the user and leaves the host.
+    if hay.get(..span.start).is_some_and(|b| b.ends_with("://")) {
+        return None;
     }
     let tld = domain.rsplit('.').next().unwrap_or("");
-    !FILE_EXTENSIONS
+    if FILE_EXTENSIONS
         .iter()
         .any(|ext| tld.eq_ignore_ascii_case(ext))
+    {
+        return None;
+    }
+    let start = encoded_local_start(local);
+    (start < local.len()).then_some(span.start + start..span.end)
 }
 
 /// Whether a word looks like a credential rather than English: letters mixed with digits, or
@@ -1162,6 +1279,10 @@ fn secret_assignment(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Opti
     if !strong_name && !keys::is_weak_secret_key(name) {
         return None;
     }
+    // A public key's name (`PublicKeyToken=30ad4fe6b2a6aeed` of a .NET assembly).
+    if keys::words(name).iter().any(|w| w == "public") {
+        return None;
+    }
     let (span, inner) = match wrapped_literal(hay, span.clone()) {
         Some(inside) => (inside.start - 1..inside.end + 1, inside),
         None => (span.clone(), value_span(hay, span)),
@@ -1184,6 +1305,17 @@ fn secret_assignment(hay: &str, caps: &Captures<'_>, span: Range<usize>) -> Opti
     let quoted_value = inner.start != span.start;
     // A quoted name before `:` is JSON or YAML, not prose.
     let quoted_name = caps.name("quote").is_some();
+    // A space before the colon and a word after it is prose (MongoDB's `bad auth :
+    // Authentication failed`), unless the name leaves no doubt (`password : hunter`).
+    if sep.starts_with([' ', '\t'])
+        && sep.trim() == ":"
+        && !quoted_value
+        && !quoted_name
+        && !keys::is_strong_secret_key(name)
+        && value.chars().all(char::is_alphabetic)
+    {
+        return None;
+    }
     if sep.contains('=') || sep.contains(',') || quoted_name || keys::is_strong_secret_key(name) {
         return Some(inner);
     }

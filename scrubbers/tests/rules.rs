@@ -988,6 +988,17 @@ fn url_credentials() {
         "ssh://git@github.com/x",
         "ssh://git@github.com/x",
     );
+    // The user alone, and the user beside a password another rule replaced.
+    check(
+        "url-credentials",
+        "fatal: unable to access 'https://jdoe@bitbucket.org/acme/repo.git/'",
+        "fatal: unable to access 'https://<redacted>@bitbucket.org/acme/repo.git/'",
+    );
+    check(
+        "url-credentials",
+        "https://mkowalski:ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789@github.com/acme/pkg.git",
+        "https://<redacted>:<secret:github>@github.com/acme/pkg.git",
+    );
 }
 
 #[test]
@@ -1248,6 +1259,12 @@ fn deny_key() {
 
 #[test]
 fn email() {
+    check(
+        "email",
+        "next=%2Fdashboard%3Ffoo%3Dbar%26email%3Djane%40example.com",
+        "next=%2Fdashboard%3Ffoo%3Dbar%26email%3D<email>",
+    );
+    check("email", "q=a%253Djane%2540example.com", "q=a%253D<email>");
     check("email", "mail bob@example.com now", "mail <email> now");
     check("email", "<Bob.Smith+tag@mail.example.co.uk>", "<<email>>");
     check("email", "bob%40example.com", "<email>");
@@ -1283,12 +1300,24 @@ fn ip_addresses() {
     check("ipv4", "dev 10.1.2.3", "dev <ip>");
     check("ipv4", "999.1.1.1", "999.1.1.1");
     check("ipv4", "v1.2.3.4", "v1.2.3.4");
+    for kept in [
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0.0.0 Safari/537.36",
+        "Electron/28.1.2.3 and libssl.so.1.1.1.1 and ~[app-1.2.3.4.jar:na]",
+        "Microsoft.NETCore.App 8.0.0.0 and subnet 10.1.2.0",
+    ] {
+        check("ipv4", kept, kept);
+    }
+    check(
+        "ipv4",
+        "GET http://10.1.2.3/x from 10.1.2.4.",
+        "GET http://<ip>/x from <ip>.",
+    );
     check(
         "ipv4",
         "kernel 5.15.153.1-microsoft-standard-WSL2",
         "kernel 5.15.153.1-microsoft-standard-WSL2",
     );
-    check("ipv4", "ssh admin@192.168.1.20", "ssh admin@<ip>");
+    check("ipv4", "ssh admin@192.168.1.20", "ssh <user>@<ip>");
     check("ipv6", "from 2001:db8::1 port", "from <ip> port");
     check("ipv6", "[fe80::1ff:fe23:4567:890a%eth0]:80", "[<ip>]:80");
     check("ipv6", "::1", "::1");
@@ -2738,4 +2767,113 @@ fn secrets_in_prose() {
     ] {
         check("secret-word-value", kept, kept);
     }
+}
+
+#[test]
+fn shapes_found_in_other_ecosystems_crash_reports() {
+    check(
+        "password-hash",
+        "UPDATE users SET password_hash = '$2b$12$KIXQJ1rY3P1Qd9vZ3u5uOe7Q1o9b2Yf0m1c8Zk2d3e4f5g6h7i8j9' WHERE id = 4",
+        "UPDATE users SET password_hash = '<secret:password-hash>' WHERE id = 4",
+    );
+    check(
+        "password-hash",
+        "jdoe:$6$rounds=5000$saltsalt$Xq0vKb8wQ7lV2u9rT4sN3bY6pL1mZ7vW4rT8sN3bY6pL1mZ7vW4rT8sN3bY6pL1mZ7vW4rT8sN3bY6pL1m:19000:0",
+        "jdoe:<secret:password-hash>:19000:0",
+    );
+    check(
+        "password-hash",
+        "h=$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA end",
+        "h=<secret:password-hash> end",
+    );
+    check(
+        "password-hash",
+        "costs $2 and $6 each",
+        "costs $2 and $6 each",
+    );
+    check(
+        "redis-auth",
+        "redis AUTH default Xk9mQ2vL7pR4",
+        "redis AUTH default <redacted>",
+    );
+    check("redis-auth", "AUTH Xk9mQ2vL7pR4aB3c", "AUTH <redacted>");
+    check(
+        "redis-auth",
+        "AUTH failed: WRONGPASS",
+        "AUTH failed: WRONGPASS",
+    );
+    check(
+        "secret-label-intl",
+        "Passwort: Winter2024 | senha=Inverno2024 | пароль: Zima2024 | 密码：Dong2024",
+        "Passwort: <redacted> | senha=<redacted> | пароль: <redacted> | 密码：<redacted>",
+    );
+    check(
+        "secret-label-intl",
+        "contraseña = Invierno2024; mot de passe: Hiver2024",
+        "contraseña = <redacted>; mot de passe: <redacted>",
+    );
+    check(
+        "secret-label-intl",
+        "Passwort: <redacted>",
+        "Passwort: <redacted>",
+    );
+    check(
+        "sql-key-detail",
+        "DETAIL: Key (username)=(mkowalski) already exists.",
+        "DETAIL: Key (username)=(<redacted>) already exists.",
+    );
+    check(
+        "sql-key-detail",
+        "Key (user_id)=(42) is not present in table \"users\".",
+        "Key (user_id)=(42) is not present in table \"users\".",
+    );
+    check(
+        "cloud-principal",
+        "User: arn:aws:iam::123456789012:user/jsmith is not authorized",
+        "User: arn:aws:iam::123456789012:user/<user> is not authorized",
+    );
+    check(
+        "cloud-principal",
+        "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Admin_x/priya.patel denied",
+        "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Admin_x/<user> denied",
+    );
+    check(
+        "cloud-principal",
+        "bind for CN=John Smith,OU=Users,DC=corp,DC=acme,DC=com; uid=jdoe,ou=people,dc=example,dc=com",
+        "bind for CN=<user>,OU=Users,DC=corp,DC=acme,DC=com; uid=<user>,ou=people,dc=example,dc=com",
+    );
+    check(
+        "user-in-log",
+        "Failed password for invalid user mkowalski from <ip> port 51234 ssh2",
+        "Failed password for invalid user <user> from <ip> port 51234 ssh2",
+    );
+    check(
+        "user-in-log",
+        "pam_unix(sshd:session): session opened for user kpatel(uid=1000) by (uid=0)",
+        "pam_unix(sshd:session): session opened for user <user>(uid=1000) by (uid=0)",
+    );
+    check("user-in-log", "Logged in as jdoe.", "Logged in as <user>.");
+    check(
+        "user-at-address",
+        "connect jdoe@10.0.4.17 refused",
+        "connect <user>@<ip> refused",
+    );
+    check("ipv4", "git@10.0.4.17:repo", "git@<ip>:repo");
+    // Left alone: a .NET assembly's public key token, and MongoDB's error text.
+    for kept in [
+        "Could not load file or assembly 'Newtonsoft.Json, Version=13.0.0.0, Culture=neutral, PublicKeyToken=30ad4fe6b2a6aeed'",
+        "MongoServerError: bad auth : Authentication failed.",
+    ] {
+        check("secret-key-value", kept, kept);
+    }
+    check(
+        "secret-key-value",
+        "password : hunter",
+        "password : <redacted>",
+    );
+    check(
+        "vendor-token",
+        "sbp_1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b and lin_api_Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Jh1Gf0EdCcBbAaZzYy11",
+        "<secret:token> and <secret:token>",
+    );
 }
