@@ -120,6 +120,10 @@ pub(crate) enum Validator {
     Principal,
     /// The values of a `Key (...)=(...)` detail, unless all are numbers or UUIDs.
     KeyDetail,
+    /// An account or machine name alone: not a built-in account (`SYSTEM`, `LOCAL SERVICE`).
+    DomainAccountName,
+    /// A quoted pair whose name is personal data's (`'full_name': 'Jane Doe'`).
+    PersonalPair,
 }
 
 /// One scrubbing rule: a name, what it matches, and how it redacts.

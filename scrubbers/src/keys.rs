@@ -195,6 +195,68 @@ fn has_hint(key: &str) -> bool {
 
 /// Whether a key or `name=` holds a secret by its name. Bundler's per-host credentials
 /// (`BUNDLE_GEMS__EXAMPLE__COM=user:pass`) count too.
+/// Names of personal data, joined words (`first_name` = `firstName` = `firstname`): what a
+/// quoted pair in a text (a Python dict's repr, JSON inside a string) must not keep.
+const PERSONAL_NAMES: &[&str] = &[
+    "firstname",
+    "lastname",
+    "fullname",
+    "givenname",
+    "familyname",
+    "displayname",
+    "realname",
+    "surname",
+    "forename",
+    "maidenname",
+    "middlename",
+    "cardholdername",
+    "customername",
+    "accountholder",
+    "accountholdername",
+    "dob",
+    "dateofbirth",
+    "birthdate",
+    "birthday",
+    "phone",
+    "phonenumber",
+    "mobile",
+    "mobilenumber",
+    "mobilephone",
+    "msisdn",
+    "telephone",
+    "telephonenumber",
+    "ssn",
+    "socialsecuritynumber",
+    "passportnumber",
+    "passportno",
+    "nationalid",
+    "taxid",
+    "driverslicense",
+    "driverslicensenumber",
+    "drivinglicencenumber",
+    "address",
+    "streetaddress",
+    "homeaddress",
+    "postaladdress",
+    "addressline",
+    "addressline1",
+    "addressline2",
+    "cpf",
+    "bsn",
+    "personnummer",
+    "iban",
+    "accountnumber",
+    "cardnumber",
+    "username",
+    "login",
+];
+
+/// Whether a quoted name in a text names personal data (its value goes whatever it is).
+pub(crate) fn is_personal_key(key: &str) -> bool {
+    let joined: String = words(key).concat();
+    PERSONAL_NAMES.contains(&joined.as_str())
+}
+
 pub(crate) fn is_secret_key(key: &str) -> bool {
     if !has_hint(key) || negated(key) {
         return false;

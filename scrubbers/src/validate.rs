@@ -24,6 +24,7 @@ pub(crate) fn needs_captures(validator: Validator) -> bool {
             | Validator::AuthCredential
             | Validator::UserAtHost
             | Validator::Principal
+            | Validator::PersonalPair
     )
 }
 
@@ -74,7 +75,19 @@ pub(crate) fn check(
         Validator::SecretWordValue => secret_word_value(text),
         Validator::UrlCredentials => return url_credentials(text, span),
         Validator::Principal => return principal(caps?),
+        Validator::PersonalPair => {
+            let name = caps.and_then(|caps| caps.name("name"))?.as_str();
+            keys::is_personal_key(name) && !harmless_value(text) && !same_word(name, text)
+        }
         Validator::KeyDetail => key_detail(text),
+        Validator::DomainAccountName => {
+            let upper = text.trim_end_matches('$').to_ascii_uppercase();
+            !NOT_ACCOUNT_USERS.contains(&upper.as_str())
+                && !matches!(
+                    upper.as_str(),
+                    "LOCAL" | "NETWORK" | "ANONYMOUS" | "NULL" | "N/A"
+                )
+        }
         Validator::EnvName => {
             let name = caps.and_then(|caps| caps.name("name"))?.as_str();
             let inner = value_span(hay, span.clone());
@@ -1034,7 +1047,16 @@ fn host_shape(hay: &str, span: Range<usize>, text: &str) -> bool {
         return false;
     }
     let label = text.split('.').next().unwrap_or(text);
-    !NOT_MACHINES.iter().any(|n| label.eq_ignore_ascii_case(n))
+    // A file (`WS-2019.dll`), not a machine's domain.
+    let last = text.rsplit('.').next().unwrap_or("");
+    let file = text.contains('.')
+        && (FILE_EXTENSIONS.iter().any(|e| last.eq_ignore_ascii_case(e))
+            || [
+                "log", "pdb", "dmp", "sys", "msi", "zip", "dylib", "a", "o", "d", "cfg", "ini",
+            ]
+            .iter()
+            .any(|e| last.eq_ignore_ascii_case(e)));
+    !file && !NOT_MACHINES.iter().any(|n| label.eq_ignore_ascii_case(n))
 }
 
 /// File extensions that look like top-level domains in `icon@2x.png`.

@@ -2872,6 +2872,49 @@ fn shapes_found_in_other_ecosystems_crash_reports() {
         "password : <redacted>",
     );
     check(
+        "hostname-shape",
+        "No such host is known. (JANE-LAPTOP.corp.acme.com:443) DESKTOP-AB12CD3.corp.acme.com",
+        "No such host is known. (<hostname>:443) <hostname>",
+    );
+    check(
+        "hostname-shape",
+        "Computer: JDOE-PC; jdoe-ThinkPad-T480; jdoe-VirtualBox; kim-Inspiron-5570 up",
+        "Computer: <hostname>; <hostname>; <hostname>; <hostname> up",
+    );
+    for kept in [
+        "target i686-pc-windows-msvc and x86_64-pc-windows-gnu",
+        "gps-latitude out of range; double-precision; load WS-2019.dll",
+        "xdg-desktop-portal and docker-desktop",
+    ] {
+        check("hostname-shape", kept, kept);
+    }
+    check(
+        "windows-event-account",
+        "Account Name: jdoe Account Domain: ACME Workstation Name: FIN-WS-0231",
+        "Account Name: <user> Account Domain: ACME Workstation Name: <user>",
+    );
+    check(
+        "personal-pair",
+        "{'full_name': 'Jane Doe', 'first_name': 'Jane', 'date_of_birth': '1985-04-12', 'id': 7}",
+        "{'full_name': '<redacted>', 'first_name': '<redacted>', 'date_of_birth': '<redacted>', 'id': 7}",
+    );
+    check(
+        "personal-pair",
+        r#"payload "{\"user\":{\"phoneNumber\":\"+1 (415) 555\",\"lastName\":\"Doe\"}}""#,
+        r#"payload "{\"user\":{\"phoneNumber\":\"<redacted>\",\"lastName\":\"<redacted>\"}}""#,
+    );
+    for kept in [
+        "{'name': 'parser', 'display': 'x', 'username': ''}",
+        "fields ['first_name', 'last_name'] and {'phone': None}",
+    ] {
+        check("personal-pair", kept, kept);
+    }
+    check(
+        "windows-event-account",
+        "Account Name: SYSTEM Account Name: - ",
+        "Account Name: SYSTEM Account Name: - ",
+    );
+    check(
         "vendor-token",
         "sbp_1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b and lin_api_Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Jh1Gf0EdCcBbAaZzYy11",
         "<secret:token> and <secret:token>",
