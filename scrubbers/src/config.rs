@@ -124,6 +124,8 @@ pub(crate) enum Validator {
     DomainAccountName,
     /// A quoted pair whose name is personal data's (`'full_name': 'Jane Doe'`).
     PersonalPair,
+    /// A connection string's value whose name is a password's or a user's.
+    ConnectionString,
 }
 
 /// One scrubbing rule: a name, what it matches, and how it redacts.

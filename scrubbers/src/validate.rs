@@ -25,6 +25,7 @@ pub(crate) fn needs_captures(validator: Validator) -> bool {
             | Validator::UserAtHost
             | Validator::Principal
             | Validator::PersonalPair
+            | Validator::ConnectionString
     )
 }
 
@@ -75,6 +76,27 @@ pub(crate) fn check(
         Validator::SecretWordValue => secret_word_value(text),
         Validator::UrlCredentials => return url_credentials(text, span),
         Validator::Principal => return principal(caps?),
+        Validator::ConnectionString => {
+            let name = caps.and_then(|caps| caps.name("name"))?.as_str().trim();
+            let inner = value_span(hay, span);
+            let value = hay.get(inner.clone())?.trim_end();
+            let user = [
+                "user id",
+                "userid",
+                "uid",
+                "user",
+                "username",
+                "user name",
+                "login",
+            ]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n));
+            let ok = (user || keys::is_secret_param(name))
+                && !value.is_empty()
+                && !harmless_value(value)
+                && !same_word(name, value);
+            return ok.then(|| inner.start..inner.start + value.len());
+        }
         Validator::PersonalPair => {
             let name = caps.and_then(|caps| caps.name("name"))?.as_str();
             keys::is_personal_key(name) && !harmless_value(text) && !same_word(name, text)

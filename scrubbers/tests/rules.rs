@@ -2730,14 +2730,34 @@ fn secrets_in_prose() {
         "twilio key <secret:token> rejected",
     );
     check(
-        "secret-query-param",
+        "connection-string",
         "Server=db;User Id=sa;Password={pa;ss;w0rd};Encrypt=true",
-        "Server=db;User Id=sa;Password=<redacted>;Encrypt=true",
+        "Server=db;User Id=<redacted>;Password=<redacted>;Encrypt=true",
+    );
+    check(
+        "connection-string",
+        "Server=db1;Uid=mkowalski;Pwd=abc&def;Database=app",
+        "Server=db1;Uid=<redacted>;Pwd=<redacted>;Database=app",
+    );
+    check(
+        "connection-string",
+        "Data Source=db;Initial Catalog=app;Integrated Security=true;",
+        "Data Source=db;Initial Catalog=app;Integrated Security=true;",
+    );
+    check(
+        "secret-query-param",
+        "https://x.example/cart;Password={pa;ss;w0rd};Encrypt=true",
+        "https://x.example/cart;Password=<redacted>;Encrypt=true",
+    );
+    check(
+        "connection-string",
+        "Password={pa;ss;w0rd};Server=db",
+        "Password=<redacted>;Server=db",
     );
     check(
         "secret-key-value",
-        "Password={pa;ss;w0rd};Server=db",
-        "Password=<redacted>;Server=db",
+        "login with password={pa;ss;w0rd} rejected",
+        "login with password=<redacted> rejected",
     );
     check(
         "secret-key-value",
