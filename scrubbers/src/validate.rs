@@ -728,6 +728,13 @@ const PHONE_WORDS: &[&str] = &[
     "\u{7535}\u{8bdd}",
     "\u{624b}\u{673a}",
     "\u{96fb}\u{8a71}",
+    "rufnummer",
+    "handy",
+    "numéro",
+    "telefone",
+    "celular",
+    "móvil",
+    "portable",
 ];
 
 /// Phone numbers in national formats: `(415) 555-0132`, `415-555-0132`, `090-1234-5678`,

@@ -2930,6 +2930,31 @@ fn shapes_found_in_other_ecosystems_crash_reports() {
         check("personal-pair", kept, kept);
     }
     check(
+        "secret-query-param",
+        r#"{\"url\":\"https://api.example.com/v1?x\u003d1\u0026access_token\u003dZx9Yw8Vu7Ts6Rq5Po4Nm3Lk\"}"#,
+        r#"{\"url\":\"https://api.example.com/v1?x\u003d1\u0026access_token\u003d<redacted>\"}"#,
+    );
+    check(
+        "url-credentials-encoded",
+        "dsn=postgres%3A%2F%2Fapp%3AWinter2024%21%40db%3A5432%2Fprod",
+        "dsn=postgres%3A%2F%2F<redacted>%40db%3A5432%2Fprod",
+    );
+    check(
+        "url-credentials-encoded",
+        "next=https%3A%2F%2Fexample.com%2Fa%3Ab%40c",
+        "next=https%3A%2F%2Fexample.com%2Fa%3Ab%40c",
+    );
+    check(
+        "phone-national",
+        "phone: 07700 900123; Rufnummer 030 12345678",
+        "phone: <phone>; Rufnummer <phone>",
+    );
+    check(
+        "phone-national",
+        "took 01234 567890 ms",
+        "took 01234 567890 ms",
+    );
+    check(
         "windows-event-account",
         "Account Name: SYSTEM Account Name: - ",
         "Account Name: SYSTEM Account Name: - ",
