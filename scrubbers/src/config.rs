@@ -126,6 +126,11 @@ pub(crate) enum Validator {
     PersonalPair,
     /// A connection string's value whose name is a password's or a user's.
     ConnectionString,
+    /// The user of a log line (`value`): a person's name, not a service's (`default`,
+    /// `rabbit`); after `Invalid user`, only when sshd's ` from` follows.
+    LogUser,
+    /// A Redis password: letters and digits mixed, not an SMTP mechanism (`SCRAM-SHA-256`).
+    RedisPassword,
 }
 
 /// One scrubbing rule: a name, what it matches, and how it redacts.

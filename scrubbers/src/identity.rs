@@ -731,6 +731,41 @@ fn learn_from_str_with(text: &str, homes: &[paths::HomeHit], learned: &mut Learn
                 continue;
             };
             let value = value.as_str().trim_end_matches('.');
+            // Code, not a name: `user=self.id`, `user=ctx.user`, `user=None` in a structured
+            // log line.
+            let receiver = value.split_once('.').is_some_and(|(head, _)| {
+                matches!(
+                    head,
+                    "self"
+                        | "this"
+                        | "ctx"
+                        | "req"
+                        | "request"
+                        | "args"
+                        | "opts"
+                        | "cfg"
+                        | "config"
+                        | "params"
+                        | "session"
+                        | "state"
+                        | "event"
+                        | "msg"
+                )
+            });
+            let empty = [
+                "none",
+                "null",
+                "nil",
+                "undefined",
+                "true",
+                "false",
+                "unknown",
+            ]
+            .iter()
+            .any(|w| value.eq_ignore_ascii_case(w));
+            if receiver || empty {
+                continue;
+            }
             let key = key.as_str().to_ascii_lowercase();
             if key == "hostname" || key == "computername" {
                 learned.push_host(value);

@@ -234,7 +234,6 @@ const PERSONAL_NAMES: &[&str] = &[
     "driverslicense",
     "driverslicensenumber",
     "drivinglicencenumber",
-    "address",
     "streetaddress",
     "homeaddress",
     "postaladdress",
@@ -248,7 +247,6 @@ const PERSONAL_NAMES: &[&str] = &[
     "accountnumber",
     "cardnumber",
     "username",
-    "login",
 ];
 
 /// Whether a quoted name in a text names personal data (its value goes whatever it is).

@@ -26,6 +26,7 @@ pub(crate) fn needs_captures(validator: Validator) -> bool {
             | Validator::Principal
             | Validator::PersonalPair
             | Validator::ConnectionString
+            | Validator::LogUser
     )
 }
 
@@ -74,7 +75,14 @@ pub(crate) fn check(
         Validator::DomainAccount => domain_account(hay, span.clone(), text),
         Validator::UserAtHost => return user_at_host(caps?),
         Validator::SecretWordValue => secret_word_value(text),
-        Validator::UrlCredentials => return url_credentials(text, span),
+        Validator::UrlCredentials => return url_credentials(hay, span),
+        Validator::LogUser => return log_user(hay, caps?),
+        Validator::RedisPassword => {
+            token_like(text)
+                && !text
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        }
         Validator::Principal => return principal(caps?),
         Validator::ConnectionString => {
             let name = caps.and_then(|caps| caps.name("name"))?.as_str().trim();
@@ -99,7 +107,16 @@ pub(crate) fn check(
         }
         Validator::PersonalPair => {
             let name = caps.and_then(|caps| caps.name("name"))?.as_str();
-            keys::is_personal_key(name) && !harmless_value(text) && !same_word(name, text)
+            // An address of a machine (`127.0.0.1:8080`, `0x7ffd...`, `[::1]:443`, a URL) is no
+            // person's: other rules judge it.
+            let machine = (text
+                .starts_with(|c: char| c.is_ascii_digit() || matches!(c, '[' | ':'))
+                && text.contains([':', '.', 'x', '/']))
+                || text.contains("://");
+            keys::is_personal_key(name)
+                && !machine
+                && !harmless_value(text)
+                && !same_word(name, text)
         }
         Validator::KeyDetail => key_detail(text),
         Validator::DomainAccountName => {
@@ -186,10 +203,36 @@ fn domain_account(hay: &str, span: Range<usize>, text: &str) -> bool {
     {
         return false;
     }
-    // An escape sequence glued to words: `FAILED\nCaused by`, `A\tB`, `x\u002fy`.
+    // An escape sequence glued to words (`FAILED\nCaused by`, `waiting for IO\nretrying`,
+    // `x\u002fy`), or a directory (`GCC\bin`): a user only after a word that names an
+    // account and with a NetBIOS-style domain in upper case.
     let mut chars = user.chars();
     let first = chars.next();
     let second = chars.next();
+    let upper_domain = domain
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+    let escape_or_dir = matches!(first, Some('n' | 'r' | 't' | 'b' | 'f' | 'v' | '0'))
+        || matches!(
+            user.to_ascii_lowercase().as_str(),
+            "bin"
+                | "lib"
+                | "src"
+                | "include"
+                | "temp"
+                | "tmp"
+                | "system32"
+                | "windows"
+                | "etc"
+                | "data"
+                | "logs"
+                | "config"
+                | "users"
+                | "public"
+        );
+    if escape_or_dir && !(upper_domain && strong_account_word(hay, span.start)) {
+        return false;
+    }
     if matches!(first, Some('n' | 'r' | 't')) && second.is_some_and(|c| c.is_ascii_uppercase())
         || first == Some('u')
             && user.len() >= 5
@@ -214,10 +257,32 @@ fn domain_account(hay: &str, span: Range<usize>, text: &str) -> bool {
         .take_while(char::is_ascii_alphabetic)
         .collect();
     let weak = matches!(word.to_ascii_lowercase().as_str(), "sa" | "rof" | "yb");
-    !weak
-        || domain
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+    !weak || upper_domain
+}
+
+/// Whether the word before `at` (past quotes, `:` and `=`) names an account for sure
+/// (`user`, `account`, `logon`, ...), not a weak one (`as`, `for`, `by`).
+fn strong_account_word(hay: &str, at: usize) -> bool {
+    let before = hay
+        .get(..at)
+        .unwrap_or("")
+        .trim_end_matches(['"', '\'', '(', '\\', ' ', '\t', ':', '=']);
+    let start = before
+        .rfind(|c: char| !c.is_ascii_alphabetic())
+        .map_or(0, |i| i + 1);
+    let word = before.get(start..).unwrap_or("").to_ascii_lowercase();
+    matches!(
+        word.as_str(),
+        "user"
+            | "username"
+            | "account"
+            | "logon"
+            | "login"
+            | "principal"
+            | "owner"
+            | "identity"
+            | "domainuser"
+    )
 }
 
 /// The user and host of a shell prompt, or an SSH key's comment, to redact.
@@ -226,9 +291,11 @@ fn user_at_host(caps: &Captures<'_>) -> Option<Range<usize>> {
         return (!harmless_value(comment.as_str())).then(|| comment.range());
     }
     let value = caps.name("value")?;
-    let (user, _) = value.as_str().split_once('@')?;
-    // `git@github.com:org/repo` is a remote; `root@` names no person, but its host does.
-    (user != "git").then(|| value.range())
+    let (user, host) = value.as_str().split_once('@')?;
+    // `git@github.com:org/repo` is a remote; `root@` names no person, but its host does,
+    // unless it is a container's id (`root@3f2a1b9c8d7e:/app#`).
+    let container = host.len() >= 12 && host.bytes().all(|b| b.is_ascii_hexdigit());
+    (user != "git" && !container).then(|| value.range())
 }
 
 /// The user of an ARN, or the name of an LDAP DN unless it is a built-in container.
@@ -256,14 +323,59 @@ fn key_detail(text: &str) -> bool {
     let id_like = |v: &str| {
         let v = v.trim();
         !v.is_empty()
-            && (v.bytes().all(|b| b.is_ascii_digit())
+            && (v
+                .strip_prefix('-')
+                .unwrap_or(v)
+                .bytes()
+                .all(|b| b.is_ascii_digit())
                 || (v.len() == 36 && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')))
     };
     !text.is_empty() && !text.split(',').all(id_like)
 }
 
+/// Names that are no person's in a URL or a log line: `git@`, `anonymous@`, Redis's
+/// `default`, Erlang nodes (`rabbit@host`), and the words of `for invalid user x`.
+const NOT_PERSONS: &[&str] = &[
+    "git",
+    "anonymous",
+    "ftp",
+    "guest",
+    "invalid",
+    "illegal",
+    "unknown",
+    "default",
+    "nobody",
+    "none",
+    "null",
+    "rabbit",
+    "ejabberd",
+    "couchdb",
+    "emqx",
+    "riak",
+    "vernemq",
+    "node",
+];
+
+/// The user of a log line, to redact.
+fn log_user(hay: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
+    let value = caps.name("value")?;
+    let name = value.as_str().trim_end_matches('.');
+    if name.is_empty() || NOT_PERSONS.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+        return None;
+    }
+    // `Invalid user x from host` is sshd's; `invalid user input` is English.
+    let whole = caps.get(0)?.as_str();
+    if (whole.starts_with("Invalid user ") || whole.starts_with("Illegal user "))
+        && !hay.get(value.end()..)?.starts_with(" from ")
+    {
+        return None;
+    }
+    Some(value.start()..value.start() + name.len())
+}
+
 /// What to redact of a URL's `user:password` or `user`.
-fn url_credentials(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+fn url_credentials(hay: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let text = hay.get(span.clone())?;
     match text.split_once(':') {
         // The password is already a placeholder: the user alone.
         Some((user, pass)) if pass.starts_with('<') => {
@@ -271,21 +383,36 @@ fn url_credentials(text: &str, span: Range<usize>) -> Option<Range<usize>> {
         }
         Some(_) => Some(span),
         None => {
-            // No person: `git@`, `anonymous@`; nor the word in `for invalid user x`.
-            let anonymous = [
-                "git",
-                "anonymous",
-                "ftp",
-                "guest",
-                "invalid",
-                "illegal",
-                "unknown",
-            ]
-            .iter()
-            .any(|u| text.eq_ignore_ascii_case(u));
-            // A sentence's full stop is not part of the name (`logged in as jdoe.`).
-            let name = text.trim_end_matches('.');
-            (!name.is_empty() && !anonymous).then(|| span.start..span.start + name.len())
+            // A user alone only in the URLs people log in with (`https://jdoe@host`), not a
+            // package's (`webpack://app@1.2.3`) or a database's service user
+            // (`postgres://postgres@db`, `redis://default@cache`).
+            let before = hay.get(..span.start)?;
+            let before = before
+                .strip_suffix("://")
+                .or_else(|| before.strip_suffix(":\\/\\/"))
+                .unwrap_or(before);
+            let start = before
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-')))
+                .map_or(0, |i| i + 1);
+            let scheme = before.get(start..).unwrap_or("").to_ascii_lowercase();
+            let login = matches!(
+                scheme.as_str(),
+                "http"
+                    | "https"
+                    | "ssh"
+                    | "sftp"
+                    | "ftp"
+                    | "ftps"
+                    | "git+ssh"
+                    | "svn+ssh"
+                    | "smb"
+                    | "rsync"
+            );
+            let version = hay
+                .get(span.end + 1..)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+            let person = !NOT_PERSONS.iter().any(|n| text.eq_ignore_ascii_case(n));
+            (login && !version && person && !text.is_empty()).then_some(span)
         }
     }
 }
@@ -335,8 +462,7 @@ fn ipv4(hay: &str, span: Range<usize>, text: &str) -> bool {
         || after_version_word(hay, span.start)
         // A product's version (`Chrome/120.0.0.0`, `Electron/28.1.0.0` in user agents), a
         // library's (`libssl.so.1.1.1.1`) or a file's (`app-1.2.3.4.jar`).
-        || (before(hay, span.start) == Some('/')
-            && second_before(hay, span.start).is_some_and(char::is_alphanumeric))
+        || product_version(hay, span.clone())
         || (before(hay, span.start) == Some('.')
             && second_before(hay, span.start).is_some_and(char::is_alphabetic))
         || (after(hay, span.end) == Some('.')
@@ -360,7 +486,26 @@ fn ipv4(hay: &str, span: Range<usize>, text: &str) -> bool {
     }
     // An address ending in `.0` names a network, not a host (and is how versions end:
     // `8.0.0.0`, `3.0.2.0`).
-    n == 4 && octets[0] != 127 && octets[3] != 0 && octets != [255, 255, 255, 255]
+    let port = after(hay, span.end) == Some(':') && is_digit(second_after(hay, span.end));
+    n == 4 && octets[0] != 127 && (octets[3] != 0 || port) && octets != [255, 255, 255, 255]
+}
+
+/// A version after a product's name, as user agents write them (`Chrome/120.0.0.0 Safari`,
+/// `Electron/28.1.2.3)`): a capitalised name, then a space, `)`, `;`, `,` or the end. Not a
+/// host after a path (`/ip4/203.0.113.7/tcp`, `db.internal/10.0.0.5:5432`).
+fn product_version(hay: &str, span: Range<usize>) -> bool {
+    if before(hay, span.start) != Some('/') {
+        return false;
+    }
+    let head = hay.get(..span.start - 1).unwrap_or("");
+    let start = head
+        .rfind(|c: char| !c.is_ascii_alphabetic())
+        .map_or(0, |i| i + 1);
+    let name = head.get(start..).unwrap_or("");
+    let capitalised = name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name.chars().skip(1).any(|c| c.is_ascii_lowercase());
+    capitalised && matches!(after(hay, span.end), None | Some(' ' | ')' | ';' | ','))
 }
 
 /// Whether `hay[..at]` ends with `version`, `ver` or `v` as a word, then spaces or a colon:
@@ -768,7 +913,15 @@ fn phone_national(hay: &str, span: Range<usize>, text: &str) -> bool {
             from += 1;
         }
         let window = hay.get(from..span.start).unwrap_or("").to_lowercase();
-        return PHONE_WORDS.iter().any(|w| window.contains(w));
+        // A word of its own: not `cell` in `RefCell`, `call` in `syscall`, `tel` in `Intel`.
+        return PHONE_WORDS.iter().any(|w| {
+            window.match_indices(w).any(|(i, _)| {
+                !window
+                    .get(..i)
+                    .and_then(|s| s.chars().next_back())
+                    .is_some_and(char::is_alphabetic)
+            })
+        });
     }
     true
 }
@@ -1085,7 +1238,20 @@ fn host_shape(hay: &str, span: Range<usize>, text: &str) -> bool {
             ]
             .iter()
             .any(|e| last.eq_ignore_ascii_case(e)));
-    !file && !NOT_MACHINES.iter().any(|n| label.eq_ignore_ascii_case(n))
+    // Names of machine types, not machines: `IBM-PC compatible`, `VIRTUAL-PC`.
+    let pc_type = label.len() > 3
+        && label
+            .get(label.len() - 3..)
+            .is_some_and(|t| t.eq_ignore_ascii_case("-pc"))
+        && label.get(..label.len() - 3).is_some_and(|kind| {
+            [
+                "IBM", "X86", "X64", "AT", "XT", "VIRTUAL", "SERVICE", "HOST", "CLIENT", "SERVER",
+            ]
+            .iter()
+            .any(|k| kind.eq_ignore_ascii_case(k))
+                || kind.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("com"))
+        });
+    !file && !pc_type && !NOT_MACHINES.iter().any(|n| label.eq_ignore_ascii_case(n))
 }
 
 /// File extensions that look like top-level domains in `icon@2x.png`.

@@ -2910,8 +2910,8 @@ fn shapes_found_in_other_ecosystems_crash_reports() {
     }
     check(
         "windows-event-account",
-        "Account Name: jdoe Account Domain: ACME Workstation Name: FIN-WS-0231",
-        "Account Name: <user> Account Domain: ACME Workstation Name: <user>",
+        "Subject:\n\tAccount Name:\t\tjdoe\n\tAccount Domain:\t\tACME\n\tWorkstation Name:\tFIN-WS-0231\n",
+        "Subject:\n\tAccount Name:\t\t<user>\n\tAccount Domain:\t\tACME\n\tWorkstation Name:\t<user>\n",
     );
     check(
         "personal-pair",
@@ -2964,4 +2964,76 @@ fn shapes_found_in_other_ecosystems_crash_reports() {
         "sbp_1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b and lin_api_Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Jh1Gf0EdCcBbAaZzYy11",
         "<secret:token> and <secret:token>",
     );
+}
+
+/// Debugging content that looks like the shapes above and stays (found by probing the new
+/// rules with other crash reports).
+#[test]
+fn lookalikes_of_accounts_hosts_and_addresses_stay() {
+    for kept in [
+        // Rust's Debug strings with escapes; directories.
+        r#"Custom { kind: Other, error: "timeout waiting for IO\nretrying later" }"#,
+        r"expected value for DB\nat line 1; checking for GCC\bin; owner: app\nstatus",
+        // English and structured fields.
+        "invalid user input: missing field `name`; Illegal user agent string",
+        "user=self.id msg=hi; user=42",
+        // Machine addresses under personal-looking names.
+        r#"bad config: {"address": "127.0.0.1:8080"} {'address': '0x7ffd5e8c1a20'} {'login': 'failed'}"#,
+        // Certificate subjects.
+        r#"TLS error: subject "CN=localhost,O=Dev" mismatch; issuer CN=R3,O=Let's Encrypt,C=US"#,
+        // Connection-string-like prose.
+        "connection failed: host=localhost port=5432 user=postgres dbname=app; retrying",
+        "Client Name: N/A; Client Name: reqwest; Storage Account Name: devstoreaccount1",
+        // Package versions and service users in URLs.
+        "at (webpack://app@1.2.3/src/index.js:10:5) redis://default@cache:6379 postgres://postgres@db/x",
+        // SMTP capabilities and protocol states.
+        "250-AUTH SCRAM-SHA-256 PLAIN; state=AUTH next=HandshakeV2",
+        // Machine types and .NET frames.
+        "BIOS: IBM-PC compatible; at CONTOSO-PC.Program.Main(); xdg-Surface-0",
+        // Hex after words that hold a phone word inside.
+        "RefCell<Vec<u8>> bytes: 00 12 34 56 78 ff; syscall 0700 900123",
+        // Encoded URLs without credentials.
+        "redirect_uri=http%3A%2F%2Flocalhost%3A8080%2Fcb%3Fx%3D1%40y",
+        // Containers.
+        "root@3f2a1b9c8d7e:/app# cargo run",
+    ] {
+        let (out, _) = SCRUBBER.scrub_text(kept).unwrap();
+        assert_eq!(out, kept);
+    }
+    // And what must still go beside them.
+    for (input, expected) in [
+        (
+            "dialing /ip4/203.0.113.7/tcp/4001; db.internal/203.0.113.7:5432; host 192.168.1.0:8080",
+            "dialing /ip4/<ip>/tcp/4001; db.internal/<ip>:5432; host <ip>:8080",
+        ),
+        (
+            "DETAIL: Key (lower(username::text))=(jdoe) already exists.",
+            "DETAIL: Key (lower(username::text))=(<redacted>) already exists.",
+        ),
+        (
+            "DETAIL: Key (id)=(-1) is not present in table",
+            "DETAIL: Key (id)=(-1) is not present in table",
+        ),
+        (
+            "redis> AUTH Sup3rS3cret failed",
+            "redis> AUTH <redacted> failed",
+        ),
+        // An Erlang node's name is no person's; its address goes.
+        (
+            "connected to node rabbit@10.0.0.12",
+            "connected to node rabbit@<ip>",
+        ),
+        (r#""AUTH" "Sup3rS3cret""#, r#""AUTH" "<redacted>""#),
+        (
+            "logged in as JSmith; Disconnected from user jdoe 1.2.3.4",
+            "logged in as <user>; Disconnected from user <user> <ip>",
+        ),
+        (
+            "Invalid user Admin from 81.2.69.160",
+            "Invalid user <user> from <ip>",
+        ),
+    ] {
+        let (out, _) = SCRUBBER.scrub_text(input).unwrap();
+        assert_eq!(out, expected, "{input}");
+    }
 }
