@@ -131,6 +131,8 @@ pub(crate) enum Validator {
     LogUser,
     /// A Redis password: letters and digits mixed, not an SMTP mechanism (`SCRAM-SHA-256`).
     RedisPassword,
+    /// A user or group name of `id` output: not a system account or group (`root`, `sudo`).
+    IdName,
 }
 
 /// One scrubbing rule: a name, what it matches, and how it redacts.

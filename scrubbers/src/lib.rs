@@ -111,7 +111,7 @@
 //! | `phone-national` | phone numbers in national formats (`(415) 555-0132`, `415-555-0132`, `090-1234-5678`, `09-7625400`), and, after a word like `phone`, `tel` or `sms`, Chinese mobile numbers (`13812345678`), trunk-prefixed numbers in spaced groups (`020 7946 0958`) and bare 10- or 11-digit numbers (`07911123456`) | `<phone>` |
 //! | `crypto-address` | Bitcoin addresses (`1...`, `3...`, `bc1...`, checksums checked) | `<crypto>` |
 //! | `imei` | device IMEIs (15 digits, Luhn-checked), grouped `35-209900-176148-1` or after the word `IMEI` | `<imei>` |
-//! | `national-id` | national identity and tax numbers, check digits or ranges checked: UK National Insurance and NHS numbers, US ITINs, Canadian SINs, Indian Aadhaar and PAN, Finnish, Swedish and Korean personal numbers, Spanish NIF/NIE, Italian fiscal codes | `<national-id>` |
+//! | `national-id` | national identity and tax numbers, check digits or ranges checked: UK National Insurance and NHS numbers, US ITINs, Canadian SINs, Indian Aadhaar and PAN, Finnish, Swedish and Korean personal numbers, Spanish NIF/NIE, Italian fiscal codes, Brazilian CPFs | `<national-id>` |
 //! | `windows-sid` | Windows security identifiers of accounts (`S-1-5-21-...`, `S-1-12-1-...`); well-known SIDs stay | `<sid>` |
 //! | `domain-account` | Windows accounts written `DOMAIN\\user` after a word naming an account (`logon failure for CORP\\jdoe`); registry keys, longer paths and built-in accounts stay | `<user>` |
 //! | `user-at-host` | a shell prompt's `user@host` (`jdoe@laptop:~/src$`) and an SSH public key's comment; `git@` remotes stay | `<user>@<hostname>` |
@@ -121,6 +121,7 @@
 //! | `sql-key-detail` | the values of PostgreSQL's `Key (col)=(value)` constraint details, unless all are numbers or UUIDs | `<redacted>` |
 //! | `windows-event-account` | the account and machine names of Windows security events (`Account Name: jdoe`, `Workstation Name: FIN-WS-0231`) | `<user>` |
 //! | `personal-pair` | the quoted value of a quoted name of personal data in a text (a Python dict's repr, JSON inside a string: `'full_name': 'Jane Doe'`) | `<redacted>` |
+//! | `id-output` | the user and group names of `id` output (`uid=1000(jdoe) gid=1000(jdoe) groups=...`); system accounts and groups stay | `<user>` |
 //! | `home-path` | home directories: `/home/u`, `/homes/u`, `/Users/u`, `C:\Users\u` (any separator, JSON-escaped as `\/` or `\u002f`, `\\?\`, any drive; names with spaces or apostrophes), user folders on shares (`\\host\Users\u`, `\\host\c$\Users\u`, `\\host\home\u`, `//host/Users/u`), WSL `/mnt/c/Users/u` and `\\wsl$\distro\home\u`, AFS `/afs/cell/user/j/u`, the shell's `~u/`, `file://` and percent-encoded forms (any `%XX` in the name) | the running user's home becomes `~`; in others the user becomes `<user>` |
 //! | `user-name` | user names, given or learned from the event's home paths (`/home/u` and `/Users/u` only when a path follows; `u` also from `u.DOMAIN` profile folders) and `USER=` pairs, as whole words in any case, not in Rust paths (`a::u`); learned ones also not next to `_` nor as a file's name (`u.rs`) | `<user>` |
 //! | `full-name` | the user's full name, also as `alice.smith`, `alice_smith`, ... | `<user>` |

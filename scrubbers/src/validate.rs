@@ -77,6 +77,39 @@ pub(crate) fn check(
         Validator::SecretWordValue => secret_word_value(text),
         Validator::UrlCredentials => return url_credentials(hay, span),
         Validator::LogUser => return log_user(hay, caps?),
+        Validator::IdName => !matches!(
+            text,
+            "root"
+                | "daemon"
+                | "bin"
+                | "sys"
+                | "adm"
+                | "wheel"
+                | "sudo"
+                | "staff"
+                | "users"
+                | "nogroup"
+                | "nobody"
+                | "docker"
+                | "audio"
+                | "video"
+                | "plugdev"
+                | "dialout"
+                | "cdrom"
+                | "lpadmin"
+                | "netdev"
+                | "systemd-journal"
+                | "tty"
+                | "disk"
+                | "lp"
+                | "mail"
+                | "www-data"
+                | "input"
+                | "render"
+                | "kvm"
+                | "libvirt"
+                | "admin"
+        ),
         Validator::RedisPassword => {
             token_like(text)
                 && !text
@@ -290,12 +323,13 @@ fn user_at_host(caps: &Captures<'_>) -> Option<Range<usize>> {
     if let Some(comment) = caps.name("comment") {
         return (!harmless_value(comment.as_str())).then(|| comment.range());
     }
-    let value = caps.name("value")?;
+    let value = caps.name("value").or_else(|| caps.name("target"))?;
     let (user, host) = value.as_str().split_once('@')?;
     // `git@github.com:org/repo` is a remote; `root@` names no person, but its host does,
     // unless it is a container's id (`root@3f2a1b9c8d7e:/app#`).
     let container = host.len() >= 12 && host.bytes().all(|b| b.is_ascii_hexdigit());
-    (user != "git" && !container).then(|| value.range())
+    let service = NOT_PERSONS.iter().any(|n| user.eq_ignore_ascii_case(n));
+    (!service && !container).then(|| value.range())
 }
 
 /// The user of an ARN, or the name of an LDAP DN unless it is a built-in container.
@@ -957,6 +991,23 @@ fn num(digits: &[u8]) -> u64 {
 }
 
 /// National identity numbers: each kind's check digit, ranges or date.
+/// Brazil's CPF (`123.456.789-09`): two mod-11 check digits, not eleven equal digits.
+fn cpf(d: &[u8]) -> bool {
+    if d.len() != 11 || d.iter().all(|x| Some(x) == d.first()) {
+        return false;
+    }
+    let check = |n: usize| {
+        let sum: u32 = d
+            .iter()
+            .take(n)
+            .enumerate()
+            .map(|(i, x)| u32::from(*x) * (n as u32 + 1 - i as u32))
+            .sum();
+        (sum * 10 % 11 % 10) as u8
+    };
+    d.get(9) == Some(&check(9)) && d.get(10) == Some(&check(10))
+}
+
 fn national_id(hay: &str, caps: &Captures<'_>, span: Range<usize>, text: &str) -> bool {
     // Not part of a longer number or word-with-dashes.
     if matches!(before(hay, span.start), Some('-' | '.' | '/' | '+' | '_'))
@@ -986,6 +1037,9 @@ fn national_id(hay: &str, caps: &Captures<'_>, span: Range<usize>, text: &str) -
         let spaces = text.matches(' ').count();
         return !matches!(prefix, "BG" | "GB" | "NK" | "KN" | "TN" | "NT" | "ZZ")
             && (spaces == 0 || spaces == 4);
+    }
+    if caps.name("cpf").is_some() {
+        return cpf(&d);
     }
     if caps.name("itin").is_some() {
         let group = num(d.get(3..5).unwrap_or(&[]));

@@ -2227,7 +2227,7 @@ fn names_by_shape_and_position() {
             "permission denied for <user> on <hostname>",
         ),
         (
-            "user-name",
+            "user-at-host",
             "ssh root@vm failed",
             "ssh <user>@<hostname> failed",
         ),
@@ -2943,6 +2943,31 @@ fn shapes_found_in_other_ecosystems_crash_reports() {
         "url-credentials-encoded",
         "next=https%3A%2F%2Fexample.com%2Fa%3Ab%40c",
         "next=https%3A%2F%2Fexample.com%2Fa%3Ab%40c",
+    );
+    check(
+        "national-id",
+        "CPF 529.982.247-25 and 123.456.789-00",
+        "CPF <national-id> and 123.456.789-00",
+    );
+    check(
+        "id-output",
+        "uid=1000(jdoe) gid=1000(jdoe) groups=1000(jdoe),27(sudo),998(kpatel)",
+        "uid=1000(<user>) gid=1000(<user>) groups=1000(<user>),27(sudo),998(<user>)",
+    );
+    check(
+        "id-output",
+        "uid=0(root) gid=0(root)",
+        "uid=0(root) gid=0(root)",
+    );
+    check(
+        "user-at-host",
+        "ssh: connect as kpatel@bastion: Authentication failed; scp x jdoe@build01:/tmp",
+        "ssh: connect as <user>@<hostname>: Authentication failed; scp x <user>@<hostname>:/tmp",
+    );
+    check(
+        "user-at-host",
+        "npm install as react@18 and ssh git@github",
+        "npm install as react@18 and ssh git@github",
     );
     check(
         "phone-national",
