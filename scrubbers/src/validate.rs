@@ -263,7 +263,8 @@ fn domain_account(hay: &str, span: Range<usize>, text: &str) -> bool {
                 | "users"
                 | "public"
         );
-    if escape_or_dir && !(upper_domain && strong_account_word(hay, span.start)) {
+    let word = account_word(hay, span.start);
+    if escape_or_dir && !(upper_domain && strong_account_word(&word)) {
         return false;
     }
     if matches!(first, Some('n' | 'r' | 't')) && second.is_some_and(|c| c.is_ascii_uppercase())
@@ -281,31 +282,34 @@ fn domain_account(hay: &str, span: Range<usize>, text: &str) -> bool {
     }
     // After a weak word (`saved as`, `waiting for`, `owned by`), only a NetBIOS-style domain
     // in upper case: `for CORP\jdoe`, not `saved as reports\q3`.
-    let word: String = hay
-        .get(..span.start)
-        .unwrap_or("")
-        .trim_end_matches(['"', '\'', '(', '\\', ' ', '\t', ':', '='])
-        .chars()
-        .rev()
-        .take_while(char::is_ascii_alphabetic)
-        .collect();
-    let weak = matches!(word.to_ascii_lowercase().as_str(), "sa" | "rof" | "yb");
+    let weak = matches!(word.as_str(), "as" | "for" | "by");
     !weak || upper_domain
 }
 
-/// Whether the word before `at` (past quotes, `:` and `=`) names an account for sure
-/// (`user`, `account`, `logon`, ...), not a weak one (`as`, `for`, `by`).
-fn strong_account_word(hay: &str, at: usize) -> bool {
+/// The run of ASCII letters that ends `text` (`"logon for"` → `"for"`, `"a/"` → `""`).
+fn last_word(text: &str) -> &str {
+    let start = text
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !c.is_ascii_alphabetic())
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    text.get(start..).unwrap_or("")
+}
+
+/// The word before an account at `at`, past quotes, brackets, `:` and `=`, in lower case.
+fn account_word(hay: &str, at: usize) -> String {
     let before = hay
         .get(..at)
         .unwrap_or("")
         .trim_end_matches(['"', '\'', '(', '\\', ' ', '\t', ':', '=']);
-    let start = before
-        .rfind(|c: char| !c.is_ascii_alphabetic())
-        .map_or(0, |i| i + 1);
-    let word = before.get(start..).unwrap_or("").to_ascii_lowercase();
+    last_word(before).to_ascii_lowercase()
+}
+
+/// Whether an [account word](account_word) names an account for sure (`user`, `account`,
+/// `logon`, ...), not a weak one (`as`, `for`, `by`).
+fn strong_account_word(word: &str) -> bool {
     matches!(
-        word.as_str(),
+        word,
         "user"
             | "username"
             | "account"
@@ -531,11 +535,7 @@ fn product_version(hay: &str, span: Range<usize>) -> bool {
     if before(hay, span.start) != Some('/') {
         return false;
     }
-    let head = hay.get(..span.start - 1).unwrap_or("");
-    let start = head
-        .rfind(|c: char| !c.is_ascii_alphabetic())
-        .map_or(0, |i| i + 1);
-    let name = head.get(start..).unwrap_or("");
+    let name = last_word(hay.get(..span.start - 1).unwrap_or(""));
     let capitalised = name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_uppercase())
         && name.chars().skip(1).any(|c| c.is_ascii_lowercase());
@@ -2275,6 +2275,16 @@ pub(crate) fn is_secret_env_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_word_stops_at_any_other_character() {
+        assert_eq!(last_word("logon for"), "for");
+        assert_eq!(last_word("a/"), "");
+        assert_eq!(last_word("user"), "user");
+        // A character of more than one byte right before the word.
+        assert_eq!(last_word("Benutzer…user"), "user");
+        assert_eq!(account_word("…User: \"", 9), "user");
+    }
 
     #[test]
     fn luhn_known_numbers() {
